@@ -1,0 +1,1 @@
+"""Combining predictions and exporting them: view and fold means, the validator, leaderboard writers and the zip."""

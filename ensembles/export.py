@@ -1,0 +1,79 @@
+"""Leaderboard export: validate predictions against the test list, write the track's file into a zip, re-read it.
+
+A zip is refused rather than written when an id is missing, duplicated or unknown, or a score is not finite or
+outside the track's declared range: the organisers' scorers crash or silently mis-score on each of these.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tracks.base import SubmissionFormat
+from workbench.atomic import atomic_path
+
+
+class SubmissionError(ValueError):
+    """Predictions that would make a wrong submission; the message lists every problem found."""
+
+
+def _examples(values: Sequence[str], limit: int = 3) -> str:
+    values = list(values)
+    shown = ", ".join(repr(v) for v in values[:limit])
+    return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
+
+
+def validate(pred: pd.DataFrame, expected_ids: Sequence[str], targets: Sequence[str], score_range: tuple[float, float]) -> None:
+    ids = pred.index.astype(str)
+    expected = pd.Index(expected_ids).astype(str)
+    problems = []
+    duplicated = ids[ids.duplicated()].unique()
+    if len(duplicated):
+        problems.append(f"{len(duplicated)} duplicated id(s): {_examples(duplicated)}")
+    missing = expected.difference(ids)
+    if len(missing):
+        problems.append(f"{len(missing)} test id(s) without a prediction: {_examples(missing)}")
+    unknown = ids.difference(expected)
+    if len(unknown):
+        problems.append(f"{len(unknown)} id(s) not in the test list: {_examples(unknown)}")
+    values = pred[list(targets)].to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(values).all(axis=1)
+    if bad.any():
+        problems.append(f"{int(bad.sum())} non-finite score(s), e.g. for {_examples(ids[bad])}")
+    low, high = score_range
+    outside = np.isfinite(values).all(axis=1) & ((values < low) | (values > high)).any(axis=1)
+    if outside.any():
+        problems.append(f"{int(outside.sum())} score(s) outside the track's range [{low}, {high}], e.g. for {_examples(ids[outside])}")
+    if problems:
+        raise SubmissionError("refusing to write the submission:\n  " + "\n  ".join(problems))
+
+
+def write_zip(
+    pred: pd.DataFrame,
+    fmt: SubmissionFormat,
+    targets: Sequence[str],
+    expected_ids: Sequence[str],
+    score_range: tuple[float, float],
+    path: str | Path,
+    extras: Mapping[str, bytes] | None = None,
+) -> Path:
+    """Writes the submission zip (files at the root, rows in test-list order) and checks it by reading it back."""
+    validate(pred, expected_ids, targets, score_range)
+    ordered = pred.loc[list(expected_ids)]
+    files = {fmt.filename: fmt.to_csv(ordered, targets), **(extras or {})}
+    path = Path(path)
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    reread = fmt.read(path, targets)
+    validate(reread, expected_ids, targets, score_range)
+    if not np.array_equal(reread.loc[list(expected_ids)].to_numpy(), ordered[list(targets)].to_numpy()):
+        raise SubmissionError(f"{path}: the scores read back differ from those written")
+    with zipfile.ZipFile(path) as archive:
+        if sorted(archive.namelist()) != sorted(files):
+            raise SubmissionError(f"{path}: holds {archive.namelist()}, expected {sorted(files)}")
+    return path

@@ -1,0 +1,242 @@
+"""The feature cache: one folder per feature set, Parquet parts of per-frame rows, a manifest, a failures table.
+
+Layout: `<root>/<track>/<backbone>__keyframes<size>__<hash>/` holding `manifest.json`, `part-*.parquet` (rows
+`item_id, view, t, time, feature`) and `failures-*.parquet` (rows `item_id, path, reason, time`). The hash covers
+everything that changes a vector (`FeatureSpec.identity`), so two configurations never share a folder; the views of
+an item are rows, so asking for more views later adds rows to the same feature set.
+
+Parts are only ever written whole (temporary name, then rename) and never rewritten, so a killed run leaves at most
+a stale temporary file, which no reader globs for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from workbench.atomic import atomic_path, write_text
+
+SCHEMA_VERSION = 1
+PART_GLOB = "part-*.parquet"
+FAILURE_GLOB = "failures-*.parquet"
+DTYPES = {"float32": pa.float32(), "float16": pa.float16()}
+
+
+class CacheError(RuntimeError):
+    """A feature cache that is missing, or that does not match the configuration asked for."""
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Everything that changes a cached vector: the backbone and its weights, the frame sampling, the view size and
+    the stored dtype. The views themselves are rows, not part of the key."""
+
+    backbone: str
+    weights: str = "random"
+    frames: int = 8
+    fps: float = 1.0
+    phase: float = 0.0
+    size: int = 224
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype={self.dtype!r}: expected one of {', '.join(DTYPES)}")
+
+    def identity(self) -> dict:
+        """The hashed description; a weights file is identified by its content, not its path."""
+        ident = asdict(self)
+        weights = Path(self.weights)
+        if self.weights not in ("random", "hub", "none") and weights.is_file():
+            ident["weights"] = f"sha256:{file_sha256(weights)}"
+        ident["decode"] = "pyav rgb24, rgb48le above 8 bits"
+        ident["schema"] = SCHEMA_VERSION
+        return ident
+
+    def key(self) -> str:
+        digest = hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:10]
+        backbone = re.sub(r"[^A-Za-z0-9._-]+", "-", self.backbone)
+        return f"{backbone}__keyframes{self.size}__{digest}"
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_dir(root: str | Path, track: str, spec: FeatureSpec) -> Path:
+    return Path(root) / track / spec.key()
+
+
+# --- manifest ---------------------------------------------------------------------------------------------------------
+
+
+def _differences(expected: dict, found: dict, prefix: str = "") -> list[str]:
+    lines = []
+    for key in sorted(set(expected) | set(found)):
+        a, b = expected.get(key), found.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            lines += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            lines.append(f"{prefix}{key}: asked {a!r}, cached {b!r}")
+    return lines
+
+
+def ensure_manifest(folder: Path, spec: FeatureSpec, backbone_identity: dict, dim: int, versions: dict) -> dict:
+    """Creates the manifest, or checks an existing one against this configuration and backbone."""
+    manifest = {
+        "key": folder.name,
+        "spec": spec.identity(),
+        "backbone": backbone_identity,
+        "dim": dim,
+        "versions": versions,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    path = folder / "manifest.json"
+    if path.is_file():
+        found = json.loads(path.read_text())
+        wanted = {k: manifest[k] for k in ("spec", "backbone", "dim")}
+        diff = _differences(wanted, {k: found.get(k) for k in wanted})
+        if diff:
+            raise CacheError(f"{path} does not match this configuration:\n  " + "\n  ".join(diff))
+        return found
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text(path, json.dumps(manifest, indent=2, sort_keys=True))
+    return manifest
+
+
+def read_manifest(folder: Path, spec: FeatureSpec) -> dict:
+    """The manifest of a cache that must exist and match `spec`."""
+    path = folder / "manifest.json"
+    if not path.is_file():
+        raise CacheError(f"no features cached in {folder} (no manifest.json): run `just extract` with the same settings first")
+    found = json.loads(path.read_text())
+    diff = _differences(spec.identity(), found.get("spec", {}))
+    if diff:
+        raise CacheError(f"{path} does not match this configuration:\n  " + "\n  ".join(diff))
+    return found
+
+
+# --- parts ------------------------------------------------------------------------------------------------------------
+
+
+def part_schema(dim: int, dtype: str) -> pa.Schema:
+    return pa.schema(
+        [
+            ("item_id", pa.string()),
+            ("view", pa.string()),
+            ("t", pa.int16()),
+            ("time", pa.float32()),
+            ("feature", pa.list_(DTYPES[dtype], dim)),
+        ]
+    )
+
+
+def write_part(folder: Path, columns: dict[str, np.ndarray], schema: pa.Schema, prefix: str = "part") -> Path:
+    """One Parquet part, atomically; `columns['feature']` is a 2-D array [rows, dim]."""
+    arrays = []
+    for field in schema:
+        values = columns[field.name]
+        if pa.types.is_fixed_size_list(field.type):
+            flat = pa.array(np.ascontiguousarray(values, dtype=field.type.value_type.to_pandas_dtype()).ravel())
+            arrays.append(pa.FixedSizeListArray.from_arrays(flat, field.type.list_size))
+        else:
+            arrays.append(pa.array(values, type=field.type))
+    table = pa.Table.from_arrays(arrays, schema=schema)
+    final = folder / f"{prefix}-{uuid.uuid4().hex}.parquet"
+    with atomic_path(final) as tmp:
+        pq.write_table(table, tmp, compression="none")
+    return final
+
+
+def _read(folder: Path, glob: str, columns: list[str] | None = None) -> pa.Table | None:
+    files = sorted(folder.glob(glob))
+    if not files:
+        return None
+    return ds.dataset(files, format="parquet").to_table(columns=columns)
+
+
+def cached_views(folder: Path) -> pd.DataFrame:
+    """The (item_id, view) pairs present in the cache."""
+    table = _read(folder, PART_GLOB, ["item_id", "view"])
+    if table is None:
+        return pd.DataFrame({"item_id": pd.Series(dtype=str), "view": pd.Series(dtype=str)})
+    return table.to_pandas().drop_duplicates(ignore_index=True)
+
+
+def write_failures(folder: Path, failures: list[dict]) -> Path:
+    columns = {key: [f[key] for f in failures] for key in ("item_id", "path", "reason")}
+    columns["time"] = [time.time()] * len(failures)
+    schema = pa.schema([("item_id", pa.string()), ("path", pa.string()), ("reason", pa.string()), ("time", pa.float64())])
+    final = folder / f"failures-{uuid.uuid4().hex}.parquet"
+    with atomic_path(final) as tmp:
+        pq.write_table(pa.Table.from_pydict(columns, schema=schema), tmp)
+    return final
+
+
+def read_failures(folder: Path) -> pd.DataFrame:
+    """The latest failure of every item that is still not cached."""
+    table = _read(folder, FAILURE_GLOB)
+    if table is None:
+        return pd.DataFrame(columns=["item_id", "path", "reason", "time"])
+    failures = table.to_pandas().sort_values("time").drop_duplicates("item_id", keep="last")
+    cached = set(cached_views(folder)["item_id"])
+    return failures[~failures["item_id"].isin(cached)].reset_index(drop=True)
+
+
+# --- reading features for training ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Features:
+    """x [N, V, T, D] float32 with mask [N, V, T] (True where a frame exists), in the order of the ids asked for."""
+
+    x: np.ndarray
+    mask: np.ndarray
+    item_ids: list[str]
+    views: list[str]
+
+
+def _positions(column: pa.ChunkedArray, order: list[str]) -> np.ndarray:
+    """Position of each row's value in `order` (-1 when absent), vectorised through a dictionary encoding."""
+    encoded = column.combine_chunks().dictionary_encode()
+    lookup = pd.Index(order).get_indexer(encoded.dictionary.to_pylist())
+    return lookup[encoded.indices.to_numpy()]
+
+
+def read_features(folder: Path, item_ids: list[str], views: list[str] | None, frames: int) -> Features:
+    """Every requested item's per-frame features, scattered into a dense array; no Python loop over rows."""
+    table = _read(folder, PART_GLOB)
+    if table is None:
+        raise CacheError(f"no features cached in {folder}: run `just extract` first")
+    available = sorted(set(table["view"].unique().to_pylist()))
+    views = list(views) if views else available
+    unknown = [v for v in views if v not in available]
+    if unknown:
+        raise CacheError(f"{folder}: view(s) {', '.join(unknown)} not cached (cached: {', '.join(available)})")
+    item_pos = _positions(table["item_id"], item_ids)
+    view_pos = _positions(table["view"], views)
+    t = table["t"].to_numpy()
+    keep = (item_pos >= 0) & (view_pos >= 0) & (t < frames)
+    feature = table["feature"].combine_chunks()
+    dim = feature.type.list_size
+    values = feature.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+    x = np.zeros((len(item_ids), len(views), frames, dim), dtype=np.float32)
+    mask = np.zeros((len(item_ids), len(views), frames), dtype=bool)
+    x[item_pos[keep], view_pos[keep], t[keep]] = values[keep]
+    mask[item_pos[keep], view_pos[keep], t[keep]] = True
+    return Features(x=x, mask=mask, item_ids=list(item_ids), views=views)

@@ -1,0 +1,40 @@
+# Every recipe takes key=value words, e.g. `just extract track=kvq backbone=quality_stats views=center,hflip`.
+set positional-arguments
+
+python := env_var_or_default("PYTHON", "python3")
+
+# list the recipes
+default:
+    @just --list
+
+# synthesise, extract, train every fold, submit and score on the built-in demo data
+demo *args:
+    @{{python}} -m workbench demo "$@"
+
+# write a synthetic dataset in a track's organiser layout: out=<dir> [items=<n>] [seed=<s>]
+synth *args:
+    @{{python}} -m workbench synth "$@"
+
+# fill the feature cache: track=<t> data=<dir> [backbone=<name>] [frames=8] [size=224] [views=center,hflip]
+extract *args:
+    @{{python}} -m workbench extract "$@"
+
+# train one fold: track=<t> fold=<k> [head=linear] [loss=mse:1,plcc:1] [epochs=30]
+train-fold *args:
+    @{{python}} -m workbench train-fold "$@"
+
+# train every fold into one run
+train *args:
+    @{{python}} -m workbench train "$@"
+
+# write the leaderboard zip under submissions/: track=<t> [run=<id>] [tta=center,hflip]
+submit *args:
+    @{{python}} -m workbench submit "$@"
+
+# official score of a prediction csv or zip: track=<t> preds=<file> truth=<dir>
+score *args:
+    @{{python}} -m workbench score "$@"
+
+# the test suite
+test *args:
+    @{{python}} -m pytest -q "$@"

@@ -1,0 +1,1 @@
+"""Procedural media with known distortions, so every track has a demo dataset and tests need no download."""

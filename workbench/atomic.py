@@ -1,0 +1,51 @@
+"""Atomic file writes: a reader never sees a half-written file under its final name.
+
+A leaf module (imports nothing from the project), so tracks, features and ensembles may use it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
+    """Yields a temporary path beside `final`; on success it is fsynced and renamed onto `final`.
+
+    The temporary name ends in `.tmp` so globbing for the final suffix never picks it up; on failure it is removed.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        yield tmp
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(final: str | os.PathLike, text: str) -> Path:
+    with atomic_path(final) as tmp:
+        tmp.write_text(text)
+    return Path(final)
+
+
+def write_bytes(final: str | os.PathLike, data: bytes) -> Path:
+    with atomic_path(final) as tmp:
+        tmp.write_bytes(data)
+    return Path(final)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> int:
+    """Deletes temporaries left by killed writers in `folder`; returns how many were removed."""
+    removed = 0
+    for tmp in Path(folder).glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+        removed += 1
+    return removed

@@ -1,0 +1,293 @@
+"""The command line: `python -m workbench <command> key=value ...`, which the justfile recipes call.
+
+Every command prints what it will do, shows progress on long work and ends with a short table.
+Exit status: 0 on success, 2 on a usage or input error, 3 when extraction finished but some media failed.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from ensembles.combine import fold_ensemble
+from ensembles.export import SubmissionError, write_zip
+from features.cache import CacheError
+from features.extract import ExtractionSummary, extract
+from tracks import LayoutError, get_track
+from workbench.config import (
+    ConfigError,
+    ExtractConfig,
+    ScoreConfig,
+    SubmitConfig,
+    SynthConfig,
+    TrainConfig,
+    as_dict,
+    build,
+    check_keys,
+    known_keys,
+    parse_words,
+)
+from workbench.runs import Run, newest_complete_run, open_run
+from workbench.train import load_training_data, open_or_create_run, quiet_lightning, run_summary, train_fold
+
+console = Console()
+EXIT_USAGE, EXIT_FAILURES = 2, 3
+
+
+def announce(command: str, config: object) -> None:
+    words = " ".join(f"{k}={','.join(v) if isinstance(v, list) else v}" for k, v in as_dict(config).items())
+    console.print(f"[bold cyan]{command}[/] {words}")
+
+
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> Table:
+    out = Table(title=title, title_justify="left")
+    for column in columns:
+        out.add_column(column)
+    for row in rows:
+        out.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
+    return out
+
+
+def fmt(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+# --- commands ---------------------------------------------------------------------------------------------------------
+
+
+def cmd_synth(cfg: SynthConfig) -> int:
+    track = get_track(cfg.track)
+    started = time.monotonic()
+    with console.status(f"writing {cfg.items} synthetic {track.name} items to {cfg.out_dir}"):
+        track.synthesize(cfg.out_dir, cfg.items, cfg.seed)
+    items = track.read_items(cfg.out_dir)
+    counts = items["split"].value_counts()
+    console.print(
+        table(
+            f"synthetic {track.name} data",
+            ["folder", "train", "test", "groups", "seconds"],
+            [[cfg.out_dir, counts.get("train", 0), counts.get("test", 0), items["group"].nunique(), time.monotonic() - started]],
+        )
+    )
+    return 0
+
+
+def cmd_extract(cfg: ExtractConfig) -> int:
+    track = get_track(cfg.track)
+    items = track.read_items(cfg.data_dir)
+    summary = extract(
+        items,
+        track.name,
+        cfg.feature_spec(),
+        cfg.views,
+        cache_root=cfg.cache,
+        batch_size=cfg.batch,
+        workers=cfg.workers,
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        strategy=cfg.strategy,
+    )
+    return report_extraction(summary, cfg.views)
+
+
+def report_extraction(summary: ExtractionSummary, views: Sequence[str]) -> int:
+    rate = summary.extracted / summary.seconds if summary.seconds else 0.0
+    console.print(
+        table(
+            "extraction",
+            ["items", "views", "already cached", "extracted", "failed", "items/s", "cache"],
+            [[summary.items, ",".join(views), summary.already_cached, summary.extracted, len(summary.failures), rate, summary.folder]],
+        )
+    )
+    if len(summary.failures):
+        console.print(
+            table(
+                "failures (recorded in the cache's failures table; fix or remove these items, then rerun)",
+                ["item", "reason"],
+                summary.failures[["item_id", "reason"]].head(20).to_numpy().tolist(),
+            )
+        )
+        return EXIT_FAILURES
+    return 0
+
+
+def _train(cfg: TrainConfig, folds: Sequence[int]) -> tuple[Run, dict]:
+    quiet_lightning()
+    data = load_training_data(cfg)
+    if data.dropped:
+        console.print(f"[yellow]{len(data.dropped)} item(s) have no cached features and are left out, e.g. {data.dropped[0]}[/]")
+    run = open_or_create_run(cfg, data)
+    done = set(run.folds_done())
+    todo = [k for k in folds if k not in done]
+    if done & set(folds):
+        console.print(f"run {run.id}: fold(s) {sorted(done & set(folds))} already finished, kept")
+    for k in todo:
+        started = time.monotonic()
+        with console.status(f"training fold {k} of {run.id}"):
+            parts = train_fold(cfg, data, run, k)
+        console.print(f"  fold {k}: score {parts['score']:.4f} on {parts['items']} items in {time.monotonic() - started:.1f}s")
+    summary = run_summary(run, data) if run.is_complete() else {"folds": run.fold_scores(), "run": run.id}
+    return run, summary
+
+
+def fold_table(run: Run, summary: dict) -> Table:
+    names = next(iter(summary["folds"].values()))
+    metrics = ["score", *sorted(m for m in names if m not in ("score", "items"))]
+    rows = [[f"fold {k}", *(parts[m] for m in metrics), parts["items"]] for k, parts in sorted(summary["folds"].items())]
+    if "oof" in summary:
+        rows.append(["out of fold", *(summary["oof"][m] for m in metrics), sum(p["items"] for p in summary["folds"].values())])
+    return table(f"run {run.id} ({run.path})", ["", *metrics, "items"], rows)
+
+
+def cmd_train_fold(cfg: TrainConfig) -> int:
+    if cfg.fold < 0:
+        raise ConfigError("train-fold needs fold=<k> (0-based); `just train` trains every fold")
+    if cfg.fold >= cfg.folds:
+        raise ConfigError(f"fold={cfg.fold} but folds={cfg.folds}")
+    run, summary = _train(cfg, [cfg.fold])
+    console.print(fold_table(run, summary))
+    return 0
+
+
+def cmd_train(cfg: TrainConfig) -> int:
+    run, summary = _train(cfg, range(cfg.folds))
+    console.print(fold_table(run, summary))
+    return 0
+
+
+def cmd_submit(cfg: SubmitConfig) -> int:
+    track = get_track(cfg.track)
+    run = open_run(cfg.runs, track.name, cfg.run) if cfg.run else newest_complete_run(cfg.runs, track.name)
+    if not run.is_complete():
+        raise ConfigError(f"run {run.id} has folds {run.folds_done()} of {run.config['folds']} finished: train the rest first")
+    config = run.config
+    items = track.read_items(Path(config["data"] or f"data/demo/{track.name}"))
+    test_ids = items.loc[items["split"] == "test", "item_id"].tolist()
+    test = run.predictions("test")
+    pred = fold_ensemble(test, track.targets, cfg.tta)
+    views = list(cfg.tta) or sorted(test["view"].unique())
+    path = Path(cfg.out) / f"{track.name}-{run.id}.zip"
+    write_zip(pred, track.submission, track.targets, test_ids, track.score_range, path)
+    console.print(
+        table(
+            "submission",
+            ["run", "folds", "views", "test items", "zip"],
+            [[run.id, len(run.folds_done()), ",".join(views), len(test_ids), path]],
+        )
+    )
+    console.print(f"[bold green]{path}[/]")
+    return 0
+
+
+def cmd_score(cfg: ScoreConfig) -> int:
+    if not cfg.preds or not cfg.truth:
+        raise ConfigError("score needs preds=<prediction csv or submission zip> and truth=<organiser truth folder>")
+    parts = score_submission(cfg)
+    console.print(table(f"official {cfg.track} score of {cfg.preds}", list(parts), [[fmt(v) for v in parts.values()]]))
+    return 0
+
+
+def score_submission(cfg: ScoreConfig) -> dict[str, float | str]:
+    track = get_track(cfg.track)
+    pred = track.submission.read(Path(cfg.preds), track.targets)
+    return track.official_score(pred, Path(cfg.truth))
+
+
+def cmd_demo(values: dict[str, str]) -> int:
+    """Synthesise (if absent), extract, train every fold, train the shuffled-label control, submit, score."""
+    track = get_track(values.get("track", "kvq"))
+    timings: dict[str, float] = {}
+
+    def stage(name: str, fn: Callable[[], object]) -> object:
+        started = time.monotonic()
+        result = fn()
+        timings[name] = time.monotonic() - started
+        return result
+
+    synth = build(SynthConfig, values, track.defaults)
+    if not (synth.data_dir / "truth").is_dir():
+        announce("synth", synth)
+        stage("synth", lambda: cmd_synth(synth))
+    extract_cfg = build(ExtractConfig, {"views": "center,hflip", **values}, track.defaults)
+    announce("extract", extract_cfg)
+    status = stage("extract", lambda: cmd_extract(extract_cfg))
+    train_cfg = build(TrainConfig, values, track.defaults)
+    announce("train", train_cfg)
+    run, summary = stage("train", lambda: _train(train_cfg, range(train_cfg.folds)))
+    console.print(fold_table(run, summary))
+    control_cfg = build(TrainConfig, {**values, "shuffle_labels": "true"}, track.defaults)
+    announce("train (control, shuffled labels)", control_cfg)
+    _, control = stage("control", lambda: _train(control_cfg, range(control_cfg.folds)))
+    submit_cfg = build(SubmitConfig, {**values, "run": run.id}, track.defaults)
+    announce("submit", submit_cfg)
+    stage("submit", lambda: cmd_submit(submit_cfg))
+    zip_path = Path(submit_cfg.out) / f"{track.name}-{run.id}.zip"
+    score_cfg = build(ScoreConfig, {**values, "preds": str(zip_path), "truth": str(synth.data_dir / "truth")}, track.defaults)
+    announce("score", score_cfg)
+    official = stage("score", lambda: score_submission(score_cfg))
+    rows = [[f"fold {k}", parts["score"]] for k, parts in sorted(summary["folds"].items())]
+    rows += [
+        ["out of fold", summary["oof"]["score"]],
+        ["control (shuffled labels), out of fold", control["oof"]["score"]],
+        ["local test (official scorer)", official.get("score", "n/a")],
+        ["zip", str(zip_path)],
+    ]
+    console.print(table(f"{track.name} demo", ["", "score"], rows))
+    console.print(table("time per stage", list(timings), [[f"{t:.1f}s" for t in timings.values()]]))
+    return status if isinstance(status, int) else 0
+
+
+@dataclass(frozen=True)
+class Command:
+    config: type | None
+    run: Callable
+    help: str
+
+
+COMMANDS: dict[str, Command] = {
+    "synth": Command(SynthConfig, cmd_synth, "write a synthetic dataset in the track's organiser layout"),
+    "extract": Command(ExtractConfig, cmd_extract, "fill the feature cache"),
+    "train-fold": Command(TrainConfig, cmd_train_fold, "train one fold of a run"),
+    "train": Command(TrainConfig, cmd_train, "train every fold of a run"),
+    "submit": Command(SubmitConfig, cmd_submit, "write the leaderboard zip of a run"),
+    "score": Command(ScoreConfig, cmd_score, "score predictions with the track's official scorer"),
+    "demo": Command(None, cmd_demo, "synth, extract, train, control, submit and score on demo data"),
+}
+DEMO_KEYS = known_keys(SynthConfig, ExtractConfig, TrainConfig, SubmitConfig) - {"out", "run", "fold", "shuffle_labels"}
+
+
+def usage() -> str:
+    lines = ["usage: python -m workbench <command> key=value ...", ""]
+    lines += [f"  {name:<11} {command.help}" for name, command in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help", "help"}:
+        console.print(usage())
+        return 0 if argv else EXIT_USAGE
+    name, words = argv[0], argv[1:]
+    if name not in COMMANDS:
+        console.print(f"[red]unknown command {name!r}[/]\n{usage()}")
+        return EXIT_USAGE
+    command = COMMANDS[name]
+    try:
+        values = parse_words(words)
+        if command.config is None:
+            check_keys(values, DEMO_KEYS, name)
+            return command.run(values)
+        check_keys(values, known_keys(command.config), name)
+        track = get_track(values.get("track", "kvq"))
+        config = build(command.config, values, track.defaults)
+        announce(name, config)
+        return command.run(config)
+    except (ConfigError, LayoutError, CacheError, SubmissionError, FileNotFoundError, ValueError) as error:
+        console.print(f"[bold red]error:[/] {error}")
+        return EXIT_USAGE

@@ -1,0 +1,167 @@
+"""Configuration from `key=value` words.
+
+Each command has a frozen dataclass; a value comes from the user's words, else the track's `defaults`, else the
+dataclass default. Types follow the annotations (int, float, str, bool, comma-separated tuples), and an unknown key
+is an error that suggests the closest known one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from features.cache import FeatureSpec
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A word on the command line that cannot be used; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class TrackConfig:
+    track: str = "kvq"
+    data: str = ""  # the organiser's layout; empty means the demo data of the track
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.data or f"data/demo/{self.track}")
+
+
+@dataclass(frozen=True)
+class FeatureConfig(TrackConfig):
+    """What identifies one feature set in the cache (see features.cache.FeatureSpec)."""
+
+    backbone: str = "quality_stats"
+    weights: str = "random"  # random | hub | a local weights file
+    frames: int = 8
+    fps: float = 1.0
+    phase: float = 0.0
+    size: int = 224
+    dtype: str = "float32"
+    cache: str = "cache"
+
+    def feature_spec(self) -> FeatureSpec:
+        return FeatureSpec(
+            backbone=self.backbone,
+            weights=self.weights,
+            frames=self.frames,
+            fps=self.fps,
+            phase=self.phase,
+            size=self.size,
+            dtype=self.dtype,
+        )
+
+
+@dataclass(frozen=True)
+class ExtractConfig(FeatureConfig):
+    views: tuple[str, ...] = ("center",)
+    batch: int = 4  # items per batch
+    workers: int = 1  # DataLoader processes decoding ahead of the model
+    devices: int = 1
+    accelerator: str = "auto"
+    strategy: str = "auto"
+
+
+@dataclass(frozen=True)
+class TrainConfig(FeatureConfig):
+    folds: int = 5
+    seed: int = 0
+    fold: int = -1  # one fold for train-fold; -1 trains every fold
+    head: str = "linear"
+    hidden: int = 128
+    dropout: float = 0.0
+    loss: str = "mse:1,plcc:1"
+    lr: float = 1e-3
+    wd: float = 1e-4
+    epochs: int = 30
+    batch: int = 32
+    views: tuple[str, ...] = ()  # cached views to train and predict on; empty means all of them
+    shuffle_labels: bool = False  # the control run: training labels permuted, so its score shows chance level
+    run: str = ""  # empty starts a new run (train) or uses the newest (train-fold)
+    runs: str = "runs"
+
+
+@dataclass(frozen=True)
+class SubmitConfig(TrackConfig):
+    run: str = ""  # empty means the newest run of the track
+    runs: str = "runs"
+    out: str = "submissions"
+    tta: tuple[str, ...] = ()  # views averaged at test time; empty means every view the run predicted
+
+
+@dataclass(frozen=True)
+class ScoreConfig(TrackConfig):
+    preds: str = ""
+    truth: str = ""
+
+
+@dataclass(frozen=True)
+class SynthConfig(TrackConfig):
+    out: str = ""  # empty means data/demo/<track>
+    items: int = 120
+    seed: int = 0
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out) if self.out else self.data_dir
+
+
+def parse_words(words: Iterable[str]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for word in words:
+        key, sep, value = word.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{word!r} is not a key=value word (for example track=kvq)")
+        if key in values:
+            raise ConfigError(f"{key} is given twice ({values[key]!r} and {value!r})")
+        values[key] = value
+    return values
+
+
+def known_keys(*classes: type) -> set[str]:
+    return {f.name for cls in classes for f in dataclasses.fields(cls)}
+
+
+def check_keys(values: Mapping[str, str], allowed: set[str], command: str) -> None:
+    for key in values:
+        if key not in allowed:
+            hint = difflib.get_close_matches(key, allowed, n=1)
+            suggestion = f" Did you mean {hint[0]}=?" if hint else ""
+            raise ConfigError(f"{command} takes no key {key!r}; it takes {', '.join(sorted(allowed))}.{suggestion}")
+
+
+def _convert(key: str, raw: object, kind: object) -> object:
+    if not isinstance(raw, str):
+        return raw  # a track default, already typed
+    try:
+        if kind is bool:
+            if raw.lower() not in {"1", "0", "true", "false", "yes", "no"}:
+                raise ValueError(raw)
+            return raw.lower() in {"1", "true", "yes"}
+        if kind in (int, float):
+            return kind(raw)
+        if typing.get_origin(kind) is tuple:
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"{key}={raw!r}: expected {getattr(kind, '__name__', kind)}") from None
+    return raw
+
+
+def build(cls: type[T], values: Mapping[str, str], track_defaults: Mapping[str, object] = ()) -> T:
+    """An instance of the config dataclass `cls` from the words that concern it, over the track's defaults."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    merged = {k: v for k, v in dict(track_defaults).items() if k in fields}
+    merged.update({k: v for k, v in values.items() if k in fields})
+    return cls(**{key: _convert(key, raw, hints[key]) for key, raw in merged.items()})
+
+
+def as_dict(config: object) -> dict[str, object]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}

@@ -1,0 +1,80 @@
+"""The run directory: `runs/<track>/<run-id>/` with the resolved config, the fold assignment and one folder per fold.
+
+A fold is finished when its `score.json` exists: it is written last, atomically, after the checkpoint and the
+prediction files, so a rerun redoes exactly the folds that were not finished. A run's id is derived from its
+configuration, so training the same configuration again (or fold by fold) lands in the same run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from workbench.atomic import atomic_path, write_text
+
+CONFIG = "config.json"
+SCORES = "scores.json"
+
+
+@dataclass(frozen=True)
+class Run:
+    path: Path
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    @property
+    def config(self) -> dict:
+        return json.loads((self.path / CONFIG).read_text())
+
+    def fold_dir(self, fold: int) -> Path:
+        return self.path / f"fold-{fold}"
+
+    def folds_done(self) -> list[int]:
+        return sorted(int(p.parent.name.split("-")[1]) for p in self.path.glob("fold-*/score.json"))
+
+    def is_complete(self) -> bool:
+        return (self.path / CONFIG).is_file() and len(self.folds_done()) == self.config["folds"]
+
+    def fold_scores(self) -> dict[int, dict]:
+        return {k: json.loads((self.fold_dir(k) / "score.json").read_text()) for k in self.folds_done()}
+
+    def predictions(self, kind: str) -> pd.DataFrame:
+        """`oof` or `test` predictions of every finished fold, long format with a `fold` column."""
+        frames = [pd.read_parquet(self.fold_dir(k) / f"{kind}.parquet").assign(fold=k) for k in self.folds_done()]
+        if not frames:
+            raise FileNotFoundError(f"{self.path}: no finished fold")
+        return pd.concat(frames, ignore_index=True)
+
+    def write_json(self, name: str, payload: dict) -> None:
+        write_text(self.path / name, json.dumps(payload, indent=2, sort_keys=True, default=str))
+
+    def write_parquet(self, name: str | Path, table: pd.DataFrame) -> None:
+        with atomic_path(self.path / name) as tmp:
+            table.to_parquet(tmp, index=False)
+
+
+def run_id(config: dict, feature_key: str, ignore: tuple[str, ...] = ("run", "runs", "fold")) -> str:
+    hashed = {k: v for k, v in config.items() if k not in ignore}
+    digest = hashlib.sha256(json.dumps([hashed, feature_key], sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"{config['backbone']}-{config['head']}-{digest}".replace("/", "-")
+
+
+def open_run(runs_root: str | Path, track: str, run: str) -> Run:
+    path = Path(runs_root) / track / run
+    if not (path / CONFIG).is_file():
+        raise FileNotFoundError(f"no run {run!r} in {path.parent} (no {CONFIG})")
+    return Run(path)
+
+
+def newest_complete_run(runs_root: str | Path, track: str) -> Run:
+    runs = [Run(p.parent) for p in (Path(runs_root) / track).glob(f"*/{CONFIG}")]
+    complete = [r for r in runs if r.is_complete()]
+    if not complete:
+        raise FileNotFoundError(f"no finished run of {track} under {Path(runs_root) / track}: run `just train` first")
+    return max(complete, key=lambda r: (r.path / SCORES).stat().st_mtime if (r.path / SCORES).exists() else 0.0)

@@ -1,0 +1,245 @@
+"""Training heads fold by fold on the feature cache.
+
+`HeadRegressor` is the Lightning recipe (loss, optimiser, validation by the track's own score) around a plain
+`FrameHead`; `CachedFeatures` serves one fold's tensors, already in memory; `train_folds` runs the folds of a run,
+skipping those already finished, and writes out-of-fold and per-view test predictions.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch.utils.data import DataLoader, TensorDataset
+
+from features.cache import Features, cache_dir, read_features, read_manifest
+from tracks import Track, get_track
+from workbench.config import TrainConfig, as_dict
+from workbench.folds import grouped_folds
+from workbench.heads import FrameHead, create_head
+from workbench.losses import CombinedLoss
+from workbench.runs import Run, run_id
+
+Scorer = Callable[[np.ndarray], dict[str, float]]
+
+
+def quiet_lightning() -> None:
+    """Lightning's per-Trainer banners (accelerator found, etc.) drown the tables users read."""
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
+class HeadRegressor(pl.LightningModule):
+    """Trains a head with a combined loss; validation averages each item's views and applies the track's score."""
+
+    def __init__(self, head: FrameHead, loss: CombinedLoss, lr: float, wd: float, epochs: int, views: int, scorer: Scorer):
+        super().__init__()
+        self.head = head
+        self.loss = loss
+        self.lr = lr
+        self.wd = wd
+        self.epochs = epochs
+        self.views = views
+        self.scorer = scorer
+        self._val: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.head(x, mask)
+
+    def training_step(self, batch, batch_idx):
+        x, mask, y = batch
+        loss = self.loss(self.head(x, mask), y)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(x))
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val = []
+
+    def validation_step(self, batch, batch_idx):
+        x, mask, _ = batch
+        self._val.append(self.head(x, mask).detach().cpu())
+
+    def on_validation_epoch_end(self) -> None:
+        pred = torch.cat(self._val).numpy()
+        pred = pred.reshape(-1, self.views, pred.shape[-1]).mean(1)
+        parts = self.scorer(pred)
+        self.log("val_score", float(parts["score"]), prog_bar=True)
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.head.parameters(), lr=self.lr, weight_decay=self.wd)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(self.epochs, 1))
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
+
+
+class CachedFeatures(pl.LightningDataModule):
+    """One fold's tensors. Training samples are (item, view) pairs, so cached views double as augmentation;
+    evaluation keeps items whole, views in a fixed order, so predictions reshape to [items, views]."""
+
+    def __init__(self, x: torch.Tensor, mask: torch.Tensor, y: torch.Tensor, train: np.ndarray, val: np.ndarray, batch_size: int):
+        super().__init__()
+        self.x, self.mask, self.y = x, mask, y
+        self.train_index, self.val_index = train, val
+        self.batch_size = batch_size
+
+    def flat(self, index: np.ndarray) -> TensorDataset:
+        views = self.x.shape[1]
+        x = self.x[index].flatten(0, 1)
+        mask = self.mask[index].flatten(0, 1)
+        y = self.y[index].repeat_interleave(views, dim=0)
+        return TensorDataset(x, mask, y)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.flat(self.train_index), batch_size=self.batch_size, shuffle=True, drop_last=len(self.train_index) * self.x.shape[1] > self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.flat(self.val_index), batch_size=4096)
+
+
+@dataclass
+class TrainingData:
+    """Everything the folds of one run share: the track, its items, the cached features, labels and folds."""
+
+    track: Track
+    items: pd.DataFrame  # every item with features, train and test
+    features: Features
+    labels: np.ndarray  # [items, targets], NaN for test items
+    folds: np.ndarray  # fold of each item, -1 for test items
+    feature_key: str
+    dropped: list[str]  # items without any cached frame
+
+    def index(self, fold: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.flatnonzero((self.folds >= 0) & (self.folds != fold)), np.flatnonzero(self.folds == fold)
+
+    @property
+    def test_index(self) -> np.ndarray:
+        return np.flatnonzero(self.folds < 0)
+
+
+def load_training_data(cfg: TrainConfig) -> TrainingData:
+    track = get_track(cfg.track)
+    items = track.read_items(cfg.data_dir)
+    spec = cfg.feature_spec()
+    folder = cache_dir(cfg.cache, track.name, spec)
+    read_manifest(folder, spec)
+    features = read_features(folder, items["item_id"].tolist(), list(cfg.views) or None, cfg.frames)
+    present = features.mask.any(axis=(1, 2))
+    dropped = items.loc[~present, "item_id"].tolist()
+    items = items[present].reset_index(drop=True)
+    features = Features(features.x[present], features.mask[present], items["item_id"].tolist(), features.views)
+    labels = np.array(items[list(track.targets)], dtype=np.float32)  # writable: torch shares its memory
+    train = (items["split"] == "train").to_numpy()
+    folds = np.full(len(items), -1)
+    folds[train] = grouped_folds(items.loc[train, "group"], cfg.folds, track.name, cfg.seed)
+    return TrainingData(track, items, features, labels, folds, folder.name, dropped)
+
+
+def open_or_create_run(cfg: TrainConfig, data: TrainingData) -> Run:
+    config = as_dict(cfg)
+    run = Run(Path(cfg.runs) / data.track.name / (cfg.run or run_id(config, data.feature_key)))
+    resolved = {**config, "run": run.id, "feature_key": data.feature_key, "views": data.features.views}
+    if run.path.joinpath("config.json").is_file():
+        previous = {k: v for k, v in run.config.items() if k != "fold"}
+        if previous != {k: v for k, v in resolved.items() if k != "fold"}:
+            raise ValueError(f"{run.path} was trained with another configuration; pass a new run=<name>")
+        return run
+    run.path.mkdir(parents=True, exist_ok=True)
+    folds = pd.DataFrame({"item_id": data.items["item_id"], "fold": data.folds})
+    run.write_parquet("folds.parquet", folds)
+    run.write_json("config.json", resolved)
+    return run
+
+
+def _long(pred: np.ndarray, item_ids: Iterable[str], views: list[str], targets: tuple[str, ...]) -> pd.DataFrame:
+    """[items, views, targets] -> rows item_id, view, <targets>."""
+    items, n_views, _ = pred.shape
+    table = pd.DataFrame(pred.reshape(items * n_views, -1), columns=list(targets))
+    table.insert(0, "view", np.tile(views, items))
+    table.insert(0, "item_id", np.repeat(np.asarray(list(item_ids)), n_views))
+    return table
+
+
+def view_mean(table: pd.DataFrame, targets: tuple[str, ...]) -> pd.DataFrame:
+    return table.groupby("item_id", sort=False)[list(targets)].mean()
+
+
+@torch.no_grad()
+def predict(head: FrameHead, x: torch.Tensor, mask: torch.Tensor, batch: int = 4096) -> np.ndarray:
+    """[items, views, T, D] -> [items, views, targets]."""
+    head.eval()
+    flat_x, flat_mask = x.flatten(0, 1), mask.flatten(0, 1)
+    out = torch.cat([head(a, b) for a, b in zip(flat_x.split(batch), flat_mask.split(batch))])
+    return out.reshape(x.shape[0], x.shape[1], -1).numpy()
+
+
+def train_fold(cfg: TrainConfig, data: TrainingData, run: Run, fold: int, progress: bool = False) -> dict[str, float]:
+    """Trains one fold, keeps the checkpoint with the best validation score, writes its predictions."""
+    quiet_lightning()
+    pl.seed_everything(cfg.seed * 1000 + fold, verbose=False)
+    train_idx, val_idx = data.index(fold)
+    x = torch.from_numpy(data.features.x)
+    mask = torch.from_numpy(data.features.mask)
+    y = torch.from_numpy(data.labels)
+    if cfg.shuffle_labels:  # the control: same pipeline, labels permuted among training items
+        rng = np.random.default_rng(cfg.seed)
+        y = y.clone()
+        labelled = np.flatnonzero(data.folds >= 0)
+        y[labelled] = y[rng.permutation(labelled)]
+    targets = data.track.targets
+    head = create_head(cfg.head, dim=x.shape[-1], out=len(targets), hidden=cfg.hidden, dropout=cfg.dropout)
+    head.fit_standardization(x[train_idx].flatten(0, 1), mask[train_idx].flatten(0, 1), y[train_idx])
+    val_ids = data.items["item_id"].to_numpy()[val_idx]
+
+    def scorer(labels: np.ndarray) -> Scorer:
+        labelled = data.items.assign(**{t: labels[:, i] for i, t in enumerate(targets)})
+        return lambda pred: data.track.selection_score(pd.DataFrame(pred, index=val_ids, columns=list(targets)), labelled)
+
+    # Checkpoints are selected on the labels the head was trained on (permuted ones for the control), so the
+    # control never sees the truth; the fold's reported score is always against the true labels.
+    module = HeadRegressor(head, CombinedLoss.from_spec(cfg.loss), cfg.lr, cfg.wd, cfg.epochs, x.shape[1], scorer(y.numpy()))
+    fold_dir = run.fold_dir(fold)
+    checkpoint = ModelCheckpoint(dirpath=fold_dir, filename="best", monitor="val_score", mode="max", save_weights_only=True, enable_version_counter=False)
+    trainer = pl.Trainer(
+        max_epochs=cfg.epochs,
+        accelerator="cpu",
+        logger=False,
+        callbacks=[checkpoint],
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        deterministic=True,
+    )
+    trainer.fit(module, datamodule=CachedFeatures(x, mask, y, train_idx, val_idx, cfg.batch))
+    state = torch.load(checkpoint.best_model_path, weights_only=True, map_location="cpu")["state_dict"]
+    module.load_state_dict(state)
+
+    views = data.features.views
+    oof = _long(predict(head, x[val_idx], mask[val_idx]), val_ids, views, targets)
+    test_ids = data.items["item_id"].to_numpy()[data.test_index]
+    test = _long(predict(head, x[data.test_index], mask[data.test_index]), test_ids, views, targets)
+    run.write_parquet(f"fold-{fold}/oof.parquet", oof)
+    run.write_parquet(f"fold-{fold}/test.parquet", test)
+    parts = scorer(data.labels)(view_mean(oof, targets).loc[val_ids].to_numpy())
+    parts["items"] = len(val_idx)
+    run.write_json(f"fold-{fold}/score.json", parts)
+    return parts
+
+
+def run_summary(run: Run, data: TrainingData) -> dict:
+    """Pooled out-of-fold score (views averaged) next to each fold's own score."""
+    targets = data.track.targets
+    oof = view_mean(run.predictions("oof"), targets)
+    labelled = data.items.assign(**{t: data.labels[:, i] for i, t in enumerate(targets)})
+    pooled = data.track.selection_score(oof, labelled)
+    summary = {"oof": pooled, "folds": run.fold_scores(), "run": run.id}
+    run.write_json("scores.json", summary)
+    return summary
