@@ -102,6 +102,7 @@ _BT601 = (0.299, 0.587, 0.114)
 _LAPLACIAN = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
 _SOBEL_X = ((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (-1.0, 0.0, 1.0))
 _IMMERKAER = ((1.0, -2.0, 1.0), (-2.0, 4.0, -2.0), (1.0, -2.0, 1.0))
+_DETAIL_KERNELS = torch.tensor((_LAPLACIAN, _SOBEL_X, tuple(zip(*_SOBEL_X)), _IMMERKAER))
 _CODE_VALUES = 255.0  # energies are taken in 8-bit units because log1p only compresses values well above 1
 _MSCN_C = 1.0 / 255.0
 _BLOCK = 8
@@ -109,34 +110,36 @@ _BLOCK_EPS = 0.5 / 255.0  # half a code value: smaller mean differences are quan
 _EPS = 1e-6
 
 
-def _conv(y: torch.Tensor, kernel: tuple[tuple[float, ...], ...]) -> torch.Tensor:
-    """'valid' 2-D correlation, so no padding artefacts reach the statistics."""
-    weight = torch.tensor(kernel, dtype=y.dtype, device=y.device)
-    return F.conv2d(y[:, None], weight[None, None])[:, 0]
+def _correlate(maps: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+    """'valid' 2-D correlation of every map in [..., H, W] with each of K kernels [K,h,w] -> [..., K, H', W'].
+
+    The maps enter as the channels of one grouped (depthwise) convolution: on CPU that path is several
+    times faster than a dense convolution over single-channel images, and one call serves all kernels.
+    'valid' keeps padding artefacts out of the statistics.
+    """
+    channels = maps.reshape(1, -1, *maps.shape[-2:])
+    weight = kernels.to(maps)[:, None].repeat(channels.shape[1], 1, 1, 1)
+    out = F.conv2d(channels, weight, groups=channels.shape[1])
+    return out.reshape(*maps.shape[:-2], len(kernels), *out.shape[-2:])
 
 
 def luminance(rgb: torch.Tensor) -> torch.Tensor:
-    """BT.601 luma of [B,3,H,W] RGB -> [B,H,W]."""
-    return torch.einsum("bchw,c->bhw", rgb, rgb.new_tensor(_BT601))
+    """BT.601 luma of [B,3,H,W] RGB -> [B,H,W]; a batched matrix product, several times faster than einsum."""
+    return (rgb.new_tensor(_BT601) @ rgb.flatten(2)).unflatten(-1, rgb.shape[-2:])
 
 
-def laplacian_variance(y: torch.Tensor) -> torch.Tensor:
-    return _conv(y, _LAPLACIAN).flatten(1).var(dim=1, correction=0)
+def detail_statistics(y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Sharpness (Laplacian variance, mean Sobel magnitude) and noise sigma of [B,H,W], in the units of `y`.
 
-
-def gradient_magnitude_mean(y: torch.Tensor) -> torch.Tensor:
-    gx = _conv(y, _SOBEL_X)
-    gy = _conv(y, tuple(zip(*_SOBEL_X)))
-    return torch.sqrt(gx.square() + gy.square()).flatten(1).mean(dim=1)
-
-
-def noise_sigma(y: torch.Tensor) -> torch.Tensor:
-    """Immerkær's fast noise estimate, in the units of `y`.
-
-    The mask is the difference of two Laplacians, which cancels image structure up to second order,
-    so the mean absolute response over the interior is dominated by noise.
+    The noise is Immerkær's fast estimate: his mask is the difference of two Laplacians, which cancels
+    image structure up to second order, so the mean absolute response is dominated by noise.
     """
-    return math.sqrt(math.pi / 2.0) * _conv(y, _IMMERKAER).abs().flatten(1).mean(dim=1) / 6.0
+    laplacian, gx, gy, immerkaer = _correlate(y, _DETAIL_KERNELS).flatten(2).unbind(dim=1)
+    return {
+        "laplacian_var": laplacian.var(dim=1, correction=0),
+        "gradient_mean": torch.hypot(gx, gy).mean(dim=1),
+        "noise_sigma": math.sqrt(math.pi / 2.0) / 6.0 * immerkaer.abs().mean(dim=1),
+    }
 
 
 def _grid_contrast(diffs: torch.Tensor) -> torch.Tensor:
@@ -164,11 +167,9 @@ def blockiness(y: torch.Tensor) -> torch.Tensor:
 def colourfulness(rgb: torch.Tensor) -> torch.Tensor:
     """Hasler & Süsstrunk (2003) colourfulness of [B,3,H,W] RGB, on the [0,1] scale."""
     r, g, b = rgb.flatten(2).unbind(dim=1)
-    rg = r - g
-    yb = 0.5 * (r + g) - b
-    spread = torch.sqrt(rg.var(dim=1, correction=0) + yb.var(dim=1, correction=0))
-    offset = torch.sqrt(rg.mean(dim=1).square() + yb.mean(dim=1).square())
-    return spread + 0.3 * offset
+    rg_var, rg_mean = torch.var_mean(r - g, dim=1, correction=0)
+    yb_var, yb_mean = torch.var_mean(0.5 * (r + g) - b, dim=1, correction=0)
+    return torch.sqrt(rg_var + yb_var) + 0.3 * torch.hypot(rg_mean, yb_mean)
 
 
 def saturation(rgb: torch.Tensor) -> torch.Tensor:
@@ -177,18 +178,27 @@ def saturation(rgb: torch.Tensor) -> torch.Tensor:
     return ((high - rgb.amin(dim=1)) / (high + _EPS)).flatten(1).mean(dim=1)
 
 
-def _gaussian_blur(y: torch.Tensor, size: int = 7, sigma: float = 7.0 / 6.0) -> torch.Tensor:
-    x = torch.arange(size, dtype=y.dtype, device=y.device) - (size - 1) / 2
+def _gaussian_window(size: int, sigma: float) -> torch.Tensor:
+    """[1,size,size] normalised Gaussian, built in float32 (as in version 1) so the features stay bit-stable."""
+    x = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
     g = torch.exp(-x.square() / (2 * sigma**2))
     g = g / g.sum()
-    padded = F.pad(y[:, None], (size // 2,) * 4, mode="reflect")
-    return F.conv2d(padded, torch.outer(g, g)[None, None])[:, 0]
+    return torch.outer(g, g)[None]
+
+
+_MSCN_WINDOW = _gaussian_window(7, 7.0 / 6.0)
 
 
 def mscn(y: torch.Tensor) -> torch.Tensor:
-    """Mean-subtracted contrast-normalised coefficients (BRISQUE), [B,H,W]."""
-    mu = _gaussian_blur(y)
-    sigma = (_gaussian_blur(y.square()) - mu.square()).clamp_min(0).sqrt()
+    """Mean-subtracted contrast-normalised coefficients (BRISQUE), [B,H,W].
+
+    Local mean and local second moment come from one Gaussian pass over the pair [y, y²];
+    reflect padding keeps the map the size of `y`.
+    """
+    pair = F.pad(y.expand(2, *y.shape), (_MSCN_WINDOW.shape[-1] // 2,) * 4, mode="reflect")
+    pair[1].square_()  # squaring commutes with reflect padding, so one padded copy serves both
+    mu, second = _correlate(pair, _MSCN_WINDOW)[:, :, 0]
+    sigma = (second - mu.square()).clamp_min(0).sqrt()
     return (y - mu) / (sigma + _MSCN_C)
 
 
@@ -196,11 +206,12 @@ def mscn_statistics(y: torch.Tensor) -> dict[str, torch.Tensor]:
     """Moments of the MSCN map and of its neighbour products, whose shapes distortions are known to bend."""
     m = mscn(y)
     centred = m.flatten(1) - m.flatten(1).mean(dim=1, keepdim=True)
-    var = centred.square().mean(dim=1)
+    squared = centred.square()
+    var = squared.mean(dim=1)
     stats = {
         "mscn_var": var,
-        "mscn_skew": centred.pow(3).mean(dim=1) / (var + _EPS) ** 1.5,
-        "mscn_kurt": centred.pow(4).mean(dim=1) / (var + _EPS) ** 2,
+        "mscn_skew": (squared * centred).mean(dim=1) / (var + _EPS) ** 1.5,
+        "mscn_kurt": squared.square().mean(dim=1) / (var + _EPS) ** 2,
     }
     products = {
         "h": m[:, :, :-1] * m[:, :, 1:],
@@ -209,18 +220,15 @@ def mscn_statistics(y: torch.Tensor) -> dict[str, torch.Tensor]:
         "d2": m[:, :-1, 1:] * m[:, 1:, :-1],
     }
     for direction, product in products.items():
-        stats[f"pair_{direction}_mean"] = product.flatten(1).mean(dim=1)
-        stats[f"pair_{direction}_var"] = product.flatten(1).var(dim=1, correction=0)
+        var, mean = torch.var_mean(product.flatten(1), dim=1, correction=0)
+        stats |= {f"pair_{direction}_mean": mean, f"pair_{direction}_var": var}
     return stats
 
 
 def _scale_statistics(y: torch.Tensor) -> dict[str, torch.Tensor]:
-    code = y * _CODE_VALUES
     block_h, block_v = blockiness(y).unbind(dim=1)
     return {
-        "log_laplacian_var": torch.log1p(laplacian_variance(code)),
-        "log_gradient_mean": torch.log1p(gradient_magnitude_mean(code)),
-        "log_noise_sigma": torch.log1p(noise_sigma(code)),
+        **{f"log_{name}": torch.log1p(value) for name, value in detail_statistics(y * _CODE_VALUES).items()},
         "blockiness_h": block_h,
         "blockiness_v": block_v,
         **mscn_statistics(y),
@@ -258,9 +266,10 @@ class QualityStats(Backbone):
                 f"quality_stats needs images of at least {self.min_size}x{self.min_size}, got {tuple(images.shape)}"
             )
         y = luminance(images)
+        contrast, brightness = torch.std_mean(y.flatten(1), dim=1, correction=0)
         features = {
-            "brightness": y.flatten(1).mean(dim=1),
-            "contrast": y.flatten(1).std(dim=1, correction=0),
+            "brightness": brightness,
+            "contrast": contrast,
             "colourfulness": colourfulness(images),
             "saturation": saturation(images),
         }

@@ -16,6 +16,7 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -188,13 +189,19 @@ def write_failures(folder: Path, failures: list[dict]) -> Path:
     return final
 
 
-def read_failures(folder: Path) -> pd.DataFrame:
-    """The latest failure of every item that is still not cached."""
+def read_failures(folder: Path, views: Sequence[str] | None = None) -> pd.DataFrame:
+    """The latest failure of every item not cached in all of `views` (in any view when None): an item cached in
+    one view whose file fails when a new view is asked for is still a failure."""
     table = _read(folder, FAILURE_GLOB)
     if table is None:
         return pd.DataFrame(columns=["item_id", "path", "reason", "time"])
     failures = table.to_pandas().sort_values("time").drop_duplicates("item_id", keep="last")
-    cached = set(cached_views(folder)["item_id"])
+    have = cached_views(folder)
+    if views is None:
+        cached = have["item_id"].unique()
+    else:
+        covered = have[have["view"].isin(views)].groupby("item_id")["view"].nunique()
+        cached = covered.index[covered == len(set(views))]
     return failures[~failures["item_id"].isin(cached)].reset_index(drop=True)
 
 

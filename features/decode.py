@@ -48,8 +48,9 @@ class Clip:
     info: dict = field(default_factory=dict)
 
 
-def _rgb_format(pix_fmt: str) -> str:
-    high_bit_depth = any(tag in pix_fmt for tag in ("10", "12", "16"))
+def _rgb_format(video_format: av.VideoFormat) -> str:
+    """From the components' bit depth, not the name: 8-bit nv12 and yuv410p have "12" and "10" in theirs."""
+    high_bit_depth = max(component.bits for component in video_format.components) > 8
     return "rgb48le" if high_bit_depth else "rgb24"
 
 
@@ -73,7 +74,7 @@ def sample_video(path: str, sampling: FrameSampling) -> Clip:
                 t = frame.time - start if frame.time is not None else index / fallback_rate
                 if t + 1e-6 < targets[next_target]:
                     continue
-                rgb = rgb or _rgb_format(frame.format.name)
+                rgb = rgb or _rgb_format(frame.format)
                 kept.append(frame.to_ndarray(format=rgb))
                 times.append(t)
                 # A frame can cover several targets in very low frame-rate video; it is kept once.

@@ -218,7 +218,7 @@ def extract(
             callbacks=[writer] + ([RichProgressBar()] if progress else []),
         )
         trainer.predict(FeatureExtractor(backbone), datamodule=datamodule, return_predictions=False)
-    failures = read_failures(folder)
+    failures = read_failures(folder, views)
     failures = failures[failures["item_id"].isin(items["item_id"])].reset_index(drop=True)
     return ExtractionSummary(
         folder=folder,

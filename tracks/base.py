@@ -96,8 +96,9 @@ class Track:
         """The organiser's score of `pred` against the organiser-side truth folder."""
         raise NotImplementedError
 
-    def synthesize(self, out: Path, items: int, seed: int) -> None:
-        """Writes a small dataset in the organiser's exact layout, with organiser-side truth under `out/truth`."""
+    def synthesize(self, out: Path, items: int, seed: int, width: int = 0, height: int = 0) -> None:
+        """Writes a small dataset in the organiser's exact layout, with organiser-side truth under `out/truth`;
+        media of `width` x `height` (0: the track's usual size)."""
         raise NotImplementedError
 
 

@@ -153,8 +153,8 @@ class KVQ(Track):
             parts[f"acc_{sheet}"] = metrics.pair_accuracy(first, second, pairs["rank"].to_numpy())
         return {"score": combine(parts), **parts}
 
-    def synthesize(self, out: Path, items: int = 120, seed: int = 0) -> None:
-        synthesize_kvq(Path(out), items, seed)
+    def synthesize(self, out: Path, items: int = 120, seed: int = 0, width: int = 0, height: int = 0) -> None:
+        synthesize_kvq(Path(out), items, seed, width or 320, height or 240)
 
 
 # --- the synthetic dataset -------------------------------------------------------------------------------------------
@@ -164,15 +164,15 @@ TEST_SOURCE_FRACTION = 0.25
 RATER_NOISE = 0.12  # std of the MOS noise, on the 1-5 scale
 
 
-def _make_source(job: tuple[Path, int, list[tuple[str, synth_video.Distortion]]]) -> None:
-    out, source_seed, versions = job
-    clean = synth_video.render_source(source_seed)
+def _make_source(job: tuple[Path, int, tuple[int, int], list[tuple[str, synth_video.Distortion]]]) -> None:
+    out, source_seed, (width, height), versions = job
+    clean = synth_video.render_source(source_seed, width, height)
     for k, (item_id, distortion) in enumerate(versions):
         frames = synth_video.distort(clean, distortion, seed=source_seed * 100 + k)
         synth_video.encode_mp4(frames, out / item_id, crf=distortion.crf)
 
 
-def synthesize_kvq(out: Path, items: int, seed: int, workers: int = 2) -> None:
+def synthesize_kvq(out: Path, items: int, seed: int, width: int = 320, height: int = 240, workers: int = 2) -> None:
     """Sources of procedural content, each with a near-pristine and several processed versions; MOS from the
     distortion severity plus a per-source content effect and rater noise. Whole sources go to train or test."""
     if items < 2 * VERSIONS_PER_SOURCE:
@@ -193,7 +193,7 @@ def synthesize_kvq(out: Path, items: int, seed: int, workers: int = 2) -> None:
             mos = 1.0 + 4.0 * synth_video.quality(distortion) + content + rng.normal(0.0, RATER_NOISE)
             rows.append({"filename": item_id, "score": float(np.clip(mos, 1.0, 5.0)), "source": f"s{source:03d}", "split": split})
             versions.append((item_id, distortion))
-        jobs.append((out, seed * 10_000 + source, versions))
+        jobs.append((out, seed * 10_000 + source, (width, height), versions))
     for split in counters:
         (out / split).mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(max_workers=workers) as pool:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ensembles.combine import fold_ensemble
@@ -37,6 +38,7 @@ from workbench.runs import Run, newest_complete_run, open_run
 from workbench.train import load_training_data, open_or_create_run, quiet_lightning, run_summary, train_fold
 
 console = Console()
+errors = Console(stderr=True, soft_wrap=True)  # unwrapped, so a path or id in a message stays whole
 EXIT_USAGE, EXIT_FAILURES = 2, 3
 
 
@@ -65,7 +67,7 @@ def cmd_synth(cfg: SynthConfig) -> int:
     track = get_track(cfg.track)
     started = time.monotonic()
     with console.status(f"writing {cfg.items} synthetic {track.name} items to {cfg.out_dir}"):
-        track.synthesize(cfg.out_dir, cfg.items, cfg.seed)
+        track.synthesize(cfg.out_dir, cfg.items, cfg.seed, cfg.width, cfg.height)
     items = track.read_items(cfg.out_dir)
     counts = items["split"].value_counts()
     console.print(
@@ -118,7 +120,6 @@ def report_extraction(summary: ExtractionSummary, views: Sequence[str]) -> int:
 
 
 def _train(cfg: TrainConfig, folds: Sequence[int]) -> tuple[Run, dict]:
-    quiet_lightning()
     data = load_training_data(cfg)
     if data.dropped:
         console.print(f"[yellow]{len(data.dropped)} item(s) have no cached features and are left out, e.g. {data.dropped[0]}[/]")
@@ -275,9 +276,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if argv else EXIT_USAGE
     name, words = argv[0], argv[1:]
     if name not in COMMANDS:
-        console.print(f"[red]unknown command {name!r}[/]\n{usage()}")
+        errors.print(f"[red]unknown command {name!r}[/]\n{usage()}")
         return EXIT_USAGE
     command = COMMANDS[name]
+    quiet_lightning()
     try:
         values = parse_words(words)
         if command.config is None:
@@ -289,5 +291,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         announce(name, config)
         return command.run(config)
     except (ConfigError, LayoutError, CacheError, SubmissionError, FileNotFoundError, ValueError) as error:
-        console.print(f"[bold red]error:[/] {error}")
+        errors.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
         return EXIT_USAGE

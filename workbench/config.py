@@ -107,6 +107,8 @@ class SynthConfig(TrackConfig):
     out: str = ""  # empty means data/demo/<track>
     items: int = 120
     seed: int = 0
+    width: int = 0  # media size; 0 means the track's own default
+    height: int = 0
 
     @property
     def out_dir(self) -> Path:

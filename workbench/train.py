@@ -183,7 +183,6 @@ def predict(head: FrameHead, x: torch.Tensor, mask: torch.Tensor, batch: int = 4
 
 def train_fold(cfg: TrainConfig, data: TrainingData, run: Run, fold: int, progress: bool = False) -> dict[str, float]:
     """Trains one fold, keeps the checkpoint with the best validation score, writes its predictions."""
-    quiet_lightning()
     pl.seed_everything(cfg.seed * 1000 + fold, verbose=False)
     train_idx, val_idx = data.index(fold)
     x = torch.from_numpy(data.features.x)
