@@ -110,17 +110,27 @@ _BLOCK_EPS = 0.5 / 255.0  # half a code value: smaller mean differences are quan
 _EPS = 1e-6
 
 
-def _correlate(maps: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
-    """'valid' 2-D correlation of every map in [..., H, W] with each of K kernels [K,h,w] -> [..., K, H', W'].
+def _correlate(maps: torch.Tensor, kernels: torch.Tensor) -> list[torch.Tensor]:
+    """'valid' 2-D correlation of every map in [..., H, W] with each of K kernels [K,h,w] -> K maps [..., H', W'].
 
-    The maps enter as the channels of one grouped (depthwise) convolution: on CPU that path is several
-    times faster than a dense convolution over single-channel images, and one call serves all kernels.
-    'valid' keeps padding artefacts out of the statistics.
+    The maps enter as the channels of a depthwise convolution, one kernel per call: on CPU that path is
+    several times faster than a dense convolution over single-channel images or a depthwise one with a
+    channel multiplier. 'valid' keeps padding artefacts out of the statistics.
     """
     channels = maps.reshape(1, -1, *maps.shape[-2:])
-    weight = kernels.to(maps)[:, None].repeat(channels.shape[1], 1, 1, 1)
-    out = F.conv2d(channels, weight, groups=channels.shape[1])
-    return out.reshape(*maps.shape[:-2], len(kernels), *out.shape[-2:])
+    n = channels.shape[1]
+    responses = [F.conv2d(channels, kernel.expand(n, 1, -1, -1), groups=n) for kernel in kernels.to(maps)]
+    return [response.reshape(*maps.shape[:-2], *response.shape[-2:]) for response in responses]
+
+
+def _mean_var(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and population variance of each row of [B,N].
+
+    Two plain passes (mean, then mean of centred squares) are as accurate as torch.var_mean's Welford
+    update and several times faster on CPU.
+    """
+    mean = x.mean(dim=1, keepdim=True)
+    return mean[:, 0], (x - mean).square().mean(dim=1)
 
 
 def luminance(rgb: torch.Tensor) -> torch.Tensor:
@@ -134,9 +144,9 @@ def detail_statistics(y: torch.Tensor) -> dict[str, torch.Tensor]:
     The noise is Immerkær's fast estimate: his mask is the difference of two Laplacians, which cancels
     image structure up to second order, so the mean absolute response is dominated by noise.
     """
-    laplacian, gx, gy, immerkaer = _correlate(y, _DETAIL_KERNELS).flatten(2).unbind(dim=1)
+    laplacian, gx, gy, immerkaer = (response.flatten(1) for response in _correlate(y, _DETAIL_KERNELS))
     return {
-        "laplacian_var": laplacian.var(dim=1, correction=0),
+        "laplacian_var": _mean_var(laplacian)[1],
         "gradient_mean": torch.hypot(gx, gy).mean(dim=1),
         "noise_sigma": math.sqrt(math.pi / 2.0) / 6.0 * immerkaer.abs().mean(dim=1),
     }
@@ -167,8 +177,8 @@ def blockiness(y: torch.Tensor) -> torch.Tensor:
 def colourfulness(rgb: torch.Tensor) -> torch.Tensor:
     """Hasler & Süsstrunk (2003) colourfulness of [B,3,H,W] RGB, on the [0,1] scale."""
     r, g, b = rgb.flatten(2).unbind(dim=1)
-    rg_var, rg_mean = torch.var_mean(r - g, dim=1, correction=0)
-    yb_var, yb_mean = torch.var_mean(0.5 * (r + g) - b, dim=1, correction=0)
+    rg_mean, rg_var = _mean_var(r - g)
+    yb_mean, yb_var = _mean_var(0.5 * (r + g) - b)
     return torch.sqrt(rg_var + yb_var) + 0.3 * torch.hypot(rg_mean, yb_mean)
 
 
@@ -197,7 +207,7 @@ def mscn(y: torch.Tensor) -> torch.Tensor:
     """
     pair = F.pad(y.expand(2, *y.shape), (_MSCN_WINDOW.shape[-1] // 2,) * 4, mode="reflect")
     pair[1].square_()  # squaring commutes with reflect padding, so one padded copy serves both
-    mu, second = _correlate(pair, _MSCN_WINDOW)[:, :, 0]
+    mu, second = _correlate(pair, _MSCN_WINDOW)[0]
     sigma = (second - mu.square()).clamp_min(0).sqrt()
     return (y - mu) / (sigma + _MSCN_C)
 
@@ -220,7 +230,7 @@ def mscn_statistics(y: torch.Tensor) -> dict[str, torch.Tensor]:
         "d2": m[:, :-1, 1:] * m[:, 1:, :-1],
     }
     for direction, product in products.items():
-        var, mean = torch.var_mean(product.flatten(1), dim=1, correction=0)
+        mean, var = _mean_var(product.flatten(1))
         stats |= {f"pair_{direction}_mean": mean, f"pair_{direction}_var": var}
     return stats
 
@@ -266,10 +276,10 @@ class QualityStats(Backbone):
                 f"quality_stats needs images of at least {self.min_size}x{self.min_size}, got {tuple(images.shape)}"
             )
         y = luminance(images)
-        contrast, brightness = torch.std_mean(y.flatten(1), dim=1, correction=0)
+        brightness, variance = _mean_var(y.flatten(1))
         features = {
             "brightness": brightness,
-            "contrast": contrast,
+            "contrast": variance.sqrt(),
             "colourfulness": colourfulness(images),
             "saturation": saturation(images),
         }

@@ -68,11 +68,12 @@ def sample_video(path: str, sampling: FrameSampling) -> Clip:
         targets = sampling.targets()
         start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
         fallback_rate = float(stream.average_rate or 25)
-        kept, times, next_target, rgb = [], [], 0, None
+        kept, times, next_target, rgb, last = [], [], 0, None, None
         try:
             for index, frame in enumerate(container.decode(stream)):
                 t = frame.time - start if frame.time is not None else index / fallback_rate
                 if t + 1e-6 < targets[next_target]:
+                    last = (frame, t)
                     continue
                 rgb = rgb or _rgb_format(frame.format)
                 kept.append(frame.to_ndarray(format=rgb))
@@ -84,6 +85,8 @@ def sample_video(path: str, sampling: FrameSampling) -> Clip:
         except av.FFmpegError as error:
             if not kept:
                 raise MediaError(path, f"decoding failed before the first key frame ({error})") from error
+        if not kept and last is not None:  # the clip ends before the first target time: its last frame stands in
+            kept, times = [last[0].to_ndarray(format=_rgb_format(last[0].format))], [last[1]]
         if not kept:
             raise MediaError(path, "no decodable video frame")
         info = {

@@ -6,36 +6,22 @@ geometry (a flip of the centre crop) reuse it, so an item is resized once howeve
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from workbench.registry import Registry
+
 ViewFn = Callable[[torch.Tensor], torch.Tensor]
-
-_VIEWS: dict[str, ViewFn] = {}
-
-
-def register_view(name: str) -> Callable[[ViewFn], ViewFn]:
-    def decorate(fn: ViewFn) -> ViewFn:
-        _VIEWS[name] = fn
-        return fn
-
-    return decorate
-
-
-def list_views() -> list[str]:
-    return sorted(_VIEWS)
+VIEWS: Registry[ViewFn] = Registry("view")
+register_view = VIEWS.register
 
 
 def check_views(names: Sequence[str]) -> tuple[str, ...]:
     for name in names:
-        if name not in _VIEWS:
-            hint = difflib.get_close_matches(name, _VIEWS, n=1)
-            suggestion = f" Did you mean {hint[0]!r}?" if hint else ""
-            raise ValueError(f"unknown view {name!r}; known views: {', '.join(list_views())}.{suggestion}")
+        VIEWS.get(name)
     if len(set(names)) != len(names):
         raise ValueError(f"views {list(names)} name a view twice")
     return tuple(names)
@@ -72,4 +58,4 @@ def hflip(base: torch.Tensor) -> torch.Tensor:
 def make_views(frames: np.ndarray, names: Sequence[str], size: int) -> torch.Tensor:
     """All requested views of one item stacked: [V, T, 3, size, size]."""
     base = centre_square(to_float(frames), size)
-    return torch.stack([_VIEWS[name](base) for name in names])
+    return torch.stack([VIEWS.get(name)(base) for name in names])

@@ -15,9 +15,9 @@ from features.backbones import (
     TimmBackbone,
     WeightsNotFound,
     create_backbone,
+    detail_statistics,
     list_backbones,
     luminance,
-    noise_sigma,
     register_backbone,
 )
 
@@ -130,9 +130,9 @@ def test_noise_estimate_tracks_added_noise(stats):
     noise = sigma * torch.randn(1, 1, *clean.shape[-2:], generator=torch.Generator().manual_seed(0))
     noisy = clean + noise  # same noise in every channel, so luma noise has exactly this sigma
     assert noisy.min() > 0 and noisy.max() < 1
-    estimate = noise_sigma(luminance(noisy)).item()
+    estimate = detail_statistics(luminance(noisy))["noise_sigma"].item()
     assert abs(estimate - sigma) < 0.3 * sigma
-    assert noise_sigma(luminance(clean)).item() < 0.1 * sigma
+    assert detail_statistics(luminance(clean))["noise_sigma"].item() < 0.1 * sigma
     assert feature(stats(noisy), "log_noise_sigma@s1") > feature(stats(clean), "log_noise_sigma@s1") + 1
 
 
@@ -156,6 +156,41 @@ def test_colourfulness_grey_vs_saturated(stats):
         assert feature(stats(grey), name).abs() < 1e-4, name
         assert feature(stats(saturated), name) > 0.5, name
 
+
+
+# Values from quality_stats version 1 (the per-kernel reference implementation) on `pinned_image`:
+# a refactor that moves any of them has changed the features and must bump QualityStats.version.
+PINNED_FEATURES = {
+    "brightness": 0.513348,
+    "contrast": 0.111273,
+    "colourfulness": 0.190249,
+    "saturation": 0.271056,
+    "log_laplacian_var@s1": 6.87230,
+    "log_gradient_mean@s1": 4.13158,
+    "log_noise_sigma@s2": 1.44436,
+    "blockiness_h@s1": 1.18994,
+    "blockiness_v@s1": 1.28978,
+    "mscn_var@s1": 0.428143,
+    "mscn_skew@s1": -0.160997,
+    "mscn_kurt@s2": 2.48892,
+    "pair_d2_mean@s1": -0.115353,
+    "pair_h_var@s2": 0.142413,
+}
+
+
+def pinned_image() -> torch.Tensor:
+    """16x24 RGB from integer arithmetic only (ramps, an integer hash, an 8-px checkerboard): no RNG to drift."""
+    y, x = torch.meshgrid(torch.arange(16.0), torch.arange(24.0), indexing="ij")
+    texture = (torch.arange(3 * 16 * 24).reshape(3, 16, 24) * 37 % 101) / 101.0
+    ramp = torch.stack([x / 24.0, y / 16.0, (x + y) / 40.0])
+    blocks = (x // 8 + y // 8) % 2
+    return (0.2 + 0.4 * ramp + 0.15 * texture + 0.1 * blocks)[None]
+
+
+def test_quality_stats_pinned_values(stats):
+    out = stats(pinned_image())
+    actual = {name: feature(out, name).item() for name in PINNED_FEATURES}
+    assert actual == pytest.approx(PINNED_FEATURES, rel=1e-4, abs=1e-5)
 
 # ---- timm ---------------------------------------------------------------------------------------------------
 

@@ -16,9 +16,11 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
+from workbench.registry import Registry
+
 ITEM_COLUMNS = ("item_id", "path", "split", "group")
 
-_REGISTRY: dict[str, type[Track]] = {}
+TRACKS: Registry[type[Track]] = Registry("track")
 
 
 class LayoutError(ValueError):
@@ -26,12 +28,7 @@ class LayoutError(ValueError):
 
 
 def register_track(cls: type[Track]) -> type[Track]:
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def registered_tracks() -> dict[str, type[Track]]:
-    return dict(_REGISTRY)
+    return TRACKS.register(cls.name)(cls)
 
 
 @dataclass(frozen=True)

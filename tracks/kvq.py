@@ -94,7 +94,7 @@ class KVQ(Track):
     targets = ("score",)
     score_range = (0.0, 6.0)  # MOS is about 1 to 5
     submission = SubmissionFormat("prediction.csv", "filename", ("score",))
-    defaults = {"frames": 8, "size": 224, "views": ("center", "hflip"), "loss": "mse:1,plcc:1"}
+    defaults = {"frames": 8, "size": 224, "loss": "mse:1,plcc:1"}  # the winners' 8 key frames; PLCC is scored raw
 
     def read_items(self, data: Path) -> pd.DataFrame:
         data = Path(data)

@@ -20,7 +20,7 @@ from ensembles.combine import fold_ensemble
 from ensembles.export import SubmissionError, write_zip
 from features.cache import CacheError
 from features.extract import ExtractionSummary, extract
-from tracks import LayoutError, get_track
+from tracks import LayoutError, get_track, list_tracks
 from workbench.config import (
     ConfigError,
     ExtractConfig,
@@ -215,7 +215,7 @@ def cmd_demo(values: dict[str, str]) -> int:
     if not (synth.data_dir / "truth").is_dir():
         announce("synth", synth)
         stage("synth", lambda: cmd_synth(synth))
-    extract_cfg = build(ExtractConfig, {"views": "center,hflip", **values}, track.defaults)
+    extract_cfg = build(ExtractConfig, values, track.defaults)
     announce("extract", extract_cfg)
     status = stage("extract", lambda: cmd_extract(extract_cfg))
     train_cfg = build(TrainConfig, values, track.defaults)
@@ -266,6 +266,7 @@ DEMO_KEYS = known_keys(SynthConfig, ExtractConfig, TrainConfig, SubmitConfig) - 
 def usage() -> str:
     lines = ["usage: python -m workbench <command> key=value ...", ""]
     lines += [f"  {name:<11} {command.help}" for name, command in COMMANDS.items()]
+    lines += ["", f"tracks: {', '.join(list_tracks())}"]
     return "\n".join(lines)
 
 

@@ -61,7 +61,7 @@ class FeatureConfig(TrackConfig):
 
 @dataclass(frozen=True)
 class ExtractConfig(FeatureConfig):
-    views: tuple[str, ...] = ("center",)
+    views: tuple[str, ...] = ("center", "hflip")
     batch: int = 4  # items per batch
     workers: int = 1  # DataLoader processes decoding ahead of the model
     devices: int = 1

@@ -8,26 +8,16 @@ predicts z-scores trains at the same learning rate whether the MOS scale is 0-1 
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from workbench.registry import Registry
+
 HeadFactory = Callable[[int, int, int, float], nn.Module]
-_HEADS: dict[str, HeadFactory] = {}
-
-
-def register_head(name: str) -> Callable[[HeadFactory], HeadFactory]:
-    def decorate(factory: HeadFactory) -> HeadFactory:
-        _HEADS[name] = factory
-        return factory
-
-    return decorate
-
-
-def list_heads() -> list[str]:
-    return sorted(_HEADS)
+HEADS: Registry[HeadFactory] = Registry("head")
+register_head = HEADS.register
 
 
 @register_head("linear")
@@ -71,8 +61,4 @@ class FrameHead(nn.Module):
 
 
 def create_head(name: str, dim: int, out: int = 1, hidden: int = 128, dropout: float = 0.0) -> FrameHead:
-    if name not in _HEADS:
-        hint = difflib.get_close_matches(name, _HEADS, n=1)
-        suggestion = f" Did you mean {hint[0]!r}?" if hint else ""
-        raise ValueError(f"unknown head {name!r}; known heads: {', '.join(list_heads())}.{suggestion}")
-    return FrameHead(_HEADS[name](dim, out, hidden, dropout), dim, out)
+    return FrameHead(HEADS.get(name)(dim, out, hidden, dropout), dim, out)
