@@ -230,8 +230,8 @@ def mscn_statistics(y: torch.Tensor) -> dict[str, torch.Tensor]:
         "d2": m[:, :-1, 1:] * m[:, 1:, :-1],
     }
     for direction, product in products.items():
-        mean, var = _mean_var(product.flatten(1))
-        stats |= {f"pair_{direction}_mean": mean, f"pair_{direction}_var": var}
+        pair_mean, pair_var = _mean_var(product.flatten(1))
+        stats |= {f"pair_{direction}_mean": pair_mean, f"pair_{direction}_var": pair_var}
     return stats
 
 
