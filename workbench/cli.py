@@ -50,7 +50,7 @@ def announce(command: str, config: object) -> None:
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> Table:
     out = Table(title=title, title_justify="left")
     for column in columns:
-        out.add_column(column)
+        out.add_column(column, overflow="fold")
     for row in rows:
         out.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
     return out
