@@ -3,14 +3,21 @@
 Video goes through PyAV (FFmpeg in the wheel). Every frame must be decoded (inter-frame coding), but only the key
 frames we keep are converted to RGB: colour conversion, not decoding, dominates the cost of 1-fps sampling.
 High-bit-depth video (10-bit HDR10, for instance) is converted to 16-bit RGB, never silently to 8 bits.
+
+Images go through Pillow, except 16-bit PNGs, which Pillow reduces to 8 bits in colour: PyAV decodes those to 16-bit
+RGB. An image is a clip of one frame (T=1), so views and the cache treat both media alike.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import av
 import numpy as np
+from PIL import Image
+
+from workbench.registry import Registry
 
 
 class MediaError(Exception):
@@ -96,3 +103,94 @@ def sample_video(path: str, sampling: FrameSampling) -> Clip:
             "codec": stream.codec_context.name,
         }
     return Clip(frames=np.stack(kept), times=np.asarray(times, dtype=np.float32), info=info)
+
+
+# --- images -----------------------------------------------------------------------------------------------------------
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+EXIF_ORIENTATION = 0x0112
+# EXIF orientation -> how to turn the stored array [H, W, C] upright (the transforms of PIL's exif_transpose).
+_UPRIGHT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def _is_16bit_png(path: str) -> bool:
+    """From the IHDR chunk, which a valid PNG must start with: signature, length, "IHDR", width, height, bit depth."""
+    with open(path, "rb") as handle:
+        head = handle.read(25)
+    return head[:8] == PNG_SIGNATURE and head[12:16] == b"IHDR" and head[24] == 16
+
+
+def on_white(rgba: np.ndarray) -> np.ndarray:
+    """[H, W, 4] -> [H, W, 3], composited over white in integer arithmetic (exact, and no float copy of the image).
+
+    White, not black: transparent regions of portraits and product shots are meant to be seen on a light page, and
+    dropping alpha would show whatever colour the encoder left under it."""
+    top = np.iinfo(rgba.dtype).max
+    alpha = rgba[..., 3:].astype(np.uint32)
+    mixed = rgba[..., :3] * alpha + top * (top - alpha) + top // 2
+    return (mixed // top).astype(rgba.dtype)
+
+
+def _pillow_pixels(image: Image.Image) -> np.ndarray:
+    """[H, W, 3] uint8, or uint16 for 16-bit greyscale; palettes expanded, CMYK and other modes converted to RGB."""
+    if image.mode.startswith("I"):  # 16-bit greyscale ("I;16", or "I" holding 16-bit values): keep every bit
+        grey = np.clip(np.asarray(image), 0, 65535).astype(np.uint16)
+        return np.repeat(grey[..., None], 3, axis=2)
+    has_alpha = "A" in image.mode or "transparency" in image.info
+    if has_alpha:
+        return on_white(np.asarray(image.convert("RGBA")))
+    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+
+
+def _pyav_pixels(path: str) -> np.ndarray:
+    """The first frame of a 16-bit PNG as [H, W, 3] uint16 (alpha composited over white)."""
+    with av.open(path) as container:
+        frame = next(container.decode(video=0), None)
+        if frame is None:
+            raise MediaError(path, "no decodable image in the PNG")
+        alpha = any(component.is_alpha for component in frame.format.components)
+        pixels = frame.to_ndarray(format="rgba64le" if alpha else "rgb48le")
+    return on_white(pixels) if alpha else pixels
+
+
+def read_image(path: str) -> Clip:
+    """One image as a clip of one frame, upright by its EXIF orientation; unreadable files raise MediaError."""
+    try:
+        with Image.open(path) as image:
+            orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+            info = {"width": image.width, "height": image.height, "mode": image.mode, "format": image.format}
+            pixels = _pyav_pixels(path) if _is_16bit_png(path) else _pillow_pixels(image)
+    except (OSError, SyntaxError, ValueError, av.FFmpegError, Image.DecompressionBombError) as error:
+        raise MediaError(path, f"cannot read image ({type(error).__name__}: {error})") from error
+    if orientation in _UPRIGHT:
+        pixels = np.ascontiguousarray(_UPRIGHT[orientation](pixels))
+    return Clip(frames=pixels[None], times=np.zeros(1, dtype=np.float32), info=info)
+
+
+# --- the decoder of each media type -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Decoder:
+    """How a track's media become a clip; `identity` goes into the cache key, so a change of decoding is a new key."""
+
+    read: Callable[[str, FrameSampling], Clip]
+    identity: str
+
+
+DECODERS: Registry[Decoder] = Registry("media type")
+DECODERS.register("video")(Decoder(sample_video, "pyav rgb24, rgb48le above 8 bits"))
+DECODERS.register("image")(
+    Decoder(
+        lambda path, sampling: read_image(path),
+        "pillow rgb; 16-bit png through pyav rgb48le; alpha over white; exif orientation",
+    )
+)
