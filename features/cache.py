@@ -1,9 +1,9 @@
 """The feature cache: one folder per feature set, Parquet parts of per-frame rows, a manifest, a failures table.
 
-Layout: `<root>/<track>/<backbone>__keyframes<size>__<hash>/` holding `manifest.json`, `part-*.parquet` (rows
+Layout: `<root>/<track>/<backbone>__<view family><side>__<hash>/` holding `manifest.json`, `part-*.parquet` (rows
 `item_id, view, t, time, feature`) and `failures-*.parquet` (rows `item_id, path, reason, time`). The hash covers
-everything that changes a vector (`FeatureSpec.identity`), so two configurations never share a folder; the views of
-an item are rows, so asking for more views later adds rows to the same feature set.
+everything that changes a vector (`FeatureSpec.identity`), so two configurations never share a folder; the variants of
+a view family (`center`, `hflip`, fragment draws) are rows, so asking for more of them later adds rows to the same set.
 
 Parts are only ever written whole (temporary name, then rename) and never rewritten, so a killed run leaves at most
 a stale temporary file, which no reader globs for.
@@ -11,13 +11,14 @@ a stale temporary file, which no reader globs for.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from features.decode import DECODERS
+from features.views import view_family
 from workbench.atomic import atomic_path, write_text
 
 SCHEMA_VERSION = 1
@@ -40,35 +43,52 @@ class CacheError(RuntimeError):
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """Everything that changes a cached vector: the backbone and its weights, the frame sampling, the view size and
-    the stored dtype. The views themselves are rows, not part of the key."""
+    """Everything that changes a cached vector: the backbone and its weights, the media type (its decoder), the frame
+    sampling of video, the view family with its geometry, and the stored dtype. A family's variants are rows, not
+    part of the key; the geometry fields a family does not use are left out of the key."""
 
     backbone: str
     weights: str = "random"
+    media: str = "video"
     frames: int = 8
     fps: float = 1.0
     phase: float = 0.0
+    view: str = "resize"
     size: int = 224
+    grid: int = 7
+    patch: int = 32
+    fragment_seed: int = 0
     dtype: str = "float32"
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype={self.dtype!r}: expected one of {', '.join(DTYPES)}")
+        DECODERS.get(self.media)
+        view_family(self)
 
     def identity(self) -> dict:
         """The hashed description; a weights file is identified by its content, not its path."""
-        ident = asdict(self)
-        weights = Path(self.weights)
-        if self.weights not in ("random", "hub", "none") and weights.is_file():
-            ident["weights"] = f"sha256:{file_sha256(weights)}"
-        ident["decode"] = "pyav rgb24, rgb48le above 8 bits"
-        ident["schema"] = SCHEMA_VERSION
+        weights = self.weights
+        if weights not in ("random", "hub", "none") and Path(weights).is_file():
+            weights = f"sha256:{file_sha256(Path(weights))}"
+        ident = {
+            "backbone": self.backbone,
+            "weights": weights,
+            "media": self.media,
+            "decode": DECODERS.get(self.media).identity,
+            "view": self.view,
+            "geometry": dataclasses.asdict(view_family(self)),
+            "dtype": self.dtype,
+            "schema": SCHEMA_VERSION,
+        }
+        if self.media == "video":  # an image is one frame whatever the sampling says
+            ident["sampling"] = {"frames": self.frames, "fps": self.fps, "phase": self.phase}
         return ident
 
     def key(self) -> str:
         digest = hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:10]
         backbone = re.sub(r"[^A-Za-z0-9._-]+", "-", self.backbone)
-        return f"{backbone}__keyframes{self.size}__{digest}"
+        return f"{backbone}__{self.view}{view_family(self).side}__{digest}"
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
@@ -247,3 +267,28 @@ def read_features(folder: Path, item_ids: list[str], views: list[str] | None, fr
     x[item_pos[keep], view_pos[keep], t[keep]] = values[keep]
     mask[item_pos[keep], view_pos[keep], t[keep]] = True
     return Features(x=x, mask=mask, item_ids=list(item_ids), views=views)
+
+
+def concat_features(sets: Sequence[Features]) -> Features:
+    """Several feature sets of the same items side by side on the feature axis, for a head reading several view
+    families. Variants are paired by index, the shorter lists cycling (aesthetic center,hflip with fragments s0..s3
+    gives center+s0, hflip+s1, center+s2, hflip+s3): every pair is a training sample and a test-time view, and each
+    family's variants appear equally often when the counts divide. A frame is present where it is in every set."""
+    if len(sets) == 1:
+        return sets[0]
+    first = sets[0]
+    for other in sets[1:]:
+        if other.item_ids != first.item_ids or other.x.shape[2] != first.x.shape[2]:
+            raise ValueError("feature sets to concatenate must hold the same items and frames")
+    count = max(len(s.views) for s in sets)
+    picks = [np.arange(count) % len(s.views) for s in sets]
+    x = np.concatenate([s.x[:, pick] for s, pick in zip(sets, picks, strict=True)], axis=-1)
+    mask = np.logical_and.reduce([s.mask[:, pick] for s, pick in zip(sets, picks, strict=True)])
+    views = ["+".join(s.views[pick[k]] for s, pick in zip(sets, picks, strict=True)) for k in range(count)]
+    return Features(x=x, mask=mask, item_ids=first.item_ids, views=views)
+
+
+def family_variants(views: Sequence[str], families: int) -> list[tuple[str, ...]]:
+    """Per family, the variants named in paired view names (`center+s0` -> center for the first, s0 for the second)."""
+    parts = [view.split("+") for view in views]
+    return [tuple(dict.fromkeys(p[i] for p in parts)) for i in range(families)]

@@ -1,10 +1,12 @@
 """The extraction run: Lightning `Trainer.predict` over a media datamodule, a frozen backbone as the module, and a
 prediction-writer callback that streams Parquet parts into the cache.
 
+One run fills one or several feature sets that differ only in their view family (aesthetic + fragments + native of
+a 4K image, say): each item is decoded once and every family cuts its views from that one decode.
 DataLoader workers decode and build views while the model runs; the writer flushes a part every `part_items` items
 or `flush_seconds`, whichever comes first, so memory stays flat and a kill loses at most that much work. A rerun
-computes only the (item, view) pairs the cache lacks; media that cannot be read are recorded with their reason in
-the failures table and the run goes on.
+computes only the (item, variant) pairs each set lacks; media that cannot be read are recorded with their reason in
+the failures table of every set that asked for them, and the run goes on.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ from features.cache import (
     write_failures,
     write_part,
 )
-from features.decode import FrameSampling, MediaError, sample_video
-from features.views import check_views, make_views
+from features.decode import DECODERS, Decoder, FrameSampling, MediaError
+from features.views import ViewFamily, split_variants, view_family
 from workbench.atomic import remove_stale_temporaries
 
 
@@ -42,16 +44,22 @@ from workbench.atomic import remove_stale_temporaries
 class Job:
     item_id: str
     path: str
-    views: tuple[str, ...]
+    views: tuple[tuple[str, ...], ...]  # per feature set, the variants it still lacks (empty: none)
+
+    @property
+    def sets(self) -> list[int]:
+        return [s for s, views in enumerate(self.views) if views]
 
 
 class MediaDataset(Dataset):
-    """One item per index: its sampled frames in every view it still lacks, or the reason it cannot be read."""
+    """One item per index: decoded once, then every variant each feature set still lacks; or the reason it cannot be
+    read."""
 
-    def __init__(self, jobs: Sequence[Job], sampling: FrameSampling, size: int):
+    def __init__(self, jobs: Sequence[Job], decoder: Decoder, sampling: FrameSampling, families: Sequence[ViewFamily]):
         self.jobs = list(jobs)
+        self.decoder = decoder
         self.sampling = sampling
-        self.size = size
+        self.families = list(families)
 
     def __len__(self) -> int:
         return len(self.jobs)
@@ -59,8 +67,8 @@ class MediaDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         job = self.jobs[index]
         try:
-            clip = sample_video(job.path, self.sampling)
-            pixels = make_views(clip.frames, job.views, self.size)
+            clip = self.decoder.read(job.path, self.sampling)
+            pixels = [family.render(clip.frames, views) if views else None for family, views in zip(self.families, job.views)]
         except MediaError as error:
             return {"job": job, "error": error.reason}
         except Exception as error:  # a decoder crash on one file must not end a run of thousands
@@ -69,18 +77,29 @@ class MediaDataset(Dataset):
 
 
 def collate(samples: list[dict]) -> dict:
-    """Frames of every view of every readable item in one tensor; per-item row bookkeeping beside it."""
+    """Per feature set, the frames of every variant of every readable item in one tensor, with per-row bookkeeping
+    beside it (sets differ in image size, so they cannot share a tensor)."""
     ok = [s for s in samples if s["error"] is None]
-    rows = {"item_id": [], "view": [], "t": [], "time": []}
-    for sample in ok:
-        views, frames = sample["pixels"].shape[:2]
-        rows["item_id"] += [sample["job"].item_id] * (views * frames)
-        rows["view"] += [v for v in sample["job"].views for _ in range(frames)]
-        rows["t"] += list(range(frames)) * views
-        rows["time"] += sample["times"].tolist() * views
-    pixels = torch.cat([s["pixels"].flatten(0, 1) for s in ok]) if ok else torch.empty(0)
-    failures = [{"item_id": s["job"].item_id, "path": s["job"].path, "reason": s["error"]} for s in samples if s["error"]]
-    return {"pixels": pixels, "rows": rows, "failures": failures}
+    sets = []
+    for index in range(len(samples[0]["job"].views)):
+        rows = {"item_id": [], "view": [], "t": [], "time": []}
+        pixels = []
+        for sample in ok:
+            if sample["pixels"][index] is None:
+                continue
+            views, frames = sample["pixels"][index].shape[:2]
+            rows["item_id"] += [sample["job"].item_id] * (views * frames)
+            rows["view"] += [v for v in sample["job"].views[index] for _ in range(frames)]
+            rows["t"] += list(range(frames)) * views
+            rows["time"] += sample["times"].tolist() * views
+            pixels.append(sample["pixels"][index].flatten(0, 1))
+        sets.append({"pixels": torch.cat(pixels) if pixels else torch.empty(0), "rows": rows})
+    failures = [
+        {"item_id": s["job"].item_id, "path": s["job"].path, "reason": s["error"], "sets": s["job"].sets}
+        for s in samples
+        if s["error"]
+    ]
+    return {"sets": sets, "failures": failures}
 
 
 class MediaDataModule(pl.LightningDataModule):
@@ -102,43 +121,50 @@ class MediaDataModule(pl.LightningDataModule):
 
 
 class FeatureExtractor(pl.LightningModule):
-    """The recipe around a frozen backbone: run it on a batch's frames in chunks, hand rows to the writer."""
+    """The recipe around a frozen backbone: run it on each set's frames in chunks, hand rows to the writer."""
 
     def __init__(self, backbone: Backbone, chunk: int = 64):
         super().__init__()
         self.backbone = backbone
         self.chunk = chunk
 
+    def encode(self, pixels: torch.Tensor) -> np.ndarray:
+        if not len(pixels):
+            return np.empty((0, self.backbone.dim), np.float32)
+        return torch.cat([self.backbone(part) for part in pixels.split(self.chunk)]).float().cpu().numpy()
+
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        pixels = batch["pixels"]
-        outputs = [self.backbone(part) for part in pixels.split(self.chunk)] if len(pixels) else []
-        features = torch.cat(outputs).float().cpu().numpy() if outputs else np.empty((0, self.backbone.dim), np.float32)
-        return {"rows": batch["rows"], "features": features, "failures": batch["failures"]}
+        sets = [{"rows": part["rows"], "features": self.encode(part["pixels"])} for part in batch["sets"]]
+        return {"sets": sets, "failures": batch["failures"]}
 
 
 class ParquetPartWriter(BasePredictionWriter):
-    """Buffers rows and writes whole Parquet parts; an item id is written once per process even when a
-    distributed sampler hands it out twice."""
+    """Buffers rows per feature set and writes whole Parquet parts; an item id is written once per set and process
+    even when a distributed sampler hands it out twice."""
 
-    def __init__(self, folder: Path, schema, part_items: int = 256, flush_seconds: float = 10.0):
+    def __init__(self, folders: Sequence[Path], schema, part_items: int = 256, flush_seconds: float = 10.0):
         super().__init__(write_interval="batch")
-        self.folder = folder
+        self.folders = list(folders)
         self.schema = schema
         self.part_items = part_items
         self.flush_seconds = flush_seconds
-        self.buffer: list[dict] = []
-        self.failures: list[dict] = []
-        self.written: set[str] = set()
+        self.buffers: list[list[dict]] = [[] for _ in self.folders]
+        self.failures: list[list[dict]] = [[] for _ in self.folders]
+        self.written: list[set[str]] = [set() for _ in self.folders]
         self.last_flush = time.monotonic()
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
-        rows = prediction["rows"]
-        fresh = np.array([i not in self.written for i in rows["item_id"]], dtype=bool)
-        if fresh.any():
-            self.buffer.append({**{k: np.asarray(v)[fresh] for k, v in rows.items()}, "feature": prediction["features"][fresh]})
-            self.written.update(np.asarray(rows["item_id"])[fresh].tolist())
-        self.failures += [f for f in prediction["failures"] if f["item_id"] not in self.written]
-        buffered_items = len({i for part in self.buffer for i in part["item_id"]})
+        for buffer, written, part in zip(self.buffers, self.written, prediction["sets"], strict=True):
+            rows = part["rows"]
+            fresh = np.array([i not in written for i in rows["item_id"]], dtype=bool)
+            if fresh.any():
+                buffer.append({**{k: np.asarray(v)[fresh] for k, v in rows.items()}, "feature": part["features"][fresh]})
+                written.update(np.asarray(rows["item_id"])[fresh].tolist())
+        for failure in prediction["failures"]:
+            for s in failure["sets"]:
+                if failure["item_id"] not in self.written[s]:
+                    self.failures[s].append(failure)
+        buffered_items = max(len({i for part in buffer for i in part["item_id"]}) for buffer in self.buffers)
         if buffered_items >= self.part_items or time.monotonic() - self.last_flush >= self.flush_seconds:
             self.flush()
 
@@ -146,18 +172,20 @@ class ParquetPartWriter(BasePredictionWriter):
         self.flush()
 
     def flush(self) -> None:
-        if self.buffer:
-            columns = {key: np.concatenate([part[key] for part in self.buffer]) for key in self.buffer[0]}
-            write_part(self.folder, columns, self.schema)
-        if self.failures:
-            write_failures(self.folder, self.failures)
-        self.buffer, self.failures = [], []
+        for folder, buffer, failures in zip(self.folders, self.buffers, self.failures, strict=True):
+            if buffer:
+                columns = {key: np.concatenate([part[key] for part in buffer]) for key in buffer[0]}
+                write_part(folder, columns, self.schema)
+            if failures:
+                write_failures(folder, failures)
+        self.buffers = [[] for _ in self.folders]
+        self.failures = [[] for _ in self.folders]
         self.last_flush = time.monotonic()
 
 
 @dataclass
 class ExtractionSummary:
-    folder: Path
+    folders: list[Path]
     items: int
     already_cached: int
     extracted: int
@@ -166,24 +194,34 @@ class ExtractionSummary:
 
 
 def library_versions() -> dict[str, str]:
-    return {name: importlib.metadata.version(name) for name in ("torch", "timm", "av", "numpy", "pyarrow")}
+    return {name: importlib.metadata.version(name) for name in ("torch", "timm", "av", "pillow", "numpy", "pyarrow")}
 
 
-def plan_jobs(items: pd.DataFrame, views: Sequence[str], folder: Path) -> list[Job]:
-    """Each item with the views the cache still lacks for it."""
-    have = cached_views(folder).groupby("item_id")["view"].agg(set).to_dict()
+def plan_jobs(items: pd.DataFrame, variants: Sequence[tuple[str, ...]], folders: Sequence[Path]) -> list[Job]:
+    """Each item with, per feature set, the variants the cache still lacks for it."""
+    have = [cached_views(folder).groupby("item_id")["view"].agg(set).to_dict() for folder in folders]
     jobs = []
     for item_id, path in zip(items["item_id"], items["path"]):
-        missing = tuple(v for v in views if v not in have.get(item_id, ()))
-        if missing:
+        missing = tuple(
+            tuple(v for v in views if v not in cached.get(item_id, ())) for views, cached in zip(variants, have, strict=True)
+        )
+        if any(missing):
             jobs.append(Job(item_id, path, missing))
     return jobs
+
+
+def check_shared(specs: Sequence[FeatureSpec]) -> None:
+    """Feature sets extracted together share the backbone, decoding and dtype: they may differ in their view only."""
+    identities = [{k: v for k, v in spec.identity().items() if k not in ("view", "geometry")} for spec in specs]
+    for spec, identity in zip(specs[1:], identities[1:]):
+        if identity != identities[0]:
+            raise ValueError(f"feature sets extracted together must differ only in their view: {specs[0]} vs {spec}")
 
 
 def extract(
     items: pd.DataFrame,
     track: str,
-    spec: FeatureSpec,
+    specs: FeatureSpec | Sequence[FeatureSpec],
     views: Sequence[str],
     cache_root: str | Path = "cache",
     batch_size: int = 4,
@@ -195,18 +233,24 @@ def extract(
     part_items: int = 256,
     flush_seconds: float = 10.0,
 ) -> ExtractionSummary:
-    """Fills the cache of `spec` for `items` (columns item_id, path) in the given views."""
+    """Fills the caches of `specs` (one feature set, or several differing in their view family) for `items`
+    (columns item_id, path); each set takes the variants of `views` its family accepts."""
     started = time.monotonic()
-    views = check_views(views)
-    folder = cache_dir(cache_root, track, spec)
-    backbone = create_backbone(spec.backbone, weights=spec.weights)
-    ensure_manifest(folder, spec, backbone.identity(), backbone.dim, library_versions())
-    remove_stale_temporaries(folder)
-    jobs = plan_jobs(items, views, folder)
+    specs = (specs,) if isinstance(specs, FeatureSpec) else tuple(specs)
+    check_shared(specs)
+    common = specs[0]
+    families = [view_family(spec) for spec in specs]
+    variants = split_variants(families, views)
+    folders = [cache_dir(cache_root, track, spec) for spec in specs]
+    backbone = create_backbone(common.backbone, weights=common.weights)
+    for folder, spec in zip(folders, specs, strict=True):
+        ensure_manifest(folder, spec, backbone.identity(), backbone.dim, library_versions())
+        remove_stale_temporaries(folder)
+    jobs = plan_jobs(items, variants, folders)
     if jobs:
-        sampling = FrameSampling(frames=spec.frames, fps=spec.fps, phase=spec.phase)
-        datamodule = MediaDataModule(MediaDataset(jobs, sampling, spec.size), batch_size, workers)
-        writer = ParquetPartWriter(folder, part_schema(backbone.dim, spec.dtype), part_items, flush_seconds)
+        sampling = FrameSampling(frames=common.frames, fps=common.fps, phase=common.phase)
+        dataset = MediaDataset(jobs, DECODERS.get(common.media), sampling, families)
+        writer = ParquetPartWriter(folders, part_schema(backbone.dim, common.dtype), part_items, flush_seconds)
         trainer = pl.Trainer(
             accelerator=accelerator,
             devices=devices,
@@ -217,11 +261,11 @@ def extract(
             enable_progress_bar=progress,
             callbacks=[writer] + ([RichProgressBar()] if progress else []),
         )
-        trainer.predict(FeatureExtractor(backbone), datamodule=datamodule, return_predictions=False)
-    failures = read_failures(folder, views)
-    failures = failures[failures["item_id"].isin(items["item_id"])].reset_index(drop=True)
+        trainer.predict(FeatureExtractor(backbone), datamodule=MediaDataModule(dataset, batch_size, workers), return_predictions=False)
+    failures = pd.concat([read_failures(folder, views) for folder, views in zip(folders, variants, strict=True)])
+    failures = failures[failures["item_id"].isin(items["item_id"])].drop_duplicates("item_id").reset_index(drop=True)
     return ExtractionSummary(
-        folder=folder,
+        folders=folders,
         items=len(items),
         already_cached=len(items) - len(jobs),
         extracted=len(jobs) - len(failures),

@@ -36,32 +36,36 @@ class TrackConfig:
 
 @dataclass(frozen=True)
 class FeatureConfig(TrackConfig):
-    """What identifies one feature set in the cache (see features.cache.FeatureSpec)."""
+    """What identifies the feature sets in the cache (see features.cache.FeatureSpec): one per view family, several
+    joined by '+' (view=aesthetic+fragments+native) for a head that reads them side by side."""
 
     backbone: str = "quality_stats"
     weights: str = "random"  # random | hub | a local weights file
     frames: int = 8
     fps: float = 1.0
     phase: float = 0.0
-    size: int = 224
+    view: str = "resize"  # view family, or families joined by '+'
+    size: int = 224  # side of the crop families (resize, aesthetic, native, salient)
+    grid: int = 7  # fragments: grid x grid patches of patch x patch native pixels
+    patch: int = 32
+    fragment_seed: int = 0  # fragments: draw s<k> uses the offsets of seed (fragment_seed, k)
     dtype: str = "float32"
     cache: str = "cache"
 
-    def feature_spec(self) -> FeatureSpec:
-        return FeatureSpec(
-            backbone=self.backbone,
-            weights=self.weights,
-            frames=self.frames,
-            fps=self.fps,
-            phase=self.phase,
-            size=self.size,
-            dtype=self.dtype,
-        )
+    def feature_specs(self, media: str) -> tuple[FeatureSpec, ...]:
+        families = [family.strip() for family in self.view.split("+")]
+        if "" in families or len(set(families)) != len(families):
+            raise ConfigError(f"view={self.view!r}: expected distinct view families joined by '+', e.g. aesthetic+fragments")
+        common = {f.name: getattr(self, f.name) for f in dataclasses.fields(FeatureSpec) if f.name not in ("media", "view")}
+        return tuple(FeatureSpec(**common, media=media, view=family) for family in families)
+
+
+DEFAULT_VIEWS = ("center", "hflip")
 
 
 @dataclass(frozen=True)
 class ExtractConfig(FeatureConfig):
-    views: tuple[str, ...] = ("center", "hflip")
+    views: tuple[str, ...] = DEFAULT_VIEWS  # variants; each view family takes those it knows
     batch: int = 4  # items per batch
     workers: int = 1  # DataLoader processes decoding ahead of the model
     devices: int = 1
@@ -70,22 +74,31 @@ class ExtractConfig(FeatureConfig):
 
 
 @dataclass(frozen=True)
-class TrainConfig(FeatureConfig):
-    folds: int = 5
-    seed: int = 0
-    fold: int = -1  # one fold for train-fold; -1 trains every fold
+class HeadConfig:
     head: str = "linear"
     hidden: int = 128
     dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainConfig(HeadConfig, FeatureConfig):
+    folds: int = 5
+    seed: int = 0
+    fold: int = -1  # one fold for train-fold; -1 trains every fold
     loss: str = "mse:1,plcc:1"
     lr: float = 1e-3
     wd: float = 1e-4
     epochs: int = 30
     batch: int = 32
-    views: tuple[str, ...] = ()  # cached views to train and predict on; empty means all of them
+    views: tuple[str, ...] = ()  # cached variants to train and predict on; empty means all of them
     shuffle_labels: bool = False  # the control run: training labels permuted, so its score shows chance level
     run: str = ""  # empty starts a new run (train) or uses the newest (train-fold)
     runs: str = "runs"
+
+
+@dataclass(frozen=True)
+class ProfileConfig(HeadConfig, FeatureConfig):
+    views: tuple[str, ...] = DEFAULT_VIEWS  # the test-time variants: each is one backbone pass per frame
 
 
 @dataclass(frozen=True)
@@ -94,6 +107,7 @@ class SubmitConfig(TrackConfig):
     runs: str = "runs"
     out: str = "submissions"
     tta: tuple[str, ...] = ()  # views averaged at test time; empty means every view the run predicted
+    extra_data: bool = False  # for the readme: trained with data beyond the challenge's
 
 
 @dataclass(frozen=True)

@@ -20,13 +20,15 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
-from features.cache import Features, cache_dir, read_features, read_manifest
+from ensembles.calibrate import Calibration
+from features.cache import Features, cache_dir, concat_features, read_features, read_manifest
+from features.views import split_variants, view_family
 from tracks import Track, get_track
 from workbench.config import TrainConfig, as_dict
 from workbench.folds import grouped_folds
 from workbench.heads import FrameHead, create_head
 from workbench.losses import CombinedLoss
-from workbench.runs import Run, run_id
+from workbench.runs import CALIBRATION, Run, run_id
 
 Scorer = Callable[[np.ndarray], dict[str, float]]
 
@@ -125,13 +127,24 @@ class TrainingData:
         return np.flatnonzero(self.folds < 0)
 
 
+def read_feature_sets(cfg: TrainConfig, track: Track, item_ids: list[str]) -> tuple[Features, str]:
+    """The features of every view family of `cfg`, side by side (see concat_features), and their joined cache key."""
+    specs = cfg.feature_specs(track.media)
+    families = [view_family(spec) for spec in specs]
+    chosen = split_variants(families, cfg.views) if cfg.views else [None] * len(specs)
+    sets, keys = [], []
+    for spec, views in zip(specs, chosen, strict=True):
+        folder = cache_dir(cfg.cache, track.name, spec)
+        read_manifest(folder, spec)
+        sets.append(read_features(folder, item_ids, list(views) if views else None, cfg.frames))
+        keys.append(folder.name)
+    return concat_features(sets), "+".join(keys)
+
+
 def load_training_data(cfg: TrainConfig) -> TrainingData:
     track = get_track(cfg.track)
     items = track.read_items(cfg.data_dir)
-    spec = cfg.feature_spec()
-    folder = cache_dir(cfg.cache, track.name, spec)
-    read_manifest(folder, spec)
-    features = read_features(folder, items["item_id"].tolist(), list(cfg.views) or None, cfg.frames)
+    features, feature_key = read_feature_sets(cfg, track, items["item_id"].tolist())
     present = features.mask.any(axis=(1, 2))
     dropped = items.loc[~present, "item_id"].tolist()
     items = items[present].reset_index(drop=True)
@@ -140,7 +153,7 @@ def load_training_data(cfg: TrainConfig) -> TrainingData:
     train = (items["split"] == "train").to_numpy()
     folds = np.full(len(items), -1)
     folds[train] = grouped_folds(items.loc[train, "group"], cfg.folds, track.name, cfg.seed)
-    return TrainingData(track, items, features, labels, folds, folder.name, dropped)
+    return TrainingData(track, items, features, labels, folds, feature_key, dropped)
 
 
 def open_or_create_run(cfg: TrainConfig, data: TrainingData) -> Run:
@@ -234,11 +247,15 @@ def train_fold(cfg: TrainConfig, data: TrainingData, run: Run, fold: int, progre
 
 
 def run_summary(run: Run, data: TrainingData) -> dict:
-    """Pooled out-of-fold score (views averaged) next to each fold's own score."""
+    """Pooled out-of-fold score (views averaged) next to each fold's own score; for a track that calibrates, the
+    logistic fitted on those predictions (written to the run, applied at export) and the score after it."""
     targets = data.track.targets
     oof = view_mean(run.predictions("oof"), targets)
     labelled = data.items.assign(**{t: data.labels[:, i] for i, t in enumerate(targets)})
-    pooled = data.track.selection_score(oof, labelled)
-    summary = {"oof": pooled, "folds": run.fold_scores(), "run": run.id}
+    summary = {"oof": data.track.selection_score(oof, labelled), "folds": run.fold_scores(), "run": run.id}
+    if data.track.calibrate:
+        calibration = Calibration.fit(oof, labelled.set_index("item_id"), targets)
+        run.write_json(CALIBRATION, calibration.to_json())
+        summary["oof_calibrated"] = data.track.selection_score(calibration.apply(oof), labelled)
     run.write_json("scores.json", summary)
     return summary
