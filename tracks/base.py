@@ -16,9 +16,13 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
+from workbench import metrics
+from workbench.atomic import write_bytes
 from workbench.registry import Registry
 
 ITEM_COLUMNS = ("item_id", "path", "split", "group")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+TRUTH_FILE = "truth.csv"  # organiser-side truth of a synthetic dataset, under <data>/truth/
 
 TRACKS: Registry[type[Track]] = Registry("track")
 
@@ -33,11 +37,25 @@ def register_track(cls: type[Track]) -> type[Track]:
 
 @dataclass(frozen=True)
 class SubmissionFormat:
-    """A leaderboard's CSV: the file's name at the zip root, its id column and one column per target."""
+    """A leaderboard's CSV: the file's name at the zip root, its id column and one column per target; and the name of
+    the readme beside it where the challenge asks for one."""
 
     filename: str
     id_column: str
     score_columns: tuple[str, ...]
+    readme: str | None = None
+
+    @staticmethod
+    def readme_text(media: str, runtime: float, cpu: bool, extra_data: bool, other: str) -> bytes:
+        """The NTIRE convention: four `key : value` lines, runtime per item in seconds, CPU[1]/GPU[0], extra data
+        [1]/[0], a free description."""
+        lines = (
+            f"runtime per {media} [s] : {runtime:.4f}",
+            f"CPU[1] / GPU[0] : {int(cpu)}",
+            f"Extra Data [1] / No Extra Data [0] : {int(extra_data)}",
+            f"Other description : {other}",
+        )
+        return ("\n".join(lines) + "\n").encode()
 
     def to_csv(self, pred: pd.DataFrame, targets: Sequence[str]) -> bytes:
         """Rows in `pred`'s order; floats written with full precision so a re-read gives the same numbers."""
@@ -67,6 +85,27 @@ class SubmissionFormat:
         return pd.DataFrame(values, index=pd.Index(table[self.id_column], name="item_id"))
 
 
+_BUDGET_UNITS = {"macs": ("GMACs", 1e9), "flops": ("GFLOPs", 1e9), "params": ("M parameters", 1e6)}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A challenge's limit on the submitted model per image or video: MACs, FLOPs, parameters (None: no limit)."""
+
+    macs: float | None = None
+    flops: float | None = None
+    params: float | None = None
+
+    def check(self, macs: float, flops: float, params: float) -> list[tuple[str, float, float]]:
+        """(unit, measured, limit) in display units (GMACs, GFLOPs, M parameters) for each limit the challenge sets."""
+        measured = {"macs": macs, "flops": flops, "params": params}
+        return [
+            (unit, measured[name] / scale, limit / scale)
+            for name, (unit, scale) in _BUDGET_UNITS.items()
+            if (limit := getattr(self, name)) is not None
+        ]
+
+
 class Track:
     """A challenge track. Subclasses set the class attributes and implement the four methods."""
 
@@ -80,6 +119,9 @@ class Track:
     submission: ClassVar[SubmissionFormat]
     # Per-track configuration defaults (any key of the commands' configs), applied under the user's words.
     defaults: ClassVar[dict[str, object]] = {}
+    # Map predictions onto the label scale with a logistic fitted out of fold, where the scorer is absolute (RMSE).
+    calibrate: ClassVar[bool] = False
+    budget: ClassVar[Budget | None] = None  # the challenge's limit on the model, checked at submit
 
     def read_items(self, data: Path) -> pd.DataFrame:
         """The items table of the organiser's layout under `data`."""
@@ -109,8 +151,10 @@ def require_columns(table: pd.DataFrame, columns: Sequence[str], source: str) ->
     return table
 
 
-def numeric_column(table: pd.DataFrame, column: str, source: str, allow_empty: bool = False) -> np.ndarray:
-    """The column as float64; a non-numeric cell is an error naming its line (header is line 1)."""
+def numeric_column(
+    table: pd.DataFrame, column: str, source: str, allow_empty: bool = False, header: bool = True
+) -> np.ndarray:
+    """The column as float64; a non-numeric cell is an error naming its line in the file (header, if any, is line 1)."""
     raw = table[column]
     values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
     bad = np.isnan(values) & raw.notna().to_numpy()
@@ -120,17 +164,17 @@ def numeric_column(table: pd.DataFrame, column: str, source: str, allow_empty: b
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise LayoutError(
-            f"{source}, line {row + 2}: {column}={raw.iloc[row]!r} is not a finite number "
+            f"{source}, line {row + 1 + header}: {column}={raw.iloc[row]!r} is not a finite number "
             f"({int(bad.sum())} such row(s))"
         )
     return values
 
 
-def require_unique(ids: pd.Series, source: str) -> None:
+def require_unique(ids: pd.Series, source: str, header: bool = True) -> None:
     duplicated = ids[ids.duplicated()]
     if len(duplicated):
         first = duplicated.iloc[0]
-        lines = [int(i) + 2 for i in np.flatnonzero((ids == first).to_numpy())]
+        lines = [int(i) + 1 + header for i in np.flatnonzero((ids == first).to_numpy())]
         raise LayoutError(f"{source}: id {first!r} appears more than once (lines {lines}); ids must be unique")
 
 
@@ -148,3 +192,52 @@ def check_split_overlap(train_ids: pd.Series, test_ids: pd.Series, source: str) 
     overlap = sorted(set(train_ids) & set(test_ids))
     if overlap:
         raise LayoutError(f"{source}: {len(overlap)} id(s) are in both the training and the test list, e.g. {overlap[0]!r}")
+
+
+def lookup(pred: pd.Series, ids: pd.Series, source: str) -> np.ndarray:
+    """Predicted scores in the order of `ids`; organiser scorers crash on a missing id, we say which."""
+    values = pred.reindex(ids.to_numpy()).to_numpy(dtype=np.float64)
+    missing = ids[np.isnan(values)]
+    if len(missing):
+        raise LayoutError(f"{source}: no prediction for {len(missing)} id(s), e.g. {missing.iloc[0]!r}")
+    return values
+
+
+def list_images(folder: Path) -> list[Path]:
+    """The image files directly in `folder`, by name; a missing folder is an error naming it."""
+    if not folder.is_dir():
+        raise LayoutError(f"{folder}: image folder not found")
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+class CorrelationTrack(Track):
+    """A one-target track ranked by (SRCC + PLCC) / 2, with KRCC, RMSE and MAE reported beside it. The organiser-side
+    truth of a synthetic dataset is `truth/truth.csv` in the track's own submission format: ours, since these
+    organisers' scorers are not public."""
+
+    def selection_score(self, pred: pd.DataFrame, items: pd.DataFrame) -> dict[str, float]:
+        (target,) = self.targets
+        truth = items.set_index("item_id").loc[pred.index, target]
+        return correlation_parts(pred[target].to_numpy(dtype=np.float64), truth.to_numpy(dtype=np.float64))
+
+    def official_score(self, pred: pd.DataFrame, truth: Path) -> dict[str, float | str]:
+        (target,) = self.targets
+        path = Path(truth) / TRUTH_FILE
+        table = self.submission.read(path, self.targets)
+        return correlation_parts(lookup(pred[target], table.index.to_series(), str(path)), table[target].to_numpy())
+
+    def write_truth(self, out: Path, scores: pd.Series) -> None:
+        """The truth of a synthetic dataset's test items (`scores` indexed by id) where official_score reads it."""
+        (target,) = self.targets
+        write_bytes(Path(out) / "truth" / TRUTH_FILE, self.submission.to_csv(scores.to_frame(target), self.targets))
+
+
+def correlation_parts(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    parts = {
+        "srcc": metrics.srcc(pred, truth),
+        "plcc": metrics.plcc(pred, truth),
+        "krcc": metrics.krcc(pred, truth),
+        "rmse": metrics.rmse(pred, truth),
+        "mae": metrics.mae(pred, truth),
+    }
+    return {"score": (parts["srcc"] + parts["plcc"]) / 2, **parts}

@@ -23,10 +23,12 @@ import pandas as pd
 
 from synth import video as synth_video
 from tracks.base import (
+    TRUTH_FILE,
     LayoutError,
     SubmissionFormat,
     Track,
     check_split_overlap,
+    lookup,
     media_path,
     numeric_column,
     register_track,
@@ -39,7 +41,6 @@ from workbench.atomic import atomic_path, write_text
 TRAIN_LIST = "train_data.csv"
 TEST_LIST = "test_data.csv"
 SOURCE_MAP = "sources.csv"
-TRUTH_FILE = "truth.csv"
 PAIR_FILE = "rank-pair-val.xlsx"
 PAIR_SHEETS = ("nonsource", "source")
 WEIGHTS = {"srcc": 0.45, "plcc": 0.45, "acc_nonsource": 0.05, "acc_source": 0.05}
@@ -75,15 +76,6 @@ def read_pairs(path: Path) -> dict[str, pd.DataFrame]:
         table["rank"] = numeric_column(table, "rank", f"{path}, sheet {sheet}")
         pairs[sheet] = table
     return pairs
-
-
-def lookup(pred: pd.Series, ids: pd.Series, source: str) -> np.ndarray:
-    """Predicted scores in the order of `ids`; the official scorer crashes on a missing id, we say which."""
-    values = pred.reindex(ids.to_numpy()).to_numpy(dtype=np.float64)
-    missing = ids[np.isnan(values)]
-    if len(missing):
-        raise LayoutError(f"{source}: no prediction for {len(missing)} id(s), e.g. {missing.iloc[0]!r}")
-    return values
 
 
 @register_track

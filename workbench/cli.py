@@ -16,14 +16,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ensembles.calibrate import Calibration
 from ensembles.combine import fold_ensemble
 from ensembles.export import SubmissionError, write_zip
-from features.cache import CacheError
+from features.cache import CacheError, family_variants
 from features.extract import ExtractionSummary, extract
-from tracks import LayoutError, get_track, list_tracks
+from features.views import split_variants, view_family
+from tracks import LayoutError, Track, get_track, list_tracks
 from workbench.config import (
     ConfigError,
     ExtractConfig,
+    ProfileConfig,
     ScoreConfig,
     SubmitConfig,
     SynthConfig,
@@ -34,6 +37,7 @@ from workbench.config import (
     known_keys,
     parse_words,
 )
+from workbench.profile import Cost, Pipeline
 from workbench.runs import Run, newest_complete_run, open_run
 from workbench.train import load_training_data, open_or_create_run, quiet_lightning, run_summary, train_fold
 
@@ -86,7 +90,7 @@ def cmd_extract(cfg: ExtractConfig) -> int:
     summary = extract(
         items,
         track.name,
-        cfg.feature_spec(),
+        cfg.feature_specs(track.media),
         cfg.views,
         cache_root=cfg.cache,
         batch_size=cfg.batch,
@@ -104,7 +108,7 @@ def report_extraction(summary: ExtractionSummary, views: Sequence[str]) -> int:
         table(
             "extraction",
             ["items", "views", "already cached", "extracted", "failed", "items/s", "cache"],
-            [[summary.items, ",".join(views), summary.already_cached, summary.extracted, len(summary.failures), rate, summary.folder]],
+            [[summary.items, ",".join(views), summary.already_cached, summary.extracted, len(summary.failures), rate, "\n".join(map(str, summary.folders))]],
         )
     )
     if len(summary.failures):
@@ -141,8 +145,10 @@ def fold_table(run: Run, summary: dict) -> Table:
     names = next(iter(summary["folds"].values()))
     metrics = ["score", *sorted(m for m in names if m not in ("score", "items"))]
     rows = [[f"fold {k}", *(parts[m] for m in metrics), parts["items"]] for k, parts in sorted(summary["folds"].items())]
-    if "oof" in summary:
-        rows.append(["out of fold", *(summary["oof"][m] for m in metrics), sum(p["items"] for p in summary["folds"].values())])
+    items = sum(p["items"] for p in summary["folds"].values())
+    for key, label in (("oof", "out of fold"), ("oof_calibrated", "out of fold, calibrated")):
+        if key in summary:
+            rows.append([label, *(summary[key][m] for m in metrics), items])
     return table(f"run {run.id} ({run.path})", ["", *metrics, "items"], rows)
 
 
@@ -167,22 +173,90 @@ def cmd_submit(cfg: SubmitConfig) -> int:
     run = open_run(cfg.runs, track.name, cfg.run) if cfg.run else newest_complete_run(cfg.runs, track.name)
     if not run.is_complete():
         raise ConfigError(f"run {run.id} has folds {run.folds_done()} of {run.config['folds']} finished: train the rest first")
-    config = run.config
-    items = track.read_items(Path(config["data"] or f"data/demo/{track.name}"))
-    test_ids = items.loc[items["split"] == "test", "item_id"].tolist()
-    test = run.predictions("test")
-    pred = fold_ensemble(test, track.targets, cfg.tta)
-    views = list(cfg.tta) or sorted(test["view"].unique())
+    config = build(TrainConfig, {k: v for k, v in run.config.items() if k != "views"})  # views there are resolved names
+    items = track.read_items(config.data_dir)
+    test = items[items["split"] == "test"]
+    predictions = run.predictions("test")
+    pred = fold_ensemble(predictions, track.targets, cfg.tta)
+    if track.calibrate:
+        pred = Calibration.from_json(run.calibration()).apply(pred)
+    views = list(cfg.tta) or sorted(predictions["view"].unique())
+    extras, runtime = {}, "n/a"
+    if track.budget or track.submission.readme:
+        pipeline = Pipeline.of(config, track, family_variants(views, len(config.feature_specs(track.media))))
+        check_budget(track, pipeline)
+        if track.submission.readme and len(test):
+            seconds = pipeline.seconds_per_item(test["path"].head(3).tolist())
+            runtime = f"{seconds:.3f}s"
+            text = track.submission.readme_text(track.media, seconds, True, cfg.extra_data, describe(run, config, views))
+            extras[track.submission.readme] = text
     path = Path(cfg.out) / f"{track.name}-{run.id}.zip"
-    write_zip(pred, track.submission, track.targets, test_ids, track.score_range, path)
+    write_zip(pred, track.submission, track.targets, test["item_id"].tolist(), track.score_range, path, extras)
     console.print(
         table(
             "submission",
-            ["run", "folds", "views", "test items", "zip"],
-            [[run.id, len(run.folds_done()), ",".join(views), len(test_ids), path]],
+            ["run", "folds", "views", "calibrated", f"runtime/{track.media} (CPU)", "test items", "zip"],
+            [[run.id, len(run.folds_done()), ",".join(views), track.calibrate, runtime, len(test), path]],
         )
     )
     console.print(f"[bold green]{path}[/]")
+    return 0
+
+
+def describe(run: Run, config: TrainConfig, views: Sequence[str]) -> str:
+    """The readme's free description, from what the run really did."""
+    return (
+        f"Frozen {config.backbone} (weights: {config.weights}) features of the {config.view} view(s), "
+        f"test-time views {','.join(views)}; {config.head} head trained on {config.folds} folds (loss {config.loss}), "
+        f"test prediction the mean of the fold models; run {run.id} of the vqa-workbench."
+    )
+
+
+def cost_table(track: Track, pipeline: Pipeline) -> tuple[Table, Cost]:
+    stages = pipeline.stages()
+    total = pipeline.total(stages)
+    rows = [
+        [s.name, s.input, s.passes, f"{s.cost.params / 1e6:.4f}", f"{s.passes * s.cost.macs / 1e9:.4f}", f"{s.passes * s.cost.flops / 1e9:.4f}"]
+        for s in stages
+    ]
+    rows.append([f"total per {track.media}", "", "", f"{total.params / 1e6:.4f}", f"{total.macs / 1e9:.4f}", f"{total.flops / 1e9:.4f}"])
+    columns = ["stage", "input per pass", f"passes per {track.media}", "M params", "GMACs", "GFLOPs"]
+    return table(f"{track.name} pipeline cost (PyTorch FlopCounterMode; MACs = FLOPs / 2)", columns, rows), total
+
+
+def budget_rows(track: Track, total: Cost) -> list[tuple[str, float, float]]:
+    return track.budget.check(total.macs, total.flops, total.params) if track.budget else []
+
+
+def check_budget(track: Track, pipeline: Pipeline) -> None:
+    """One line of cost at submit; a loud warning when the model is over the challenge's budget."""
+    stages = pipeline.stages()
+    total = pipeline.total(stages)
+    limits = budget_rows(track, total)
+    console.print(
+        f"model cost per {track.media}: {total.params / 1e6:.4f} M params, {total.macs / 1e9:.4f} GMACs, "
+        f"{total.flops / 1e9:.4f} GFLOPs; budget: " + ", ".join(f"{limit:g} {unit}" for unit, _, limit in limits)
+    )
+    over = [f"{value:.4g} {unit} > {limit:g} {unit}" for unit, value, limit in limits if value > limit]
+    if over:
+        console.print(
+            f"[bold white on red] OVER THE {track.name} BUDGET: {'; '.join(over)}. "
+            f"The organisers will not accept this model: choose a smaller backbone, size or fewer views. [/]"
+        )
+
+
+def cmd_profile(cfg: ProfileConfig) -> int:
+    track = get_track(cfg.track)
+    families = [view_family(spec) for spec in cfg.feature_specs(track.media)]
+    pipeline = Pipeline.of(cfg, track, split_variants(families, cfg.views))
+    costs, total = cost_table(track, pipeline)
+    console.print(costs)
+    limits = budget_rows(track, total)
+    if limits:
+        rows = [[unit, value, limit, value / limit, "over" if value > limit else "within"] for unit, value, limit in limits]
+        console.print(table(f"{track.name} budget per {track.media}", ["", "this pipeline", "budget", "ratio", ""], rows))
+    else:
+        console.print(f"{track.name} sets no budget on the model")
     return 0
 
 
@@ -233,8 +307,10 @@ def cmd_demo(values: dict[str, str]) -> int:
     announce("score", score_cfg)
     official = stage("score", lambda: score_submission(score_cfg))
     rows = [[f"fold {k}", parts["score"]] for k, parts in sorted(summary["folds"].items())]
+    rows.append(["out of fold", summary["oof"]["score"]])
+    if "oof_calibrated" in summary:
+        rows.append(["out of fold, calibrated", summary["oof_calibrated"]["score"]])
     rows += [
-        ["out of fold", summary["oof"]["score"]],
         ["control (shuffled labels), out of fold", control["oof"]["score"]],
         ["local test (official scorer)", official.get("score", "n/a")],
         ["zip", str(zip_path)],
@@ -258,6 +334,7 @@ COMMANDS: dict[str, Command] = {
     "train": Command(TrainConfig, cmd_train, "train every fold of a run"),
     "submit": Command(SubmitConfig, cmd_submit, "write the leaderboard zip of a run"),
     "score": Command(ScoreConfig, cmd_score, "score predictions with the track's official scorer"),
+    "profile": Command(ProfileConfig, cmd_profile, "parameters and GMACs per item of the pipeline, against the budget"),
     "demo": Command(None, cmd_demo, "synth, extract, train, control, submit and score on demo data"),
 }
 DEMO_KEYS = known_keys(SynthConfig, ExtractConfig, TrainConfig, SubmitConfig) - {"out", "run", "fold", "shuffle_labels"}

@@ -18,6 +18,7 @@ from workbench.atomic import atomic_path, write_text
 
 CONFIG = "config.json"
 SCORES = "scores.json"
+CALIBRATION = "calibration.json"
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,12 @@ class Run:
         if not frames:
             raise FileNotFoundError(f"{self.path}: no finished fold")
         return pd.concat(frames, ignore_index=True)
+
+    def calibration(self) -> dict:
+        path = self.path / CALIBRATION
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: the run's summary writes it when its last fold finishes; rerun `just train`")
+        return json.loads(path.read_text())
 
     def write_json(self, name: str, payload: dict) -> None:
         write_text(self.path / name, json.dumps(payload, indent=2, sort_keys=True, default=str))
