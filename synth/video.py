@@ -11,13 +11,14 @@ from __future__ import annotations
 import math
 import os
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+
+from synth.impairment import Sampler, combined_quality, sample_distortions
 
 PRISTINE_CRF = 18  # libx264 at this crf is visually lossless: the codec adds no perceived loss
 MAX_CRF = 51
@@ -291,11 +292,6 @@ HALF_QUALITY: dict[str, float] = {
     "downscale": 1.5,  # log2 of the factor (≈2.8x): the upscaled look
     "drop": 0.5,  # fraction of frames held; every 2nd frame repeated is strong judder
 }
-# Exponent on relative severity: > 1 keeps quality flat near pristine (sub-threshold changes go unnoticed) and
-# steep once a distortion is visible, the usual shape of psychometric curves.
-SHAPE = 2.0
-
-
 def _severities(d: Distortion) -> dict[str, float]:
     """Each distortion's severity on the scale HALF_QUALITY is written in (0 = absent)."""
     return {
@@ -308,17 +304,13 @@ def _severities(d: Distortion) -> dict[str, float]:
 
 
 def quality(d: Distortion) -> float:
-    """Perceived quality in [0, 1] (1 = pristine) as a smooth, monotone function of each distortion's severity.
-
-    Each distortion alone gives 0.5 ** ((severity / HALF_QUALITY) ** SHAPE) and distortions multiply, i.e. their
-    impairments add on a log-quality scale, so two moderate distortions are worse than either one.
-    """
-    impairment = sum((s / HALF_QUALITY[name]) ** SHAPE for name, s in _severities(d).items())
-    return 0.5**impairment
+    """Perceived quality in [0, 1] (1 = pristine), a smooth, monotone function of each distortion's severity (see
+    synth.impairment.combined_quality)."""
+    return combined_quality(_severities(d), HALF_QUALITY)
 
 
 # One sampler per distortion, each spanning good to bad quality.
-_SAMPLERS: dict[str, Callable[[np.random.Generator], int | float]] = {
+_SAMPLERS: dict[str, Sampler] = {
     "crf": lambda rng: int(rng.integers(20, 46)),
     "blur": lambda rng: float(rng.uniform(0.0, 3.0)),
     "noise": lambda rng: float(rng.uniform(0.0, 20.0)),
@@ -330,5 +322,4 @@ _SAMPLERS: dict[str, Callable[[np.random.Generator], int | float]] = {
 def random_distortion(rng: np.random.Generator) -> Distortion:
     """A plausible processed version: one or two distortions of random severity drawn from ranges that span
     good to bad quality (crf 20..45, blur 0..3, noise 0..20, downscale 1..4, drop in {0,2,3,4}), so MOS spreads."""
-    kinds = rng.choice(list(_SAMPLERS), size=int(rng.integers(1, 3)), replace=False)
-    return Distortion(**{str(kind): _SAMPLERS[str(kind)](rng) for kind in kinds})
+    return Distortion(**sample_distortions(rng, _SAMPLERS))
