@@ -147,7 +147,7 @@ def _pillow_pixels(image: Image.Image) -> np.ndarray:
     has_alpha = "A" in image.mode or "transparency" in image.info
     if has_alpha:
         return on_white(np.asarray(image.convert("RGBA")))
-    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+    return np.array(image if image.mode == "RGB" else image.convert("RGB"))  # a writable copy, as torch wants
 
 
 def _pyav_pixels(path: str) -> np.ndarray:

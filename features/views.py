@@ -185,10 +185,12 @@ def saliency_map(frames: np.ndarray) -> np.ndarray:
     scale = SALIENCY_THUMBNAIL / max(height, width)
     thumb = resample(frames, (max(1, round(height * scale)), max(1, round(width * scale)))).mean(0)
     luma = torch.tensordot(torch.tensor([0.299, 0.587, 0.114]), thumb, dims=1).numpy().astype(np.float64)
-    spectrum = np.fft.fft2(luma)
-    log_amplitude = np.log(np.abs(spectrum) + 1e-9)
-    residual = log_amplitude - ndimage.uniform_filter(log_amplitude, size=3, mode="wrap")
-    saliency = np.abs(np.fft.ifft2(np.exp(residual + 1j * np.angle(spectrum)))) ** 2
+    spectrum = np.fft.fft2(luma - luma.mean())  # without its mean, the DC term cannot swamp the map with a constant
+    amplitude = np.abs(spectrum)
+    log_amplitude = np.log(amplitude + 1e-12)
+    residual = log_amplitude - ndimage.uniform_filter(log_amplitude, size=3, mode="nearest")
+    phase = np.divide(spectrum, amplitude, out=np.zeros_like(spectrum), where=amplitude > 1e-12)  # absent: silent
+    saliency = np.abs(np.fft.ifft2(np.exp(residual) * phase)) ** 2
     return ndimage.gaussian_filter(saliency, sigma=SALIENCY_BLUR * max(saliency.shape))
 
 

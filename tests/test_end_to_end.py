@@ -1,18 +1,25 @@
-"""The KVQ flow from the organiser's layout to a scored zip, through the command line the justfile calls.
+"""The KVQ flow from the organiser's layout to a scored zip, through the command line the justfile calls; and the
+same flow for the image tracks, whose zips carry calibrated predictions and the readme.
 
 The zip is scored twice: by `score` and by an independent transcription of the organisers' `metric_score.py`
 (row access by position replaced with `.iloc`, which pandas 3 requires); they must agree to 1e-9.
 """
 
+import json
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import pearsonr, spearmanr
 
+from ensembles.calibrate import Calibration
+from ensembles.combine import fold_ensemble
+from tracks import get_track
 from workbench.cli import main, score_submission
 from workbench.config import ScoreConfig
+from workbench.runs import Run
 
 FEATURES = ["frames=3", "size=64"]
 FAST = [*FEATURES, "epochs=8", "folds=3"]
@@ -84,3 +91,45 @@ def test_bad_words_are_usage_errors(workdir, capsys):
     assert "Did you mean epochs=?" in capsys.readouterr().err
     assert main(["train-fold", *common, *FAST]) == 2
     assert main(["frobnicate"]) == 2
+
+
+# --- the image tracks ------------------------------------------------------------------------------------------------
+
+IMAGE_FLOWS = {
+    "uhd_iqa": (["items=16", "width=320"], ["size=64", "grid=2", "patch=32", "views=center,s0,s1"]),
+    "fiqa": (["items=30", "width=64", "height=80"], ["size=64", "views=center,hflip"]),
+}
+README_KEYS = ("runtime per image [s]", "CPU[1] / GPU[0]", "Extra Data [1] / No Extra Data [0]", "Other description")
+
+
+@pytest.mark.parametrize("track", IMAGE_FLOWS)
+def test_image_track_flow_writes_a_calibrated_zip_with_its_readme(tmp_path, track):
+    synth_words, feature_words = IMAGE_FLOWS[track]
+    data, runs = tmp_path / "data", tmp_path / "runs"
+    common = [f"track={track}", f"data={data}", f"cache={tmp_path / 'cache'}"]
+    assert main(["synth", f"track={track}", f"out={data}", "seed=4", *synth_words]) == 0
+    assert main(["extract", *common, *feature_words, "workers=0"]) == 0
+    assert main(["train", *common, *feature_words, f"runs={runs}", "epochs=6", "folds=3"]) == 0
+    assert main(["submit", f"track={track}", f"runs={runs}", f"out={tmp_path / 'subs'}", "extra_data=1"]) == 0
+    (zip_path,) = (tmp_path / "subs").glob(f"{track}-*.zip")
+    with zipfile.ZipFile(zip_path) as archive:
+        assert sorted(archive.namelist()) == ["predictions.csv", "readme.txt"]
+        readme = archive.read("readme.txt").decode().splitlines()
+        archive.extract("predictions.csv", tmp_path)
+    assert [line.split(" : ")[0] for line in readme] == list(README_KEYS)
+    assert float(readme[0].split(" : ")[1]) > 0 and readme[1].endswith(": 1") and readme[2].endswith(": 1")
+    assert "quality_stats" in readme[3]
+
+    get = get_track(track)
+    (run,) = [p for p in (runs / track).iterdir()]
+    submitted = pd.read_csv(tmp_path / "predictions.csv").set_index("image_name")
+    assert list(submitted.columns) == list(get.submission.score_columns)
+    raw = fold_ensemble(Run(run).predictions("test"), get.targets)
+    calibrated = Calibration.from_json(json.loads((run / "calibration.json").read_text())).apply(raw)
+    np.testing.assert_allclose(submitted.loc[raw.index].to_numpy(), calibrated.to_numpy())
+    assert not np.allclose(submitted.loc[raw.index].to_numpy(), raw.to_numpy())
+
+    parts = score_submission(ScoreConfig(track=track, preds=str(zip_path), truth=str(data / "truth")))
+    truth = pd.read_csv(data / "truth" / "truth.csv").set_index("image_name").iloc[:, 0]
+    p = submitted.loc[truth.index].iloc[:, 0]
+    assert parts["score"] == pytest.approx((spearmanr(p, truth)[0] + pearsonr(p, truth)[0]) / 2, abs=1e-9)

@@ -12,7 +12,7 @@ import importlib
 
 from tracks.base import ITEM_COLUMNS, TRACKS, LayoutError, SubmissionFormat, Track, register_track
 
-TRACK_MODULES = ("tracks.kvq",)
+TRACK_MODULES = ("tracks.kvq", "tracks.uhd_iqa", "tracks.fiqa")
 
 
 def _load() -> None:

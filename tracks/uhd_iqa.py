@@ -1,0 +1,146 @@
+"""UHD-IQA: ECCV AIM 2024 ultra-high-definition image quality (4K JPEGs, 3840 px wide).
+
+Official (organisers' files, paper): `uhd-iqa-training-metadata.csv` with the columns of METADATA_COLUMNS, one row per
+training image, MOS `quality_mos` on a 0-1 scale (about 0.59-0.84); images under `challenge/training/<image_name>`
+(the winner's loader). Budget: 50 GMACs per image. The ranking combines SRCC, PLCC, KRCC, RMSE, MAE and GMACs by a
+formula that is not public.
+Assumed (ours; keep configurable):
+  * selection and local official score (SRCC + PLCC) / 2, with KRCC, RMSE and MAE reported beside it; predictions are
+    calibrated onto the MOS scale (a logistic fitted out of fold), since RMSE and MAE are absolute;
+  * the images to score are every image in `challenge/validation/`;
+  * submission: `predictions.csv` with header `image_name,quality_mos`, plus the four-line NTIRE `readme.txt`
+    (runtime per image, CPU[1]/GPU[0], extra data, description); the organisers' format is not public;
+  * every image is its own group: the organisers' split and the winner's were random over images;
+  * organiser-side truth of synthetic data: `truth/truth.csv` in the submission format.
+Default views, after the winner (UIQA): an aesthetic view of the whole image, fragments of 15 x 15 native 32-px
+patches (480 px), a native 480 centre crop, and a salient 480 crop chosen by spectral-residual saliency where the
+winner's released code used a plain centre crop.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from synth import image as synth_image
+from tracks.base import (
+    Budget,
+    CorrelationTrack,
+    LayoutError,
+    SubmissionFormat,
+    check_split_overlap,
+    list_images,
+    media_path,
+    numeric_column,
+    register_track,
+    require_columns,
+    require_unique,
+)
+from workbench.atomic import write_text
+
+METADATA = "uhd-iqa-training-metadata.csv"
+TRAIN_DIR = Path("challenge/training")
+TEST_DIR = Path("challenge/validation")
+METADATA_COLUMNS = (
+    "image_name", "quality_mos", "set", "orig_width", "orig_height", "views", "likes", "favorites", "downloads",
+    "comments", "image_bytes", "user_name", "page_url",
+)  # fmt: skip
+
+
+@register_track
+class UHDIQA(CorrelationTrack):
+    name = "uhd_iqa"
+    title = "ECCV AIM 2024 UHD-IQA (4K image quality)"
+    media = "image"
+    targets = ("quality_mos",)
+    score_range = (-0.5, 1.5)  # MOS is on 0-1
+    submission = SubmissionFormat("predictions.csv", "image_name", ("quality_mos",), readme="readme.txt")
+    calibrate = True
+    budget = Budget(macs=50e9)
+    defaults = {
+        "frames": 1,
+        "view": "aesthetic+fragments+native+salient",
+        "size": 480,
+        "grid": 15,
+        "patch": 32,
+        "views": ("center", "hflip", "s0", "s1", "s2", "s3"),
+        "items": 60,
+        "epochs": 60,  # more steps than the spine's default: a few hundred training rows give few per epoch
+        "lr": 3e-3,
+        "batch": 16,
+    }
+
+    def read_items(self, data: Path) -> pd.DataFrame:
+        data = Path(data)
+        path = data / METADATA
+        if not path.is_file():
+            raise LayoutError(f"{path}: label file not found")
+        table = pd.read_csv(path, dtype={"image_name": str})
+        require_columns(table, ("image_name", "quality_mos"), str(path))
+        require_unique(table["image_name"], str(path))
+        train = pd.DataFrame(
+            {"item_id": table["image_name"], "split": "train", "quality_mos": numeric_column(table, "quality_mos", str(path))}
+        )
+        train["path"] = [media_path(data, str(TRAIN_DIR / name), str(path)) for name in train["item_id"]]
+        images = list_images(data / TEST_DIR)
+        test = pd.DataFrame({"item_id": [p.name for p in images], "path": [str(p.resolve()) for p in images], "split": "test"})
+        check_split_overlap(train["item_id"], test["item_id"], str(data))
+        items = pd.concat([train, test.assign(quality_mos=np.nan)], ignore_index=True)
+        items["group"] = items["item_id"]
+        return items[["item_id", "path", "split", "group", "quality_mos"]]
+
+    def synthesize(self, out: Path, items: int = 60, seed: int = 0, width: int = 0, height: int = 0) -> None:
+        synthesize_uhd(self, Path(out), items, seed, width or 3840, height)
+
+
+# --- the synthetic dataset -------------------------------------------------------------------------------------------
+
+TEST_FRACTION = 0.25
+ASPECTS = (16 / 9, 3 / 2, 4 / 3)  # of the distributed images, all 3840 wide
+RATER_NOISE = 0.012  # std of the MOS noise, on the 0-1 scale
+
+
+def synthesize_uhd(track: UHDIQA, out: Path, items: int, seed: int, width: int, height: int = 0) -> None:
+    """Every image its own procedural content (no two share a source, as in the real set) with a random distortion;
+    MOS from the distortion's quality plus a content effect and rater noise, on the real set's 0.55-0.85 range."""
+    if items < 8:
+        raise ValueError(f"items={items}: need at least 8 images")
+    rng = np.random.default_rng(seed)
+    n_test = max(2, round(items * TEST_FRACTION))
+    rows, sources = [], []
+    for index in range(items):
+        split = "test" if index >= items - n_test else "train"
+        image_height = height or round(width / ASPECTS[rng.integers(len(ASPECTS))])
+        distortion = synth_image.ImageDistortion() if rng.random() < 0.15 else synth_image.random_distortion(rng)
+        mos = 0.55 + 0.3 * synth_image.quality(distortion) + rng.uniform(-0.03, 0.03) + rng.normal(0.0, RATER_NOISE)
+        name = f"{index + 1}.jpg"
+        path = out / (TEST_DIR if split == "test" else TRAIN_DIR) / name
+        rows.append({"image_name": name, "quality_mos": float(np.clip(mos, 0.0, 1.0)), "split": split, "path": path, "height": image_height})
+        sources.append(synth_image.Source(seed * 100_000 + index, width, image_height, (synth_image.Version(path, distortion),)))
+    synth_image.make_sources(sources)
+
+    table = pd.DataFrame(rows)
+    train, test = table[table.split == "train"], table[table.split == "test"]
+    upscale = rng.uniform(1.0, 1.6, size=len(train))  # the Pixabay originals were larger than the 3840 px shipped
+    metadata = pd.DataFrame(
+        {
+            "image_name": train["image_name"],
+            "quality_mos": train["quality_mos"].round(4),
+            "set": "training",
+            "orig_width": np.round(width * upscale).astype(int),
+            "orig_height": np.round(train["height"].to_numpy() * upscale).astype(int),
+            "views": rng.integers(1_000, 200_000, size=len(train)),
+            "likes": rng.integers(0, 600, size=len(train)),
+            "favorites": rng.integers(0, 500, size=len(train)),
+            "downloads": rng.integers(500, 60_000, size=len(train)),
+            "comments": rng.integers(0, 100, size=len(train)),
+            "image_bytes": [p.stat().st_size for p in train["path"]],
+            "user_name": [f"synthetic-user-{k}" for k in rng.integers(0, 12, size=len(train))],
+            "page_url": [f"https://example.invalid/photos/synthetic-{name}" for name in train["image_name"]],
+        }
+    )
+    write_text(out / METADATA, metadata[list(METADATA_COLUMNS)].to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC))
+    track.write_truth(out, test.set_index("image_name")["quality_mos"])
