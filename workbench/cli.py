@@ -196,7 +196,7 @@ def cmd_submit(cfg: SubmitConfig) -> int:
         table(
             "submission",
             ["run", "folds", "views", "calibrated", f"runtime/{track.media} (CPU)", "test items", "zip"],
-            [[run.id, len(run.folds_done()), ",".join(views), track.calibrate, runtime, len(test), path]],
+            [[run.id, len(run.folds_done()), "\n".join(views), track.calibrate, runtime, len(test), path]],
         )
     )
     console.print(f"[bold green]{path}[/]")
@@ -220,7 +220,7 @@ def cost_table(track: Track, pipeline: Pipeline) -> tuple[Table, Cost]:
         for s in stages
     ]
     rows.append([f"total per {track.media}", "", "", f"{total.params / 1e6:.4f}", f"{total.macs / 1e9:.4f}", f"{total.flops / 1e9:.4f}"])
-    columns = ["stage", "input per pass", f"passes per {track.media}", "M params", "GMACs", "GFLOPs"]
+    columns = ["stage", "input per pass", f"passes per {track.media}", "M params", f"GMACs per {track.media}", f"GFLOPs per {track.media}"]
     return table(f"{track.name} pipeline cost (PyTorch FlopCounterMode; MACs = FLOPs / 2)", columns, rows), total
 
 

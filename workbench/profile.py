@@ -94,7 +94,11 @@ class Pipeline:
         for spec, family, variants in zip(self.specs, self.families, self.variants, strict=True):
             side = family.side
             cost = count(self.backbone, torch.rand(1, 3, side, side))
-            stages.append(Stage(f"{spec.backbone} on {spec.view}", f"3x{side}x{side}", len(variants) * self.frames, cost))
+            shape = f"3x{side}x{side}"
+            runs_at = tuple(getattr(self.backbone, "input_size", (side, side)))
+            if runs_at != (side, side):  # a fixed-size model resizes the view: its cost is that of its own size
+                shape += f", run at {runs_at[0]}x{runs_at[1]}"
+            stages.append(Stage(f"{spec.backbone} on {spec.view}", shape, len(variants) * self.frames, cost))
         head = self.head_module()
         dim = head.mean.numel()
         x, mask = torch.zeros(self.views, self.frames, dim), torch.ones(self.views, self.frames, dtype=torch.bool)
