@@ -68,7 +68,7 @@ class MediaDataset(Dataset):
         job = self.jobs[index]
         try:
             clip = self.decoder.read(job.path, self.sampling)
-            pixels = [family.render(clip.frames, views) if views else None for family, views in zip(self.families, job.views)]
+            pixels = [f.render(clip.frames, views) if views else None for f, views in zip(self.families, job.views)]
         except MediaError as error:
             return {"job": job, "error": error.reason}
         except Exception as error:  # a decoder crash on one file must not end a run of thousands
@@ -158,7 +158,8 @@ class ParquetPartWriter(BasePredictionWriter):
             rows = part["rows"]
             fresh = np.array([i not in written for i in rows["item_id"]], dtype=bool)
             if fresh.any():
-                buffer.append({**{k: np.asarray(v)[fresh] for k, v in rows.items()}, "feature": part["features"][fresh]})
+                kept = {k: np.asarray(v)[fresh] for k, v in rows.items()}
+                buffer.append({**kept, "feature": part["features"][fresh]})
                 written.update(np.asarray(rows["item_id"])[fresh].tolist())
         for failure in prediction["failures"]:
             for s in failure["sets"]:
@@ -203,7 +204,8 @@ def plan_jobs(items: pd.DataFrame, variants: Sequence[tuple[str, ...]], folders:
     jobs = []
     for item_id, path in zip(items["item_id"], items["path"]):
         missing = tuple(
-            tuple(v for v in views if v not in cached.get(item_id, ())) for views, cached in zip(variants, have, strict=True)
+            tuple(v for v in views if v not in cached.get(item_id, ()))
+            for views, cached in zip(variants, have, strict=True)
         )
         if any(missing):
             jobs.append(Job(item_id, path, missing))
@@ -261,7 +263,8 @@ def extract(
             enable_progress_bar=progress,
             callbacks=[writer] + ([RichProgressBar()] if progress else []),
         )
-        trainer.predict(FeatureExtractor(backbone), datamodule=MediaDataModule(dataset, batch_size, workers), return_predictions=False)
+        datamodule = MediaDataModule(dataset, batch_size, workers)
+        trainer.predict(FeatureExtractor(backbone), datamodule=datamodule, return_predictions=False)
     failures = pd.concat([read_failures(folder, views) for folder, views in zip(folders, variants, strict=True)])
     failures = failures[failures["item_id"].isin(items["item_id"])].drop_duplicates("item_id").reset_index(drop=True)
     return ExtractionSummary(

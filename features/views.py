@@ -26,7 +26,7 @@ from scipy import ndimage
 
 from workbench.registry import Registry
 
-FAMILIES: Registry[type["ViewFamily"]] = Registry("view family")
+FAMILIES: Registry[type[ViewFamily]] = Registry("view family")
 
 
 def register_family(name: str) -> Callable[[type[ViewFamily]], type[ViewFamily]]:
@@ -56,11 +56,13 @@ def split_variants(families: Sequence[ViewFamily], views: Sequence[str]) -> list
     chosen = [tuple(v for v in views if f.accepts(v)) for f in families]
     for family, variants in zip(families, chosen, strict=True):
         if not variants:
-            raise ValueError(f"view family {family.name} gets none of views {', '.join(views)}; it takes {family.variant_help}")
+            raise ValueError(
+                f"view family {family.name} gets none of views {', '.join(views)}; it takes {family.variant_help}"
+            )
     return chosen
 
 
-# --- pixels ------------------------------------------------------------------------------------------------------------
+# --- pixels -----------------------------------------------------------------------------------------------------------
 
 
 def _unit(dtype: np.dtype) -> float:
@@ -68,7 +70,7 @@ def _unit(dtype: np.dtype) -> float:
 
 
 def to_float(frames: np.ndarray) -> torch.Tensor:
-    """[T, H, W, 3] uint8/uint16 (or float in [0, 1]) -> [T, 3, H, W] float32 in [0, 1]; copies only what it is given."""
+    """[T, H, W, 3] uint8/uint16 (or float in [0, 1]) -> [T, 3, H, W] float32 in [0, 1], copying only what it gets."""
     return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(_unit(frames.dtype))
 
 
@@ -90,7 +92,7 @@ def square(frames: np.ndarray, top: int, left: int, side: int, size: int) -> tor
     return resample(frames[:, top : top + side, left : left + side], (size, size))
 
 
-# --- families ----------------------------------------------------------------------------------------------------------
+# --- families ---------------------------------------------------------------------------------------------------------
 
 
 class ViewFamily(abc.ABC):
@@ -200,7 +202,8 @@ def salient_window(saliency: np.ndarray, window: int) -> tuple[int, int]:
     h, w = saliency.shape
     window = min(window, h, w)
     integral = np.pad(saliency.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    sums = integral[window:, window:] - integral[:-window, window:] - integral[window:, :-window] + integral[:-window, :-window]
+    ends, starts = slice(window, None), slice(None, -window)
+    sums = integral[ends, ends] - integral[starts, ends] - integral[ends, starts] + integral[starts, starts]
     tops, lefts = np.nonzero(sums >= sums.max() * (1 - 1e-9))
     nearest = np.argmin((tops - (h - window) / 2) ** 2 + (lefts - (w - window) / 2) ** 2)
     return int(tops[nearest]), int(lefts[nearest])

@@ -79,7 +79,7 @@ def random_distortion(rng: np.random.Generator) -> ImageDistortion:
     return ImageDistortion(**sample_distortions(rng, _SAMPLERS))
 
 
-# --- content ------------------------------------------------------------------------------------------------------------
+# --- content ----------------------------------------------------------------------------------------------------------
 
 
 def _texture_tile(rng: np.random.Generator) -> np.ndarray:
@@ -100,7 +100,8 @@ def render_image(seed: int, width: int, height: int) -> np.ndarray:
     angle = rng.uniform(0.0, 2 * np.pi)
     y = np.arange(height, dtype=np.float32)[:, None] - height / 2
     x = np.arange(width, dtype=np.float32)[None, :] - width / 2
-    along = (x * np.float32(np.cos(angle)) + y * np.float32(np.sin(angle))) / np.float32(math.hypot(width, height)) + 0.5
+    along = (x * np.float32(np.cos(angle)) + y * np.float32(np.sin(angle))) / np.float32(math.hypot(width, height))
+    along += 0.5
     canvas = start + (end - start) * along[..., None]
     tile = _texture_tile(rng)
     reps = (math.ceil(height / TILE), math.ceil(width / TILE))
@@ -185,7 +186,8 @@ def make_source(source: Source) -> None:
         if version.box is not None:
             left, top, width, height = version.box
             pixels = clean[top : top + height, left : left + width]
-        write_image(distort(pixels, version.distortion, seed=source.seed * 100 + k), version.path, version.distortion.jpeg, version.mode)
+        distorted = distort(pixels, version.distortion, seed=source.seed * 100 + k)
+        write_image(distorted, version.path, version.distortion.jpeg, version.mode)
 
 
 def make_sources(sources: list[Source], workers: int = 2) -> None:

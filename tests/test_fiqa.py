@@ -38,7 +38,8 @@ def layout(root: Path, train_files=(), val_files=("a.png", "b.jpg")) -> Path:
 
 def test_reads_the_headerless_list_and_resolves_extensions(fiqa, tmp_path):
     # 6301417796_1 has no file: the winner's `.png` stands in, and extraction will report it missing.
-    data = layout(tmp_path, ["2574649421_1.png", "5202595380_0.jpg", "4177734028_0.png", "4177734028_1.png", "10359803275_0.jpg"])
+    files = ["2574649421_1.png", "5202595380_0.jpg", "4177734028_0.png", "4177734028_1.png", "10359803275_0.jpg"]
+    data = layout(tmp_path, files)
     items = fiqa.read_items(data)
     assert list(items.columns) == ["item_id", "path", "split", "group", "score"]
     train = items[items.split == "train"].set_index("item_id")

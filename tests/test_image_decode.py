@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageOps
 
-from features.cache import FeatureSpec, read_failures, read_features
 from features import decode
+from features.cache import FeatureSpec, read_failures, read_features
 from features.decode import DECODERS, MediaError, read_image, sample_video
 from features.extract import extract
 
@@ -105,7 +105,8 @@ def test_unreadable_images_raise_with_the_reason(tmp_path):
     Image.fromarray(RGB).save(tmp_path / "whole.jpg")
     whole = (tmp_path / "whole.jpg").read_bytes()
     (tmp_path / "torn.jpg").write_bytes(whole[: len(whole) // 3])
-    for name, reason in (("text.jpg", "cannot identify"), ("missing.jpg", "No such file"), ("torn.jpg", "(?i)truncated")):
+    reasons = {"text.jpg": "cannot identify", "missing.jpg": "No such file", "torn.jpg": "(?i)truncated"}
+    for name, reason in reasons.items():
         with pytest.raises(MediaError, match=reason) as caught:
             read_image(str(tmp_path / name))
         assert caught.value.path == str(tmp_path / name)
@@ -128,12 +129,15 @@ def test_image_extraction_fills_two_families_from_one_decode(tmp_path, monkeypat
     items = pd.DataFrame({"item_id": ["a", "b", "c", "bad"], "path": [str(p) for p in [*paths, tmp_path / "bad.png"]]})
     decoded = []
     monkeypatch.setattr(decode, "read_image", lambda path: decoded.append(path) or read_image(path))
-    specs = [FeatureSpec("quality_stats", media="image", view=v, size=32, grid=2, patch=16) for v in ("native", "fragments")]
-    summary = extract(items, "images", specs, ["center", "s0", "s1"], cache_root=tmp_path / "cache", workers=0, progress=False)
+    specs = [
+        FeatureSpec("quality_stats", media="image", view=v, size=32, grid=2, patch=16) for v in ("native", "fragments")
+    ]
+    summary = extract(items, "images", specs, ["center", "s0", "s1"], tmp_path / "cache", workers=0, progress=False)
     assert sorted(decoded) == sorted(items["path"])  # every item decoded once for both feature sets
     assert list(summary.failures["item_id"]) == ["bad"] and "cannot identify" in summary.failures["reason"].iloc[0]
     native, fragments = summary.folders
-    assert native.name.startswith("quality_stats__native32__") and fragments.name.startswith("quality_stats__fragments32__")
+    assert native.name.startswith("quality_stats__native32__")
+    assert fragments.name.startswith("quality_stats__fragments32__")
     assert read_features(native, ["a", "b", "c"], None, 1).views == ["center"]
     got = read_features(fragments, ["a", "b", "c"], None, 1)
     assert got.views == ["s0", "s1"] and got.mask.all()

@@ -51,7 +51,8 @@ def patch_conv():
 
 def test_pipeline_counts_every_pass_of_every_family_and_the_head(patch_conv):
     specs = tuple(
-        FeatureSpec("patch_conv", media="image", view=view, size=32, grid=2, patch=16) for view in ("aesthetic", "fragments")
+        FeatureSpec("patch_conv", media="image", view=view, size=32, grid=2, patch=16)
+        for view in ("aesthetic", "fragments")
     )
     pipeline = Pipeline(specs, (("center", "hflip"), ("s0", "s1", "s2")), head="linear", hidden=16, targets=1)
     stages = pipeline.stages()

@@ -88,7 +88,8 @@ def test_synthetic_layout_matches_the_shipped_one(uhd, tmp_path):
     sizes = {Image.open(p).size for p in items["path"]}
     assert {w for w, _ in sizes} == {384} and all(h < w for w, h in sizes)
     assert all(Image.open(p).format == "JPEG" for p in items["path"])
-    assert metadata["image_bytes"].tolist() == [Path(p).stat().st_size for p in items.loc[items.split == "train", "path"]]
+    train_files = items.loc[items.split == "train", "path"]
+    assert metadata["image_bytes"].tolist() == [Path(p).stat().st_size for p in train_files]
     rows = list(csv.reader((tmp_path / "truth" / "truth.csv").open()))
     assert rows[0] == ["image_name", "quality_mos"]
     assert sorted(r[0] for r in rows[1:]) == sorted(items.loc[items.split == "test", "item_id"])

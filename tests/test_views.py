@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from features.cache import FeatureSpec, Features, concat_features, family_variants
+from features.cache import Features, FeatureSpec, concat_features, family_variants
 from features.views import FAMILIES, saliency_map, salient_window, split_variants, view_family
 
 
@@ -135,7 +136,8 @@ def test_views_are_split_between_families():
 def test_feature_sets_side_by_side_pair_variants_by_index():
     ids = ["a", "b"]
     first = Features(np.ones((2, 2, 1, 3)), np.ones((2, 2, 1), bool), ids, ["center", "hflip"])
-    second = Features(np.arange(2 * 4 * 5, dtype=float).reshape(2, 4, 1, 5), np.ones((2, 4, 1), bool), ids, ["s0", "s1", "s2", "s3"])
+    draws = np.arange(2 * 4 * 5, dtype=float).reshape(2, 4, 1, 5)
+    second = Features(draws, np.ones((2, 4, 1), bool), ids, ["s0", "s1", "s2", "s3"])
     second.mask[1, 3] = False
     both = concat_features([first, second])
     assert both.views == ["center+s0", "hflip+s1", "center+s2", "hflip+s3"]
@@ -149,8 +151,8 @@ def test_feature_sets_side_by_side_pair_variants_by_index():
 def test_a_family_keys_only_its_own_geometry():
     spec = FeatureSpec("quality_stats", media="image", view="fragments", grid=15, patch=32)
     assert spec.key().startswith("quality_stats__fragments480__")
-    assert FeatureSpec("quality_stats", media="image", view="fragments", grid=15, patch=32, size=999).key() == spec.key()
-    assert FeatureSpec("quality_stats", media="image", view="fragments", grid=15, patch=32, fragment_seed=1).key() != spec.key()
+    assert replace(spec, size=999).key() == spec.key()
+    assert replace(spec, fragment_seed=1).key() != spec.key()
     native = FeatureSpec("quality_stats", media="image", view="native", size=480)
     assert native.key().startswith("quality_stats__native480__") and native.key() != spec.key()
     assert FeatureSpec("quality_stats", media="image", view="native", size=480, grid=3).key() == native.key()
@@ -184,7 +186,8 @@ before = status("VmRSS")
 with open("/proc/self/clear_refs", "w") as handle:
     handle.write("5")  # resets VmHWM, the peak resident set, to the current one
 outputs = [f.render(frame, variants.get(f.name, ["center", "hflip"])) for f in families]
-print(json.dumps({"growth": status("VmHWM") - before, "frame": frame.nbytes, "outputs": sum(o.numel() * 4 for o in outputs)}))
+growth = status("VmHWM") - before
+print(json.dumps({"growth": growth, "frame": frame.nbytes, "outputs": sum(o.numel() * 4 for o in outputs)}))
 """
 
 
@@ -205,5 +208,6 @@ def test_a_4k_view_pass_never_copies_the_frame_as_float():
 def test_uint8_resampling_matches_float_resampling():
     frame = np.random.default_rng(1).integers(0, 256, (1, 300, 500, 3), dtype=np.uint8)
     out = family("aesthetic", size=64).render(frame, ["center"])[0]
-    reference = F.interpolate(torch.from_numpy(frame).permute(0, 3, 1, 2).float() / 255, size=(64, 64), mode="bilinear", antialias=True)
+    pixels = torch.from_numpy(frame).permute(0, 3, 1, 2).float() / 255
+    reference = F.interpolate(pixels, size=(64, 64), mode="bilinear", antialias=True)
     torch.testing.assert_close(out, reference, atol=1 / 255, rtol=0)

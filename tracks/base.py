@@ -210,6 +210,13 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def folder_items(folder: Path, split: str = "test") -> pd.DataFrame:
+    """Every image of `folder` as an item named by its file name: the unlabelled images a challenge ships to score."""
+    images = list_images(folder)
+    paths = [str(p.resolve()) for p in images]
+    return pd.DataFrame({"item_id": [p.name for p in images], "path": paths, "split": split})
+
+
 class CorrelationTrack(Track):
     """A one-target track ranked by (SRCC + PLCC) / 2, with KRCC, RMSE and MAE reported beside it. The organiser-side
     truth of a synthetic dataset is `truth/truth.csv` in the track's own submission format: ours, since these

@@ -33,6 +33,7 @@ from tracks.base import (
     LayoutError,
     SubmissionFormat,
     check_split_overlap,
+    folder_items,
     list_images,
     media_path,
     numeric_column,
@@ -70,7 +71,9 @@ def resolve_files(folder: Path, names: pd.Series, source: str) -> list[str]:
             continue
         found = by_stem.get(name, [])
         if len(found) > 1:
-            raise LayoutError(f"{source}, line {line}: {name!r} matches {', '.join(found)} in {folder}; list it with its extension")
+            raise LayoutError(
+                f"{source}, line {line}: {name!r} matches {', '.join(found)} in {folder}; list it with its extension"
+            )
         files.append(found[0] if found else name + ASSUMED_SUFFIX)
     return files
 
@@ -95,7 +98,9 @@ class FIQA(CorrelationTrack):
             raise LayoutError(f"{path}: label file not found")
         table = pd.read_csv(path, header=None, dtype={0: str})
         if table.shape[1] != 2:
-            raise LayoutError(f"{path}: expected two columns and no header (image name, score), found {table.shape[1]} columns")
+            raise LayoutError(
+                f"{path}: expected two columns and no header (image name, score), found {table.shape[1]} columns"
+            )
         table.columns = ["image_name", "score"]
         names = table["image_name"].str.strip()
         require_unique(names, str(path), header=False)
@@ -108,10 +113,9 @@ class FIQA(CorrelationTrack):
                 "score": numeric_column(table, "score", str(path), header=False),
             }
         )
-        images = list_images(data / TEST_DIR)
-        test = pd.DataFrame({"item_id": [p.name for p in images], "path": [str(p.resolve()) for p in images], "split": "test"})
+        test = folder_items(data / TEST_DIR)
         check_split_overlap(train["item_id"], test["item_id"], str(data))
-        items = pd.concat([train, test.assign(score=np.nan)], ignore_index=True)
+        items = pd.concat([train, test], ignore_index=True)  # the test items' scores are NaN
         items["group"] = items["item_id"].map(photo_group)
         return items[["item_id", "path", "split", "group", "score"]]
 

@@ -32,7 +32,7 @@ from tracks.base import (
     LayoutError,
     SubmissionFormat,
     check_split_overlap,
-    list_images,
+    folder_items,
     media_path,
     numeric_column,
     register_track,
@@ -81,14 +81,12 @@ class UHDIQA(CorrelationTrack):
         table = pd.read_csv(path, dtype={"image_name": str})
         require_columns(table, ("image_name", "quality_mos"), str(path))
         require_unique(table["image_name"], str(path))
-        train = pd.DataFrame(
-            {"item_id": table["image_name"], "split": "train", "quality_mos": numeric_column(table, "quality_mos", str(path))}
-        )
+        mos = numeric_column(table, "quality_mos", str(path))
+        train = pd.DataFrame({"item_id": table["image_name"], "split": "train", "quality_mos": mos})
         train["path"] = [media_path(data, str(TRAIN_DIR / name), str(path)) for name in train["item_id"]]
-        images = list_images(data / TEST_DIR)
-        test = pd.DataFrame({"item_id": [p.name for p in images], "path": [str(p.resolve()) for p in images], "split": "test"})
+        test = folder_items(data / TEST_DIR)
         check_split_overlap(train["item_id"], test["item_id"], str(data))
-        items = pd.concat([train, test.assign(quality_mos=np.nan)], ignore_index=True)
+        items = pd.concat([train, test], ignore_index=True)  # the test items' scores are NaN
         items["group"] = items["item_id"]
         return items[["item_id", "path", "split", "group", "quality_mos"]]
 
@@ -118,8 +116,10 @@ def synthesize_uhd(track: UHDIQA, out: Path, items: int, seed: int, width: int, 
         mos = 0.55 + 0.3 * synth_image.quality(distortion) + rng.uniform(-0.03, 0.03) + rng.normal(0.0, RATER_NOISE)
         name = f"{index + 1}.jpg"
         path = out / (TEST_DIR if split == "test" else TRAIN_DIR) / name
-        rows.append({"image_name": name, "quality_mos": float(np.clip(mos, 0.0, 1.0)), "split": split, "path": path, "height": image_height})
-        sources.append(synth_image.Source(seed * 100_000 + index, width, image_height, (synth_image.Version(path, distortion),)))
+        mos = float(np.clip(mos, 0.0, 1.0))
+        rows.append({"image_name": name, "quality_mos": mos, "split": split, "path": path, "height": image_height})
+        version = synth_image.Version(path, distortion)
+        sources.append(synth_image.Source(seed * 100_000 + index, width, image_height, (version,)))
     synth_image.make_sources(sources)
 
     table = pd.DataFrame(rows)

@@ -108,7 +108,17 @@ def report_extraction(summary: ExtractionSummary, views: Sequence[str]) -> int:
         table(
             "extraction",
             ["items", "views", "already cached", "extracted", "failed", "items/s", "cache"],
-            [[summary.items, ",".join(views), summary.already_cached, summary.extracted, len(summary.failures), rate, "\n".join(map(str, summary.folders))]],
+            [
+                [
+                    summary.items,
+                    ",".join(views),
+                    summary.already_cached,
+                    summary.extracted,
+                    len(summary.failures),
+                    rate,
+                    "\n".join(map(str, summary.folders)),
+                ]
+            ],
         )
     )
     if len(summary.failures):
@@ -188,7 +198,8 @@ def cmd_submit(cfg: SubmitConfig) -> int:
         if track.submission.readme and len(test):
             seconds = pipeline.seconds_per_item(test["path"].head(3).tolist())
             runtime = f"{seconds:.3f}s"
-            text = track.submission.readme_text(track.media, seconds, True, cfg.extra_data, describe(run, config, views))
+            description = describe(run, config, views)
+            text = track.submission.readme_text(track.media, seconds, True, cfg.extra_data, description)
             extras[track.submission.readme] = text
     path = Path(cfg.out) / f"{track.name}-{run.id}.zip"
     write_zip(pred, track.submission, track.targets, test["item_id"].tolist(), track.score_range, path, extras)
@@ -215,12 +226,16 @@ def describe(run: Run, config: TrainConfig, views: Sequence[str]) -> str:
 def cost_table(track: Track, pipeline: Pipeline) -> tuple[Table, Cost]:
     stages = pipeline.stages()
     total = pipeline.total(stages)
+    def counts(params: float, macs: float, flops: float) -> list[str]:
+        return [f"{params / 1e6:.4f}", f"{macs / 1e9:.4f}", f"{flops / 1e9:.4f}"]
+
     rows = [
-        [s.name, s.input, s.passes, f"{s.cost.params / 1e6:.4f}", f"{s.passes * s.cost.macs / 1e9:.4f}", f"{s.passes * s.cost.flops / 1e9:.4f}"]
+        [s.name, s.input, s.passes, *counts(s.cost.params, s.passes * s.cost.macs, s.passes * s.cost.flops)]
         for s in stages
     ]
-    rows.append([f"total per {track.media}", "", "", f"{total.params / 1e6:.4f}", f"{total.macs / 1e9:.4f}", f"{total.flops / 1e9:.4f}"])
-    columns = ["stage", "input per pass", f"passes per {track.media}", "M params", f"GMACs per {track.media}", f"GFLOPs per {track.media}"]
+    rows.append([f"total per {track.media}", "", "", *counts(total.params, total.macs, total.flops)])
+    per = f"per {track.media}"
+    columns = ["stage", "input per pass", f"passes {per}", "M params", f"GMACs {per}", f"GFLOPs {per}"]
     return table(f"{track.name} pipeline cost (PyTorch FlopCounterMode; MACs = FLOPs / 2)", columns, rows), total
 
 
@@ -253,8 +268,11 @@ def cmd_profile(cfg: ProfileConfig) -> int:
     console.print(costs)
     limits = budget_rows(track, total)
     if limits:
-        rows = [[unit, value, limit, value / limit, "over" if value > limit else "within"] for unit, value, limit in limits]
-        console.print(table(f"{track.name} budget per {track.media}", ["", "this pipeline", "budget", "ratio", ""], rows))
+        rows = [
+            [unit, value, limit, value / limit, "over" if value > limit else "within"] for unit, value, limit in limits
+        ]
+        columns = ["", "this pipeline", "budget", "ratio", ""]
+        console.print(table(f"{track.name} budget per {track.media}", columns, rows))
     else:
         console.print(f"{track.name} sets no budget on the model")
     return 0

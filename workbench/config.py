@@ -55,8 +55,11 @@ class FeatureConfig(TrackConfig):
     def feature_specs(self, media: str) -> tuple[FeatureSpec, ...]:
         families = [family.strip() for family in self.view.split("+")]
         if "" in families or len(set(families)) != len(families):
-            raise ConfigError(f"view={self.view!r}: expected distinct view families joined by '+', e.g. aesthetic+fragments")
-        common = {f.name: getattr(self, f.name) for f in dataclasses.fields(FeatureSpec) if f.name not in ("media", "view")}
+            raise ConfigError(
+                f"view={self.view!r}: expected distinct view families joined by '+', e.g. aesthetic+fragments"
+            )
+        shared = [f.name for f in dataclasses.fields(FeatureSpec) if f.name not in ("media", "view")]
+        common = {name: getattr(self, name) for name in shared}
         return tuple(FeatureSpec(**common, media=media, view=family) for family in families)
 
 

@@ -55,7 +55,7 @@ class Run:
     def calibration(self) -> dict:
         path = self.path / CALIBRATION
         if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: the run's summary writes it when its last fold finishes; rerun `just train`")
+            raise FileNotFoundError(f"{path} not found: the run's summary writes it after its last fold: `just train`")
         return json.loads(path.read_text())
 
     def write_json(self, name: str, payload: dict) -> None:
