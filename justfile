@@ -15,7 +15,7 @@ demo *args:
 synth *args:
     @{{python}} -m workbench synth "$@"
 
-# fill the feature cache: track=<t> data=<dir> [backbone=<name>] [frames=8] [size=224] [views=center,hflip]
+# fill the feature cache: track=<t> data=<dir> [backbone=<name>] [view=resize] [size=224] [views=center,hflip]
 extract *args:
     @{{python}} -m workbench extract "$@"
 
@@ -34,6 +34,10 @@ submit *args:
 # official score of a prediction csv or zip: track=<t> preds=<file> truth=<dir>
 score *args:
     @{{python}} -m workbench score "$@"
+
+# parameters and GMACs per item of the whole pipeline against the track's budget: track=<t> [backbone=<name>]
+profile *args:
+    @{{python}} -m workbench profile "$@"
 
 # the test suite
 test *args:
