@@ -186,11 +186,13 @@ class Decoder:
     identity: str
 
 
+def _image_clip(path: str, sampling: FrameSampling) -> Clip:
+    """`read_image` under the decoders' signature (a module function, so DataLoader workers can pickle it)."""
+    return read_image(path)
+
+
 DECODERS: Registry[Decoder] = Registry("media type")
 DECODERS.register("video")(Decoder(sample_video, "pyav rgb24, rgb48le above 8 bits"))
 DECODERS.register("image")(
-    Decoder(
-        lambda path, sampling: read_image(path),
-        "pillow rgb; 16-bit png through pyav rgb48le; alpha over white; exif orientation",
-    )
+    Decoder(_image_clip, "pillow rgb; 16-bit png through pyav rgb48le; alpha over white; exif orientation")
 )
