@@ -9,7 +9,9 @@ the failures table and the run goes on.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ from features.cache import (
     cache_dir,
     cached_views,
     ensure_manifest,
+    exclusive,
     part_schema,
     read_failures,
     write_failures,
@@ -169,6 +172,10 @@ def library_versions() -> dict[str, str]:
     return {name: importlib.metadata.version(name) for name in ("torch", "timm", "av", "numpy", "pyarrow")}
 
 
+def distributed_rank() -> int:
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
+
+
 def plan_jobs(items: pd.DataFrame, views: Sequence[str], folder: Path) -> list[Job]:
     """Each item with the views the cache still lacks for it."""
     have = cached_views(folder).groupby("item_id")["view"].agg(set).to_dict()
@@ -200,24 +207,28 @@ def extract(
     views = check_views(views)
     folder = cache_dir(cache_root, track, spec)
     backbone = create_backbone(spec.backbone, weights=spec.weights)
-    ensure_manifest(folder, spec, backbone.identity(), backbone.dim, library_versions())
-    remove_stale_temporaries(folder)
-    jobs = plan_jobs(items, views, folder)
-    if jobs:
-        sampling = FrameSampling(frames=spec.frames, fps=spec.fps, phase=spec.phase)
-        datamodule = MediaDataModule(MediaDataset(jobs, sampling, spec.size), batch_size, workers)
-        writer = ParquetPartWriter(folder, part_schema(backbone.dim, spec.dtype), part_items, flush_seconds)
-        trainer = pl.Trainer(
-            accelerator=accelerator,
-            devices=devices,
-            strategy=strategy,
-            logger=False,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            enable_progress_bar=progress,
-            callbacks=[writer] + ([RichProgressBar()] if progress else []),
-        )
-        trainer.predict(FeatureExtractor(backbone), datamodule=datamodule, return_predictions=False)
+    # Under DDP every rank runs this function; rank 0 holds the lock and tidies up for the group.
+    leader = distributed_rank() == 0
+    with exclusive(folder) if leader else contextlib.nullcontext():
+        ensure_manifest(folder, spec, backbone.identity(), backbone.dim, library_versions())
+        if leader:
+            remove_stale_temporaries(folder)
+        jobs = plan_jobs(items, views, folder)
+        if jobs:
+            sampling = FrameSampling(frames=spec.frames, fps=spec.fps, phase=spec.phase)
+            datamodule = MediaDataModule(MediaDataset(jobs, sampling, spec.size), batch_size, workers)
+            writer = ParquetPartWriter(folder, part_schema(backbone.dim, spec.dtype), part_items, flush_seconds)
+            trainer = pl.Trainer(
+                accelerator=accelerator,
+                devices=devices,
+                strategy=strategy,
+                logger=False,
+                enable_checkpointing=False,
+                enable_model_summary=False,
+                enable_progress_bar=progress,
+                callbacks=[writer] + ([RichProgressBar()] if progress else []),
+            )
+            trainer.predict(FeatureExtractor(backbone), datamodule=datamodule, return_predictions=False)
     failures = read_failures(folder, views)
     failures = failures[failures["item_id"].isin(items["item_id"])].reset_index(drop=True)
     return ExtractionSummary(
