@@ -14,7 +14,6 @@ from pathlib import Path
 import av
 import numpy as np
 import pandas as pd
-import pytest
 from test_extraction import (
     KEY_FRAMES,
     PART_GLOB,
