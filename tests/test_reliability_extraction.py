@@ -153,3 +153,18 @@ def test_rotation_metadata_is_honoured(tmp_path):
     assert decoded.frames.shape[1:3] == (64, 32)  # shown portrait
     # a quarter turn counter-clockwise moves the stored left half to the bottom
     assert decoded.frames[0, -8:].mean() > 200 and decoded.frames[0, :8].mean() < 50
+
+
+def test_the_command_line_reports_failures_in_its_table_and_exit_status(tmp_path, capsys):
+    from workbench.cli import EXIT_FAILURES, main
+
+    data = tmp_path / "data"
+    assert main(["synth", f"out={data}", "items=12", "width=64", "height=48"]) == 0
+    (data / "train" / "0002.mp4").write_text("not a video")
+    words = ["extract", f"data={data}", f"cache={tmp_path / 'cache'}", "frames=2", "size=32", "views=center"]
+    capsys.readouterr()
+    assert main(words) == EXIT_FAILURES
+    out = capsys.readouterr().out
+    assert "train/0002.mp4" in out and "Invalid" in out  # the reason, as FFmpeg gives it
+    assert main(words) == EXIT_FAILURES  # still failing on a rerun: still reported, nothing else recomputed
+    assert "train/0002.mp4" in capsys.readouterr().out
