@@ -66,14 +66,21 @@ def write_zip(
     ordered = pred.loc[list(expected_ids)]
     files = {fmt.filename: fmt.to_csv(ordered, targets), **(extras or {})}
     path = Path(path)
-    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for name, data in files.items():
-            archive.writestr(name, data)
-    reread = fmt.read(path, targets)
+    with atomic_path(path) as tmp:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for name, data in files.items():
+                archive.writestr(name, data)
+        check_written(tmp, files, ordered, fmt, targets, expected_ids, score_range)
+    return path
+
+
+def check_written(written: Path, files: Mapping[str, bytes], ordered: pd.DataFrame, fmt: SubmissionFormat,
+                  targets: Sequence[str], expected_ids: Sequence[str], score_range: tuple[float, float]) -> None:
+    """Reads the zip back as the organisers will, before it takes its final name."""
+    with zipfile.ZipFile(written) as archive:
+        if sorted(archive.namelist()) != sorted(files):
+            raise SubmissionError(f"the zip holds {archive.namelist()}, expected {sorted(files)}")
+    reread = fmt.read(written, targets)
     validate(reread, expected_ids, targets, score_range)
     if not np.array_equal(reread.loc[list(expected_ids)].to_numpy(), ordered[list(targets)].to_numpy()):
-        raise SubmissionError(f"{path}: the scores read back differ from those written")
-    with zipfile.ZipFile(path) as archive:
-        if sorted(archive.namelist()) != sorted(files):
-            raise SubmissionError(f"{path}: holds {archive.namelist()}, expected {sorted(files)}")
-    return path
+        raise SubmissionError("the scores read back from the zip differ from those written")

@@ -11,13 +11,16 @@ a stale temporary file, which no reader globs for.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
+import logging
 import re
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,6 +104,23 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
 
 def cache_dir(root: str | Path, track: str, spec: FeatureSpec) -> Path:
     return Path(root) / track / spec.key()
+
+
+@contextlib.contextmanager
+def exclusive(folder: Path) -> Iterator[None]:
+    """An exclusive lock on a cache folder for one extraction: a second process on the same key waits, then finds
+    the first one's work cached instead of computing it again. The kernel releases it when a holder dies."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logging.getLogger(__name__).warning("%s: another extraction holds this cache; waiting for it", folder)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # --- manifest ---------------------------------------------------------------------------------------------------------

@@ -75,7 +75,7 @@ def sample_video(path: str, sampling: FrameSampling) -> Clip:
         targets = sampling.targets()
         start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
         fallback_rate = float(stream.average_rate or 25)
-        kept, times, next_target, rgb, last = [], [], 0, None, None
+        kept, times, next_target, rgb, last, rotation = [], [], 0, None, None, 0
         try:
             for index, frame in enumerate(container.decode(stream)):
                 t = frame.time - start if frame.time is not None else index / fallback_rate
@@ -83,6 +83,7 @@ def sample_video(path: str, sampling: FrameSampling) -> Clip:
                     last = (frame, t)
                     continue
                 rgb = rgb or _rgb_format(frame.format)
+                rotation = frame.rotation
                 kept.append(frame.to_ndarray(format=rgb))
                 times.append(t)
                 # A frame can cover several targets in very low frame-rate video; it is kept once.
@@ -94,15 +95,25 @@ def sample_video(path: str, sampling: FrameSampling) -> Clip:
                 raise MediaError(path, f"decoding failed before the first key frame ({error})") from error
         if not kept and last is not None:  # the clip ends before the first target time: its last frame stands in
             kept, times = [last[0].to_ndarray(format=_rgb_format(last[0].format))], [last[1]]
+            rotation = last[0].rotation
         if not kept:
             raise MediaError(path, "no decodable video frame")
+        frames = upright(np.stack(kept), rotation)
         info = {
             "width": stream.codec_context.width,
             "height": stream.codec_context.height,
             "pix_fmt": stream.codec_context.pix_fmt,
             "codec": stream.codec_context.name,
+            "rotation": rotation,
         }
-    return Clip(frames=np.stack(kept), times=np.asarray(times, dtype=np.float32), info=info)
+    return Clip(frames=frames, times=np.asarray(times, dtype=np.float32), info=info)
+
+
+def upright(frames: np.ndarray, rotation: int) -> np.ndarray:
+    """Frames as displayed: phones store portrait video landscape with a display-matrix rotation (degrees
+    counter-clockwise), and a model should see what the raters saw."""
+    turns = round(rotation / 90) % 4
+    return np.ascontiguousarray(np.rot90(frames, turns, axes=(1, 2))) if turns else frames
 
 
 # --- images -----------------------------------------------------------------------------------------------------------

@@ -6,12 +6,15 @@ a 4K image, say): each item is decoded once and every family cuts its views from
 DataLoader workers decode and build views while the model runs; the writer flushes a part every `part_items` items
 or `flush_seconds`, whichever comes first, so memory stays flat and a kill loses at most that much work. A rerun
 computes only the (item, variant) pairs each set lacks; media that cannot be read are recorded with their reason in
-the failures table of every set that asked for them, and the run goes on.
+the failures table of every set that asked for them, and the run goes on. One extraction at a time holds a cache
+folder (see features.cache.exclusive).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,6 +33,7 @@ from features.cache import (
     cache_dir,
     cached_views,
     ensure_manifest,
+    exclusive,
     part_schema,
     read_failures,
     write_failures,
@@ -186,16 +190,27 @@ class ParquetPartWriter(BasePredictionWriter):
 
 @dataclass
 class ExtractionSummary:
-    folders: list[Path]
+    folders: list[Path]  # one per feature set, in the order of the specs
     items: int
     already_cached: int
     extracted: int
     failures: pd.DataFrame = field(repr=False)
     seconds: float
 
+    @property
+    def folder(self) -> Path:
+        """The folder of an extraction of one feature set, as most are."""
+        if len(self.folders) != 1:
+            raise ValueError(f"this extraction filled {len(self.folders)} feature sets: use .folders")
+        return self.folders[0]
+
 
 def library_versions() -> dict[str, str]:
     return {name: importlib.metadata.version(name) for name in ("torch", "timm", "av", "pillow", "numpy", "pyarrow")}
+
+
+def distributed_rank() -> int:
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
 
 
 def plan_jobs(items: pd.DataFrame, variants: Sequence[tuple[str, ...]], folders: Sequence[Path]) -> list[Job]:
@@ -245,26 +260,33 @@ def extract(
     variants = split_variants(families, views)
     folders = [cache_dir(cache_root, track, spec) for spec in specs]
     backbone = create_backbone(common.backbone, weights=common.weights)
-    for folder, spec in zip(folders, specs, strict=True):
-        ensure_manifest(folder, spec, backbone.identity(), backbone.dim, library_versions())
-        remove_stale_temporaries(folder)
-    jobs = plan_jobs(items, variants, folders)
-    if jobs:
-        sampling = FrameSampling(frames=common.frames, fps=common.fps, phase=common.phase)
-        dataset = MediaDataset(jobs, DECODERS.get(common.media), sampling, families)
-        writer = ParquetPartWriter(folders, part_schema(backbone.dim, common.dtype), part_items, flush_seconds)
-        trainer = pl.Trainer(
-            accelerator=accelerator,
-            devices=devices,
-            strategy=strategy,
-            logger=False,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            enable_progress_bar=progress,
-            callbacks=[writer] + ([RichProgressBar()] if progress else []),
-        )
-        datamodule = MediaDataModule(dataset, batch_size, workers)
-        trainer.predict(FeatureExtractor(backbone), datamodule=datamodule, return_predictions=False)
+    # Under DDP every rank runs this function; rank 0 holds the locks and tidies up for the group.
+    leader = distributed_rank() == 0
+    with contextlib.ExitStack() as locks:
+        if leader:  # in path order, so two runs sharing some of their sets cannot deadlock
+            for folder in sorted(folders):
+                locks.enter_context(exclusive(folder))
+        for folder, spec in zip(folders, specs, strict=True):
+            ensure_manifest(folder, spec, backbone.identity(), backbone.dim, library_versions())
+            if leader:
+                remove_stale_temporaries(folder)
+        jobs = plan_jobs(items, variants, folders)
+        if jobs:
+            sampling = FrameSampling(frames=common.frames, fps=common.fps, phase=common.phase)
+            dataset = MediaDataset(jobs, DECODERS.get(common.media), sampling, families)
+            writer = ParquetPartWriter(folders, part_schema(backbone.dim, common.dtype), part_items, flush_seconds)
+            trainer = pl.Trainer(
+                accelerator=accelerator,
+                devices=devices,
+                strategy=strategy,
+                logger=False,
+                enable_checkpointing=False,
+                enable_model_summary=False,
+                enable_progress_bar=progress,
+                callbacks=[writer] + ([RichProgressBar()] if progress else []),
+            )
+            datamodule = MediaDataModule(dataset, batch_size, workers)
+            trainer.predict(FeatureExtractor(backbone), datamodule=datamodule, return_predictions=False)
     failures = pd.concat([read_failures(folder, views) for folder, views in zip(folders, variants, strict=True)])
     failures = failures[failures["item_id"].isin(items["item_id"])].drop_duplicates("item_id").reset_index(drop=True)
     return ExtractionSummary(

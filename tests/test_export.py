@@ -68,6 +68,18 @@ def test_fold_ensemble_means_views_then_folds():
         fold_ensemble(long, ["score"], ["vflip"])
 
 
+def test_a_zip_that_does_not_read_back_is_never_left_behind(tmp_path, monkeypatch):
+    lossy = KVQ.submission.to_csv
+
+    def drop_last_row(pred, targets):
+        return b"\n".join(lossy(pred, targets).splitlines()[:-1]) + b"\n"
+
+    monkeypatch.setattr(type(KVQ.submission), "to_csv", lambda self, pred, targets: drop_last_row(pred, targets))
+    with pytest.raises(SubmissionError, match="without a prediction: 'test/0005.mp4'"):
+        _write(_pred(), tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
 # --- calibration -----------------------------------------------------------------------------------------------------
 
 

@@ -72,12 +72,12 @@ def test_extraction_writes_one_row_set_per_item_and_view(tiny_videos, tmp_path):
 
     assert (summary.items, summary.already_cached, summary.extracted) == (3, 0, 3)
     assert summary.failures.empty
-    assert summary.folders[0] == cache_dir(tmp_path, TRACK, SPEC)
-    assert_one_row_set_per_item_and_view(part_rows(summary.folders[0]), items["item_id"], views)
-    for part in summary.folders[0].glob(PART_GLOB):
+    assert summary.folder == cache_dir(tmp_path, TRACK, SPEC)
+    assert_one_row_set_per_item_and_view(part_rows(summary.folder), items["item_id"], views)
+    for part in summary.folder.glob(PART_GLOB):
         assert pq.read_schema(part).field("feature").type.list_size == QualityStats.dim
 
-    features = read_features(summary.folders[0], list(items["item_id"]), views, frames=SPEC.frames)
+    features = read_features(summary.folder, list(items["item_id"]), views, frames=SPEC.frames)
     assert features.x.shape == (3, 2, SPEC.frames, QualityStats.dim)
     assert features.mask[..., :KEY_FRAMES].all() and not features.mask[..., KEY_FRAMES:].any()
     assert np.isfinite(features.x).all() and not features.x[~features.mask].any()
@@ -87,25 +87,25 @@ def test_extraction_writes_one_row_set_per_item_and_view(tiny_videos, tmp_path):
     expected = backbone(view_family(SPEC).render(clip.frames, ["hflip"])[0]).numpy()
     np.testing.assert_allclose(features.x[2, 1, :KEY_FRAMES], expected, rtol=1e-4, atol=1e-5)
 
-    manifest = json.loads((summary.folders[0] / "manifest.json").read_text())
+    manifest = json.loads((summary.folder / "manifest.json").read_text())
     assert manifest["spec"] == SPEC.identity()
     assert manifest["backbone"] == backbone.identity()
     assert manifest["dim"] == QualityStats.dim
-    assert read_manifest(summary.folders[0], SPEC) == manifest
+    assert read_manifest(summary.folder, SPEC) == manifest
 
 
 def test_rerun_extracts_only_what_the_cache_lacks(tiny_videos, tmp_path):
     items = tiny_videos(3)
     first = run(items, tmp_path, ["center"])
-    parts_before = {part.name for part in first.folders[0].glob(PART_GLOB)}
+    parts_before = {part.name for part in first.folder.glob(PART_GLOB)}
 
     again = run(items, tmp_path, ["center"])
     assert (again.already_cached, again.extracted) == (3, 0)
-    assert {part.name for part in first.folders[0].glob(PART_GLOB)} == parts_before
+    assert {part.name for part in first.folder.glob(PART_GLOB)} == parts_before
 
     wider = run(items, tmp_path, ["center", "hflip"])
     assert (wider.already_cached, wider.extracted) == (0, 3)
-    rows = part_rows(first.folders[0])
+    rows = part_rows(first.folder)
     assert set(rows.loc[~rows["part"].isin(parts_before), "view"]) == {"hflip"}
     assert_one_row_set_per_item_and_view(rows, items["item_id"], ["center", "hflip"])
 
@@ -219,8 +219,8 @@ def test_unreadable_media_are_recorded_skipped_and_retried(tiny_videos, tmp_path
     summary = run(items, tmp_path)
     assert set(summary.failures["item_id"]) == failing
     assert summary.extracted == len(items) - len(failing)
-    assert set(cached_views(summary.folders[0])["item_id"]) == set(items["item_id"]) - failing
-    failures = read_failures(summary.folders[0]).set_index("item_id")
+    assert set(cached_views(summary.folder)["item_id"]) == set(items["item_id"]) - failing
+    failures = read_failures(summary.folder).set_index("item_id")
     assert set(failures.index) == failing
     assert (failures["path"] == failures.index.map(lambda name: str(bad[name]))).all()
     assert "Invalid data" in failures.at["text", "reason"]
@@ -234,8 +234,8 @@ def test_unreadable_media_are_recorded_skipped_and_retried(tiny_videos, tmp_path
     assert again.already_cached == len(items) - len(failing)  # failures are not cached: they are retried
     assert again.extracted == 1
     assert set(again.failures["item_id"]) == failing - {"missing"}
-    assert set(read_failures(again.folders[0])["item_id"]) == failing - {"missing"}
-    attempts = pd.concat([pq.read_table(f).to_pandas() for f in again.folders[0].glob(FAILURE_GLOB)])
+    assert set(read_failures(again.folder)["item_id"]) == failing - {"missing"}
+    attempts = pd.concat([pq.read_table(f).to_pandas() for f in again.folder.glob(FAILURE_GLOB)])
     assert attempts["item_id"].value_counts().to_dict() == {name: 2 if name != "missing" else 1 for name in failing}
 
 
@@ -248,7 +248,7 @@ def test_a_failure_for_a_new_view_of_a_cached_item_is_reported(tiny_videos, tmp_
     assert list(wider.failures["item_id"]) == ["clip001"]
     assert "No such file" in wider.failures["reason"].iloc[0]
     assert wider.extracted == 1
-    assert list(read_failures(wider.folders[0], ["center", "hflip"])["item_id"]) == ["clip001"]
+    assert list(read_failures(wider.folder, ["center", "hflip"])["item_id"]) == ["clip001"]
     # In the views it has, the item is cached and nothing failed.
     narrow = run(items, tmp_path, ["center"])
     assert (narrow.already_cached, len(narrow.failures)) == (2, 0)
@@ -259,7 +259,7 @@ def test_a_failure_for_a_new_view_of_a_cached_item_is_reported(tiny_videos, tmp_
 
 def test_a_cache_made_with_another_configuration_is_refused(tiny_videos, tmp_path):
     items = tiny_videos(1)
-    folder = run(items, tmp_path).folders[0]
+    folder = run(items, tmp_path).folder
     manifest_path = folder / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     manifest["backbone"]["version"] = 999
@@ -302,7 +302,7 @@ def test_a_failed_part_write_leaves_neither_part_nor_temporary(tiny_videos, tmp_
     with pytest.raises(OSError, match="No space"):
         run(items, tmp_path)
     folder = cache_dir(tmp_path, TRACK, SPEC)
-    assert [path.name for path in folder.iterdir()] == ["manifest.json"]
+    assert sorted(path.name for path in folder.iterdir()) == [".lock", "manifest.json"]
     monkeypatch.undo()
     assert run(items, tmp_path).extracted == 2
 

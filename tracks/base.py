@@ -67,7 +67,7 @@ class SubmissionFormat:
     def read(self, path: Path, targets: Sequence[str]) -> pd.DataFrame:
         """Reads a prediction file, or the file of this name at the root of a zip, into a frame indexed by id."""
         path = Path(path)
-        if path.suffix == ".zip":
+        if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
                 if self.filename not in archive.namelist():
                     raise LayoutError(

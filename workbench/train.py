@@ -194,6 +194,11 @@ def predict(head: FrameHead, x: torch.Tensor, mask: torch.Tensor, batch: int = 4
     return out.reshape(x.shape[0], x.shape[1], -1).numpy()
 
 
+def load_state(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """A Lightning checkpoint's weights, unpickled with `weights_only`: a checkpoint can never run code."""
+    return torch.load(checkpoint, weights_only=True, map_location="cpu")["state_dict"]
+
+
 def train_fold(cfg: TrainConfig, data: TrainingData, run: Run, fold: int, progress: bool = False) -> dict[str, float]:
     """Trains one fold, keeps the checkpoint with the best validation score, writes its predictions."""
     pl.seed_everything(cfg.seed * 1000 + fold, verbose=False)
@@ -231,8 +236,7 @@ def train_fold(cfg: TrainConfig, data: TrainingData, run: Run, fold: int, progre
         deterministic=True,
     )
     trainer.fit(module, datamodule=CachedFeatures(x, mask, y, train_idx, val_idx, cfg.batch))
-    state = torch.load(checkpoint.best_model_path, weights_only=True, map_location="cpu")["state_dict"]
-    module.load_state_dict(state)
+    module.load_state_dict(load_state(Path(checkpoint.best_model_path)))
 
     views = data.features.views
     oof = _long(predict(head, x[val_idx], mask[val_idx]), val_ids, views, targets)

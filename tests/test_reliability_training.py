@@ -1,0 +1,72 @@
+"""Training survives a kill: a rerun redoes only the unfinished folds. Checkpoints load without running code."""
+
+from __future__ import annotations
+
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from workbench.cli import main
+from workbench.train import load_state
+
+WORDS = ["frames=2", "size=32", "folds=3", "head=mlp", "hidden=256"]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("reliable")
+    data, cache = folder / "data", folder / "cache"
+    assert main(["synth", f"out={data}", "items=24", "seed=5", "width=64", "height=48"]) == 0
+    assert main(["extract", f"data={data}", f"cache={cache}", "frames=2", "size=32", "views=center"]) == 0
+    return folder, [f"data={data}", f"cache={cache}", f"runs={folder / 'runs'}"]
+
+
+def test_a_killed_training_run_redoes_only_unfinished_folds(prepared):
+    folder, common = prepared
+    words = [*common, *WORDS, "epochs=120"]  # long enough folds that the kill lands between two of them
+    child = subprocess.Popen(
+        [sys.executable, "-m", "workbench", "train", *words],
+        cwd=Path(__file__).parents[1],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    runs = folder / "runs" / "kvq"
+    try:
+        deadline = time.monotonic() + 300  # a guard against a hung child, not a timing check
+        while not list(runs.glob("*/fold-0/score.json")):
+            assert child.poll() is None, "training ended before it was killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    (run,) = runs.iterdir()
+    finished = {p.parent.name for p in run.glob("fold-*/score.json")}
+    assert "fold-0" in finished and len(finished) < 3, "the kill must land mid-run"
+    kept = {name: (run / name / "score.json").stat().st_mtime_ns for name in finished}
+
+    assert main(["train", *words]) == 0
+    assert {p.parent.name for p in run.glob("fold-*/score.json")} == {"fold-0", "fold-1", "fold-2"}
+    assert {name: (run / name / "score.json").stat().st_mtime_ns for name in finished} == kept
+    assert (run / "scores.json").is_file()
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("this checkpoint ran code",))
+
+
+def test_a_checkpoint_with_pickled_code_is_refused(tmp_path):
+    evil = tmp_path / "best.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "extra": Payload()}, evil)
+    with pytest.raises(pickle.UnpicklingError):
+        load_state(evil)
+    fine = tmp_path / "fine.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(2)}}, fine)
+    assert torch.equal(load_state(fine)["w"], torch.ones(2))
