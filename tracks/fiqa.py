@@ -5,7 +5,9 @@ with scores about 0-1; a name may lack its extension (the winner appended `.png`
 224-1024), greyscale and RGBA among them, under `train/`; the validation images under `val/`.
 Official: score (SRCC + PLCC) / 2; the submitted model must stay within 0.5 GFLOPs and 5 M parameters, checked by
 `just profile track=fiqa` and, loudly, by `just submit track=fiqa`. The test phase ran submitted models on the
-organisers' server; the FLOPs are counted at the size the model really runs, since the organisers' is not public.
+organisers' server; the FLOPs are counted at the size the model really runs, since the organisers' is not public,
+and as PyTorch counts them (2 per multiply-accumulate): counters such as fvcore call one multiply-accumulate a FLOP,
+so a model near the limit should be read against the GMACs column too.
 Assumed (ours; keep configurable):
   * a listed name without an image extension is the one file of that stem in `train/` (the winner's `.png` when there
     is none, so extraction reports it missing); two files of that stem are an error;
