@@ -252,7 +252,8 @@ def train_fold(cfg: TrainConfig, data: TrainingData, run: Run, fold: int, progre
 
 def run_summary(run: Run, data: TrainingData) -> dict:
     """Pooled out-of-fold score (views averaged) next to each fold's own score; for a track that calibrates, the
-    logistic fitted on those predictions (written to the run, applied at export) and the score after it."""
+    map fitted on those predictions (written to the run, applied at export) and the score after it, which is in
+    sample for the map's few parameters."""
     targets = data.track.targets
     oof = view_mean(run.predictions("oof"), targets)
     labelled = data.items.assign(**{t: data.labels[:, i] for i, t in enumerate(targets)})
