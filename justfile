@@ -39,6 +39,10 @@ score *args:
 profile *args:
     @{{python}} -m workbench profile "$@"
 
+# the benchmark suite, ratios against bounds and baselines: [quick=true] [write=BENCHMARKS.md] [rows=cache,training]
+bench *args:
+    @{{python}} -m workbench bench "$@"
+
 # the test suite
 test *args:
     @{{python}} -m pytest -q "$@"

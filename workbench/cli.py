@@ -23,7 +23,9 @@ from features.cache import CacheError, family_variants
 from features.extract import ExtractionSummary, extract
 from features.views import split_variants, view_family
 from tracks import LayoutError, Track, get_track, list_tracks
+from workbench import bench
 from workbench.config import (
+    BenchConfig,
     ConfigError,
     ExtractConfig,
     ProfileConfig,
@@ -338,6 +340,20 @@ def cmd_demo(values: dict[str, str]) -> int:
     return status if isinstance(status, int) else 0
 
 
+def cmd_bench(cfg: BenchConfig) -> int:
+    """The benchmark suite; prints BENCHMARKS.md-ready markdown and, with write=<file>, updates that file."""
+    sizes = bench.SIZES["quick" if cfg.quick else "full"]
+    with console.status("benchmarks") as status:
+        rows = bench.run_suite(cfg, sizes, progress=lambda message: status.update(f"benchmarks: {message}"))
+    console.print(bench.markdown(rows), markup=False, highlight=False, soft_wrap=True)
+    if cfg.write:
+        default = as_dict(BenchConfig())
+        words = [f"{k}={','.join(v) if isinstance(v, list) else v}" for k, v in as_dict(cfg).items() if v != default[k]]
+        bench.write_report(Path(cfg.write), rows, " ".join(["just bench", *words]))
+        console.print(f"[bold green]{cfg.write}[/] updated")
+    return 0
+
+
 @dataclass(frozen=True)
 class Command:
     config: type | None
@@ -354,6 +370,7 @@ COMMANDS: dict[str, Command] = {
     "score": Command(ScoreConfig, cmd_score, "score predictions with the track's official scorer"),
     "profile": Command(ProfileConfig, cmd_profile, "parameters and GMACs per item of the pipeline, against the budget"),
     "demo": Command(None, cmd_demo, "synth, extract, train, control, submit and score on demo data"),
+    "bench": Command(BenchConfig, cmd_bench, "the benchmark suite: each figure against its bound or baseline"),
 }
 DEMO_KEYS = known_keys(SynthConfig, ExtractConfig, TrainConfig, SubmitConfig) - {"out", "run", "fold", "shuffle_labels"}
 

@@ -132,6 +132,15 @@ class SynthConfig(TrackConfig):
         return Path(self.out) if self.out else self.data_dir
 
 
+@dataclass(frozen=True)
+class BenchConfig:
+    quick: bool = False  # the same suite on less work, in about a minute
+    backbone: str = "resnet18"  # the timm CNN (random weights) the extraction rows run
+    rows: tuple[str, ...] = ()  # groups of rows to run (extraction, cache, training, memory, sweep); empty: all
+    root: str = "cache/bench"  # generated media (kept, so reruns skip generating them) and scratch space
+    write: str = ""  # a BENCHMARKS.md whose generated block gets this run's table; empty only prints it
+
+
 def parse_words(words: Iterable[str]) -> dict[str, str]:
     values: dict[str, str] = {}
     for word in words:

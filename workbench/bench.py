@@ -1,0 +1,594 @@
+"""Speed we can prove: every figure beside its bound or baseline, both measured in the same run, as a ratio.
+
+The machine is shared and noisy, so bare seconds prove little. Each row times ours and its reference interleaved,
+`repeats` times, and reports the median of the per-repeat ratios: a neighbour's burst of load slows both sides of
+one repeat, not one side of the comparison. The rows, numbered as in BENCHMARKS.md:
+
+1. extraction against its bounds: the decode stage alone (what a DataLoader worker does) and the backbone alone on
+   already-made view images at the same batch size, on 10 s clips at 720p and 1080p;
+2. extraction against the way winners' scripts do it: every frame to RGB, key frames through PNG files, one
+   image per forward pass;
+3. reading a track's features from the cache against `np.load` of the same array from an `.npy` file;
+4. the 10-fold head training of a run against a bare PyTorch loop doing the same work;
+5. peak resident memory of a large extraction against a small one, each in a process of its own;
+6. the overhead of an Optuna trial (storage, pruning, bookkeeping) against the trial's own training.
+
+Media are synthetic (synth.video) and kept under `<root>/media`, so a rerun skips generating them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import av
+import numpy as np
+import optuna
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from features.backbones import Backbone, create_backbone
+from features.cache import Features, FeatureSpec, part_schema, read_features, write_part
+from features.decode import FrameSampling, sample_video, upright
+from features.extract import extract
+from features.views import ViewFamily, view_family
+from synth.video import encode_mp4, render_source
+from tracks import get_track
+from workbench.config import BenchConfig, TrainConfig
+from workbench.folds import grouped_folds
+from workbench.heads import create_head
+from workbench.losses import CombinedLoss
+from workbench.train import TrainingData, load_state, open_or_create_run, predict, run_summary, train_fold
+
+Progress = Callable[[str], None]
+VIEWS = ("center", "hflip")  # the extraction default: every key frame is seen twice
+BATCH_ITEMS = 4  # clips per extraction batch (the extract command's default)
+WORKERS = 1  # DataLoader workers decoding while the model runs: one per spare core on this 2-core machine
+PART_ITEMS = 256  # items per cache part, as the extraction writer flushes them
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much work each row does. `full` is what BENCHMARKS.md reports; `quick` runs the same code on less."""
+
+    resolutions: tuple[tuple[int, int], ...] = ((1280, 720), (1920, 1080))
+    clips: int = 3  # per resolution
+    seconds: int = 10
+    fps: int = 25
+    repeats: int = 3
+    cache_items: int = 5000
+    cache_frames: int = 8
+    cache_dim: int = 1024
+    train_items: int = 2000
+    train_dim: int = 768
+    folds: int = 10
+    epochs: int = 30
+    memory_items: tuple[int, int] = (50, 500)
+    trials: int = 3
+    trial_folds: int = 3
+
+
+SIZES = {
+    "full": Sizes(),
+    "quick": Sizes(
+        clips=1, seconds=4, repeats=2, cache_items=2000, train_items=600, epochs=4, memory_items=(20, 100),
+        trials=2, trial_folds=2,
+    ),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: our figure, the reference it is held against, their ratio and the target."""
+
+    number: str
+    what: str
+    ours: str
+    reference: str
+    ratio: float
+    target: str
+    met: bool
+    note: str = ""
+
+
+# --- timing -----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Timed:
+    """Wall and CPU seconds (this process and its finished children) of one measured call."""
+
+    wall: float
+    cpu: float
+
+
+@contextlib.contextmanager
+def timed() -> Iterator[Timed]:
+    result = Timed(0.0, 0.0)
+
+    def cpu() -> float:
+        usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+        return sum(u.ru_utime + u.ru_stime for u in usage)
+
+    wall, start = time.perf_counter(), cpu()
+    yield result
+    result.wall, result.cpu = time.perf_counter() - wall, cpu() - start
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+# --- media ------------------------------------------------------------------------------------------------------------
+
+RENDER_WIDTH = 640  # sources are rendered at most this wide, then upscaled: rendering 1080p directly costs minutes
+GRAIN = 3.0  # std of the full-resolution luma grain, in 8-bit levels: camera-like detail the codec must carry
+CRF = 23  # libx264's default: 720p comes out near 4 Mbit/s, 1080p near 9, as phone uploads do
+
+
+def bench_clip(folder: Path, width: int, height: int, seconds: int, fps: int, seed: int) -> Path:
+    """A synthetic H.264 clip, generated once: procedural content rendered small, upscaled and grained at full size."""
+    path = folder / f"{width}x{height}-{seconds}s-{fps}fps-{seed}.mp4"
+    if path.is_file():
+        return path
+    scale = max(1, math.ceil(width / RENDER_WIDTH))
+    small = render_source(seed, width // scale, height // scale, seconds * fps)
+    rng = np.random.default_rng(seed)
+    grain = torch.from_numpy(rng.standard_normal((8, 1, height, width), dtype=np.float32)).mul_(GRAIN)
+    frames = np.empty((len(small), height, width, 3), dtype=np.uint8)
+    for start in range(0, len(small), len(grain)):  # chunks bound the float copies to a few hundred MB
+        chunk = torch.from_numpy(small[start : start + len(grain)]).permute(0, 3, 1, 2).float()
+        big = F.interpolate(chunk, size=(height, width), mode="bilinear", align_corners=False)
+        big += grain[: len(chunk)]
+        frames[start : start + len(chunk)] = big.clamp_(0, 255).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    folder.mkdir(parents=True, exist_ok=True)
+    encode_mp4(frames, path, fps=fps, crf=CRF)
+    return path
+
+
+def clip_items(paths: Sequence[Path], count: int | None = None) -> pd.DataFrame:
+    """The items table an extraction takes; with `count`, that many items cycling over the clips."""
+    count = len(paths) if count is None else count
+    return pd.DataFrame(
+        {"item_id": [f"item{i:05d}" for i in range(count)], "path": [str(paths[i % len(paths)]) for i in range(count)]}
+    )
+
+
+# --- 1 and 2: extraction ----------------------------------------------------------------------------------------------
+
+
+def decode_stage(paths: Sequence[Path], sampling: FrameSampling, family: ViewFamily) -> list[torch.Tensor]:
+    """What a DataLoader worker does for each clip (sample its key frames, render the views), with no model."""
+    return [family.render(sample_video(str(p), sampling).frames, VIEWS).flatten(0, 1) for p in paths]
+
+
+def model_stage(backbone: Backbone, pixels: Sequence[torch.Tensor], chunk: int = 64) -> None:
+    """The backbone on already-made view images, batched as the extraction batches them."""
+    for start in range(0, len(pixels), BATCH_ITEMS):
+        for part in torch.cat(list(pixels[start : start + BATCH_ITEMS])).split(chunk):
+            backbone(part)
+
+
+def winners_script(
+    paths: Sequence[Path], backbone: Backbone, sampling: FrameSampling, family: ViewFamily, scratch: Path
+) -> None:
+    """The baseline: decode every frame to RGB, save the key frames as PNG, read them back, one image per forward.
+
+    Same clips, key frames, views and backbone as ours, and FFmpeg's threads on, so the difference is the way of
+    working alone: RGB for every frame, the PNG round trip, and batches of one.
+    """
+    targets = sampling.targets()
+    for clip, path in enumerate(paths):
+        saved = []
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for frame in container.decode(stream):
+                rgb = frame.to_ndarray(format="rgb24")
+                if len(saved) < len(targets) and frame.time + 1e-6 >= targets[len(saved)]:
+                    saved.append(scratch / f"{clip}-{len(saved)}.png")
+                    Image.fromarray(upright(rgb[None], frame.rotation)[0]).save(saved[-1])
+        with torch.no_grad():
+            for png in saved:
+                image = np.array(Image.open(png).convert("RGB"))
+                for view in family.render(image[None], VIEWS).flatten(0, 1):
+                    backbone(view[None])
+
+
+def extraction_rows(sizes: Sizes, cfg: BenchConfig, root: Path, progress: Progress) -> list[Row]:
+    spec = FeatureSpec(backbone=cfg.backbone, frames=min(8, sizes.seconds))
+    sampling = FrameSampling(frames=spec.frames)
+    family = view_family(spec)
+    backbone = create_backbone(spec.backbone, weights=spec.weights)
+    rows_1, rows_2 = [], []
+    for width, height in sizes.resolutions:
+        label = f"{height}p"
+        progress(f"{label} media")
+        paths = [bench_clip(root / "media", width, height, sizes.seconds, sizes.fps, seed) for seed in range(sizes.clips)]
+        items = clip_items(paths)
+        bounds, ours, theirs, work = [], [], [], []
+        for repeat in range(sizes.repeats):
+            progress(f"{label} extraction, repeat {repeat + 1}/{sizes.repeats}")
+            with timed() as decode:
+                pixels = decode_stage(paths, sampling, family)
+            with timed() as model:
+                model_stage(backbone, pixels)
+            del pixels
+            with tempfile.TemporaryDirectory(dir=root) as scratch, timed() as full:
+                extract(items, "bench", spec, VIEWS, cache_root=scratch, batch_size=BATCH_ITEMS, workers=WORKERS, progress=False)
+            with tempfile.TemporaryDirectory(dir=root) as scratch, timed() as baseline:
+                winners_script(paths, backbone, sampling, family, Path(scratch))
+            slower = max(decode.wall, model.wall)
+            bounds.append((slower / full.wall, "decode" if decode.wall >= model.wall else "model"))
+            ours.append(full.wall)
+            theirs.append(baseline.wall)
+            work.append((decode.wall, model.wall, decode.cpu + model.cpu))
+        n = len(paths)
+        decode_s, model_s, cpu_s = (median([w[k] for w in work]) / n for k in range(3))
+        full_s, base_s = median(ours) / n, median(theirs) / n
+        ratio = median([b[0] for b in bounds])
+        slower = max(decode_s, model_s)
+        ceiling = min(1.0, slower / (cpu_s / os.cpu_count()))
+        rows_1.append(
+            Row(
+                "1",
+                f"extraction, {n} clip(s) of {sizes.seconds} s at {label}, {spec.backbone}",
+                f"{full_s:.2f} s/clip",
+                f"{slower:.2f} s/clip ({'decode' if decode_s >= model_s else 'model'} alone)",
+                ratio,
+                ">= 0.8",
+                ratio >= 0.8,
+                f"decode alone {decode_s:.2f} s/clip, model alone {model_s:.2f} s/clip; together they need "
+                f"{cpu_s:.2f} CPU-s/clip, so {os.cpu_count()} cores allow a ratio of at most {ceiling:.2f}",
+            )
+        )
+        speedup = median([t / o for t, o in zip(theirs, ours)])
+        rows_2.append(
+            Row(
+                "2",
+                f"extraction against the winners' script, {label}",
+                f"{full_s:.2f} s/clip",
+                f"{base_s:.2f} s/clip",
+                speedup,
+                ">= 5",
+                speedup >= 5,
+                "baseline: every frame to RGB, key frames saved as PNG and read back, one image per forward",
+            )
+        )
+    return rows_1 + rows_2
+
+
+# --- 3: cache reading -------------------------------------------------------------------------------------------------
+
+
+def cache_rows(sizes: Sizes, cfg: BenchConfig, root: Path, progress: Progress) -> list[Row]:
+    n, frames, dim = sizes.cache_items, sizes.cache_frames, sizes.cache_dim
+    progress(f"cache of {n} items x {frames} frames x {dim} dims")
+    x = np.random.default_rng(0).standard_normal((n, 1, frames, dim), dtype=np.float32)
+    ids = [f"item{i:05d}" for i in range(n)]
+    ours, theirs = [], []
+    with tempfile.TemporaryDirectory(dir=root) as scratch:
+        folder = Path(scratch)
+        schema = part_schema(dim, "float32")
+        for start in range(0, n, PART_ITEMS):  # parts as an extraction writes them
+            block = slice(start, start + PART_ITEMS)
+            count = len(ids[block])
+            columns = {
+                "item_id": np.repeat(ids[block], frames),
+                "view": np.full(count * frames, "center"),
+                "t": np.tile(np.arange(frames), count),
+                "time": np.tile(np.arange(frames, dtype=np.float32), count),
+                "feature": x[block, 0].reshape(-1, dim),
+            }
+            write_part(folder, columns, schema)
+        npy = folder / "features.npy"
+        np.save(npy, x)
+        if not np.array_equal(read_features(folder, ids, ["center"], frames).x, x):
+            raise AssertionError(f"{folder}: the cache read back differs from what was written")
+        for repeat in range(sizes.repeats * 3):  # reads take tenths of a second: more repeats, same cost
+            progress(f"cache read, repeat {repeat + 1}/{sizes.repeats * 3}")
+            with timed() as baseline:
+                np.load(npy)
+            with timed() as read:
+                read_features(folder, ids, ["center"], frames)
+            theirs.append(baseline.wall)
+            ours.append(read.wall)
+    gigabytes = x.nbytes / 1e9
+    ratio = median([t / o for t, o in zip(theirs, ours)])
+    return [
+        Row(
+            "3",
+            f"cache read, {n} items x {frames} frames x {dim} dims float32 ({gigabytes:.2f} GB)",
+            f"{gigabytes / median(ours):.2f} GB/s",
+            f"{gigabytes / median(theirs):.2f} GB/s (np.load)",
+            ratio,
+            ">= 0.5",
+            ratio >= 0.5,
+            "both from the page cache; ours from Parquet parts of 256 items into a dense [items, views, frames, dims]",
+        )
+    ]
+
+
+# --- 4 and 6: training ------------------------------------------------------------------------------------------------
+
+
+def training_data(sizes: Sizes, seed: int = 0) -> TrainingData:
+    """A KVQ-like track in memory: sources of six versions, two views of eight frames, labels a noisy function of
+    the features, 15% of the sources held out as the test split."""
+    rng = np.random.default_rng(seed)
+    n, dim = sizes.train_items, sizes.train_dim
+    groups = np.arange(n) // 6
+    test = np.isin(groups, rng.permutation(groups.max() + 1)[: max(1, round(0.15 * (groups.max() + 1)))])
+    x = rng.standard_normal((n, len(VIEWS), 8, dim), dtype=np.float32)
+    signal = x.mean(axis=(1, 2)) @ rng.standard_normal(dim).astype(np.float32)
+    score = np.clip(3 + signal / signal.std() + rng.normal(0, 0.3, n), 1, 5)
+    ids = [f"item{i:05d}" for i in range(n)]
+    items = pd.DataFrame(
+        {"item_id": ids, "path": "", "split": np.where(test, "test", "train"), "group": groups.astype(str), "score": score}
+    )
+    items.loc[test, "score"] = np.nan
+    folds = np.full(n, -1)
+    folds[~test] = grouped_folds(items.loc[~test, "group"], sizes.folds, "kvq", seed)
+    features = Features(x=x, mask=np.ones(x.shape[:3], dtype=bool), item_ids=ids, views=list(VIEWS))
+    labels = np.array(items[["score"]], dtype=np.float32)  # writable: torch shares its memory
+    return TrainingData(get_track("kvq"), items, features, labels, folds, "bench", [])
+
+
+def train_config(sizes: Sizes, runs: Path, run: str, **changes: object) -> TrainConfig:
+    return replace(TrainConfig(track="kvq", backbone="bench", folds=sizes.folds, epochs=sizes.epochs, runs=str(runs), run=run), **changes)
+
+
+def train_ours(cfg: TrainConfig, data: TrainingData, folds: Sequence[int]) -> None:
+    """What `just train` does once the features are loaded."""
+    run = open_or_create_run(cfg, data)
+    for fold in folds:
+        train_fold(cfg, data, run, fold)
+    if len(folds) == cfg.folds:
+        run_summary(run, data)
+
+
+def train_bare(cfg: TrainConfig, data: TrainingData, folds: Sequence[int]) -> None:
+    """The same work as a bare PyTorch loop: the same head, loss, optimiser, schedule, epochs and batches, the same
+    validation score after every epoch with the best weights kept, and the same out-of-fold and test predictions;
+    nothing written to disk."""
+    x, mask, y = (torch.from_numpy(a) for a in (data.features.x, data.features.mask, data.labels))
+    views, targets = x.shape[1], list(data.track.targets)
+    for fold in folds:
+        torch.manual_seed(cfg.seed * 1000 + fold)
+        train_idx, val_idx = data.index(fold)
+        head = create_head(cfg.head, dim=x.shape[-1], out=len(targets), hidden=cfg.hidden, dropout=cfg.dropout)
+        head.fit_standardization(x[train_idx].flatten(0, 1), mask[train_idx].flatten(0, 1), y[train_idx])
+        loss_fn = CombinedLoss.from_spec(cfg.loss)
+        optimizer = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.wd)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1))
+        train_x, train_mask = x[train_idx].flatten(0, 1), mask[train_idx].flatten(0, 1)
+        train_y = y[train_idx].repeat_interleave(views, dim=0)
+        usable = len(train_x) - len(train_x) % cfg.batch if len(train_x) > cfg.batch else len(train_x)
+        val_ids = data.items["item_id"].to_numpy()[val_idx]
+        best, best_state = -math.inf, None
+        for _ in range(cfg.epochs):
+            head.train()
+            order = torch.randperm(len(train_x))
+            for start in range(0, usable, cfg.batch):
+                batch = order[start : start + cfg.batch]
+                loss = loss_fn(head(train_x[batch], train_mask[batch]), train_y[batch])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            schedule.step()
+            pred = predict(head, x[val_idx], mask[val_idx]).mean(1)
+            score = data.track.selection_score(pd.DataFrame(pred, index=val_ids, columns=targets), data.items.assign(score=data.labels[:, 0]))["score"]
+            if score > best:
+                best, best_state = score, {k: v.clone() for k, v in head.state_dict().items()}
+        head.load_state_dict(best_state)
+        predict(head, x[val_idx], mask[val_idx])
+        predict(head, x[data.test_index], mask[data.test_index])
+
+
+def training_rows(sizes: Sizes, cfg: BenchConfig, root: Path, progress: Progress) -> list[Row]:
+    data = training_data(sizes)
+    ratios, ours, theirs = [], [], []
+    with tempfile.TemporaryDirectory(dir=root) as scratch:
+        for repeat in range(sizes.repeats):
+            progress(f"{sizes.folds}-fold training, repeat {repeat + 1}/{sizes.repeats}")
+            train = train_config(sizes, Path(scratch), f"bench-{repeat}")
+            with timed() as bare:
+                train_bare(train, data, range(sizes.folds))
+            with timed() as run:
+                train_ours(train, data, range(sizes.folds))
+            ratios.append(run.wall / bare.wall)
+            ours.append(run.wall)
+            theirs.append(bare.wall)
+    ratio = median(ratios)
+    shape = "x".join(map(str, data.features.x.shape))
+    return [
+        Row(
+            "4",
+            f"{sizes.folds}-fold head training, features {shape}, {sizes.epochs} epochs",
+            f"{median(ours):.1f} s",
+            f"{median(theirs):.1f} s (bare PyTorch loop)",
+            ratio,
+            "<= 1.5",
+            ratio <= 1.5,
+            "both validate with the track's score after every epoch and keep the best weights; ours also writes "
+            "checkpoints, predictions and scores",
+        )
+    ]
+
+
+def sweep_rows(sizes: Sizes, cfg: BenchConfig, root: Path, progress: Progress) -> list[Row]:
+    """Optuna around the fold trainer: one trial trains `trial_folds` folds, reports after each, may be pruned."""
+    data = training_data(sizes)
+    rows = []
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with tempfile.TemporaryDirectory(dir=root) as scratch:
+        for storage in ("in-memory", "sqlite"):
+            url = None if storage == "in-memory" else f"sqlite:///{Path(scratch) / 'sweep.db'}"
+            study = optuna.create_study(
+                study_name=f"bench-{storage}", storage=url, direction="maximize", pruner=optuna.pruners.MedianPruner()
+            )
+            training = []
+
+            def objective(trial: optuna.Trial) -> float:
+                lr = trial.suggest_float("lr", 1e-4, 1e-2, log=True)
+                train = train_config(sizes, Path(scratch), f"{storage}-{trial.number}", lr=lr)
+                scores = []
+                with timed() as spent:
+                    run = open_or_create_run(train, data)
+                    for fold in range(sizes.trial_folds):
+                        scores.append(train_fold(train, data, run, fold)["score"])
+                        trial.report(float(np.mean(scores)), fold)
+                        if trial.should_prune():
+                            break
+                training.append(spent.wall)
+                return float(np.mean(scores))
+
+            progress(f"Optuna, {storage} storage, {sizes.trials} trial(s)")
+            with timed() as total:
+                study.optimize(objective, n_trials=sizes.trials)
+            train_s = sum(training)
+            overhead = (total.wall - train_s) / sizes.trials
+            ratio = overhead / (train_s / sizes.trials)
+            rows.append(
+                Row(
+                    "6",
+                    f"Optuna trial overhead, {storage} storage",
+                    f"{overhead * 1000:.0f} ms/trial",
+                    f"{train_s / sizes.trials:.1f} s/trial of training ({sizes.trial_folds} folds)",
+                    ratio,
+                    "< 0.1",
+                    ratio < 0.1,
+                    "suggest, a report and a pruning check per fold, the trial's bookkeeping; the sweep command "
+                    "itself does not exist yet",
+                )
+            )
+    return rows
+
+
+# --- 5: memory --------------------------------------------------------------------------------------------------------
+
+MEMORY_CLIP = (320, 240, 2)  # small clips: the point is what accumulates per item, not the cost of one
+
+
+def memory_child(arguments: str) -> None:
+    """Runs one extraction and prints the peak resident memory of this process and of its largest worker (kB)."""
+    job = json.loads(arguments)
+    items = clip_items([Path(p) for p in job["paths"]], job["items"])
+    spec = FeatureSpec(backbone=job["backbone"], frames=MEMORY_CLIP[2])
+    extract(items, "bench", spec, VIEWS, cache_root=job["cache"], batch_size=BATCH_ITEMS, workers=WORKERS, progress=False)
+    peaks = {who: resource.getrusage(getattr(resource, f"RUSAGE_{who.upper()}")).ru_maxrss for who in ("self", "children")}
+    print(json.dumps(peaks))
+
+
+def peak_rss(paths: Sequence[Path], items: int, backbone: str, cache: Path) -> dict[str, int]:
+    job = json.dumps({"paths": [str(p) for p in paths], "items": items, "backbone": backbone, "cache": str(cache)})
+    code = "import sys; from workbench.bench import memory_child; memory_child(sys.argv[1])"
+    done = subprocess.run([sys.executable, "-c", code, job], capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise RuntimeError(f"the memory benchmark's extraction of {items} items failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def memory_rows(sizes: Sizes, cfg: BenchConfig, root: Path, progress: Progress) -> list[Row]:
+    width, height, seconds = MEMORY_CLIP
+    progress("memory media")
+    paths = [bench_clip(root / "media", width, height, seconds, sizes.fps, seed) for seed in range(10)]
+    small, large = sizes.memory_items
+    peaks = {}
+    for count in (small, large):
+        progress(f"peak memory of an extraction of {count} clips (own process)")
+        with tempfile.TemporaryDirectory(dir=root) as scratch:
+            peaks[count] = peak_rss(paths, count, cfg.backbone, Path(scratch))
+    main = {count: peak["self"] / 1024 for count, peak in peaks.items()}
+    worker = {count: peak["children"] / 1024 for count, peak in peaks.items()}
+    ratio = main[large] / main[small]
+    return [
+        Row(
+            "5",
+            f"peak RSS of an extraction, {large} against {small} clips ({width}x{height}, {seconds} s)",
+            f"{main[large]:.0f} MB",
+            f"{main[small]:.0f} MB",
+            ratio,
+            "<= 1.1",
+            ratio <= 1.1,
+            f"main process; the decoding worker peaks at {worker[large]:.0f} MB against {worker[small]:.0f} MB",
+        )
+    ]
+
+
+# --- the suite --------------------------------------------------------------------------------------------------------
+
+GROUPS: dict[str, Callable[[Sizes, BenchConfig, Path, Progress], list[Row]]] = {
+    "extraction": extraction_rows,
+    "cache": cache_rows,
+    "training": training_rows,
+    "memory": memory_rows,
+    "sweep": sweep_rows,
+}
+
+
+def run_suite(cfg: BenchConfig, sizes: Sizes, progress: Progress = lambda message: None) -> list[Row]:
+    unknown = [g for g in cfg.rows if g not in GROUPS]
+    if unknown:
+        raise ValueError(f"rows={','.join(unknown)}: unknown; expected some of {', '.join(GROUPS)}")
+    root = Path(cfg.root)
+    root.mkdir(parents=True, exist_ok=True)
+    rows = [row for name, group in GROUPS.items() if not cfg.rows or name in cfg.rows for row in group(sizes, cfg, root, progress)]
+    return sorted(rows, key=lambda row: row.number)
+
+
+def markdown(rows: Sequence[Row]) -> str:
+    lines = ["| # | what | ours | bound or baseline | ratio | target | met |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [
+        f"| {r.number} | {r.what} | {r.ours} | {r.reference} | {r.ratio:.2f} | {r.target} | {'yes' if r.met else '**no**'} |"
+        for r in rows
+    ]
+    notes = [f"- {r.number}, {r.what}: {r.note}" for r in rows if r.note]
+    return "\n".join(lines + [""] + notes)
+
+
+def machine() -> str:
+    """CPU model, cores, memory, torch threads and the library versions that the figures depend on."""
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    model = next(iter(re.findall(r"model name\s*:\s*(.+)", cpuinfo)), platform.processor() or "unknown CPU")
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    versions = ", ".join(
+        f"{name} {importlib.metadata.version(name)}" for name in ("torch", "timm", "lightning", "av", "numpy", "pyarrow", "optuna")
+    )
+    ffmpeg = getattr(av, "ffmpeg_version_info", "?")
+    return (
+        f"{model}, {os.cpu_count()} cores, {memory:.0f} GiB RAM, torch threads {torch.get_num_threads()}; "
+        f"Python {platform.python_version()}, {versions}, FFmpeg {ffmpeg}"
+    )
+
+
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def write_report(path: Path, rows: Sequence[Row], command: str) -> None:
+    """Replaces the generated block of `path` (between the bench markers), keeping the notes written around it."""
+    block = "\n".join(
+        [BEGIN, f"`{command}` on {time.strftime('%Y-%m-%d')}, {machine()}", "", markdown(rows), END]
+    )
+    text = path.read_text() if path.is_file() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in text or END not in text:
+        raise ValueError(f"{path}: no {BEGIN} ... {END} block to replace")
+    head, rest = text.split(BEGIN, 1)
+    path.write_text(head + block + rest.split(END, 1)[1])
