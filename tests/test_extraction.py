@@ -347,6 +347,22 @@ def test_a_short_video_gives_fewer_frames(tmp_path):
     assert frame_indices(sample_video(str(path), FrameSampling(frames=8, phase=0.5))) == [4]
 
 
+def test_skipping_non_reference_frames_leaves_the_key_frames_bit_identical(tmp_path):
+    path = tmp_path / "moving.mp4"
+    encode_mp4(render_source(5, 64, 48, 40), path, fps=8, crf=30)
+    sampling = FrameSampling(frames=8, fps=2.0, phase=0.25)
+    with av.open(str(path)) as container:  # the plain way: every frame decoded
+        decoded = [(frame.time, frame.to_ndarray(format="rgb24")) for frame in container.decode(video=0)]
+    with av.open(str(path)) as container:
+        container.streams.video[0].codec_context.skip_frame = "NONREF"
+        assert sum(1 for _ in container.decode(video=0)) < len(decoded)  # x264's B-frames: there is something to skip
+    times = np.array([t for t, _ in decoded])
+    expected = [int(np.argmax(times + 1e-6 >= target)) for target in sampling.targets()]
+    clip = sample_video(str(path), sampling)
+    np.testing.assert_array_equal(clip.frames, np.stack([decoded[i][1] for i in expected]))
+    np.testing.assert_allclose(clip.times, times[expected])
+
+
 def encode_with(frames: np.ndarray, path: Path, codec: str, pix_fmt: str, fps: int = 8) -> None:
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=fps)
