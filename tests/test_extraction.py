@@ -31,6 +31,7 @@ from features.cache import (
     read_failures,
     read_features,
     read_manifest,
+    vector_layout,
     write_part,
 )
 from features.decode import FrameSampling, MediaError, sample_video
@@ -75,7 +76,7 @@ def test_extraction_writes_one_row_set_per_item_and_view(tiny_videos, tmp_path):
     assert summary.folder == cache_dir(tmp_path, TRACK, SPEC)
     assert_one_row_set_per_item_and_view(part_rows(summary.folder), items["item_id"], views)
     for part in summary.folder.glob(PART_GLOB):
-        assert pq.read_schema(part).field("feature").type.list_size == QualityStats.dim
+        assert vector_layout(pq.read_schema(part).field("feature")) == (np.dtype("float32"), QualityStats.dim)
 
     features = read_features(summary.folder, list(items["item_id"]), views, frames=SPEC.frames)
     assert features.x.shape == (3, 2, SPEC.frames, QualityStats.dim)
@@ -305,6 +306,42 @@ def test_a_failed_part_write_leaves_neither_part_nor_temporary(tiny_videos, tmp_
     assert sorted(path.name for path in folder.iterdir()) == [".lock", "manifest.json"]
     monkeypatch.undo()
     assert run(items, tmp_path).extracted == 2
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_parts_read_back_exactly_into_the_dense_array(tmp_path, dtype):
+    """Rows shuffled over three parts, some frames missing, items asked for in another order and one never cached."""
+    rng = np.random.default_rng(0)
+    items, views, frames, dim = np.array([f"v{i}" for i in range(7)]), np.array(["center", "hflip"]), 3, 5
+    x = rng.standard_normal((7, 2, frames, dim)).astype(dtype).astype(np.float32)  # exact in the stored dtype
+    present = rng.random((7, 2, frames)) < 0.7
+    rows = rng.permutation(np.argwhere(present))
+    for i, v, t in (block.T for block in np.array_split(rows, 3)):
+        columns = {"item_id": items[i], "view": views[v], "t": t, "time": t.astype(np.float32), "feature": x[i, v, t]}
+        write_part(tmp_path, columns, part_schema(dim, dtype))
+
+    got = read_features(tmp_path, ["v5", "v0", "never", "v3"], ["hflip"], frames=2)
+    known = [0, 1, 3]
+    mask = np.zeros((4, 1, 2), dtype=bool)
+    mask[known] = present[[5, 0, 3]][:, [1], :2]
+    expected = np.zeros((4, 1, 2, dim), dtype=np.float32)
+    expected[known] = x[[5, 0, 3]][:, [1], :2]
+    expected[~mask] = 0.0
+    assert got.x.dtype == np.float32 and got.views == ["hflip"]
+    np.testing.assert_array_equal(got.mask, mask)
+    np.testing.assert_array_equal(got.x, expected)
+    every = read_features(tmp_path, items.tolist(), None, frames)
+    assert every.views == ["center", "hflip"]
+    np.testing.assert_array_equal(every.x, np.where(present[..., None], x, 0.0))
+
+    dense = tmp_path / "dense"  # every frame, in the order asked: each part is one block of consecutive rows
+    for block in np.array_split(np.arange(7), 2):
+        i, v, t = (index.ravel() for index in np.meshgrid(block, [0, 1], np.arange(frames), indexing="ij"))
+        columns = {"item_id": items[i], "view": views[v], "t": t, "time": t.astype(np.float32), "feature": x[i, v, t]}
+        write_part(dense, columns, part_schema(dim, dtype))
+    got = read_features(dense, items.tolist(), views.tolist(), frames)
+    assert got.mask.all()
+    np.testing.assert_array_equal(got.x, x)
 
 
 # ------------------------------------------------------------------------------------------------------- decoding
