@@ -3,6 +3,10 @@
 `HeadRegressor` is the Lightning recipe (loss, optimiser, validation by the track's own score) around a plain
 `FrameHead`; `CachedFeatures` serves one fold's tensors, already in memory; `train_folds` runs the folds of a run,
 skipping those already finished, and writes out-of-fold and per-view test predictions.
+
+A step of a head on cached features takes about a millisecond, so anything the framework does per step shows:
+batches are gathered from the in-memory tensors in one indexing call each (not sample by sample and stacked), and
+the training loss is summed on the side and logged once per epoch, not through Lightning's per-step logging.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from ensembles.calibrate import Calibration
 from features.cache import Features, cache_dir, concat_features, read_features, read_manifest
@@ -54,6 +58,7 @@ class HeadRegressor(pl.LightningModule):
         self.views = views
         self.scorer = scorer
         self._val: list[torch.Tensor] = []
+        self._loss_sum, self._loss_count = torch.zeros(()), 0
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.head(x, mask)
@@ -61,8 +66,12 @@ class HeadRegressor(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         x, mask, y = batch
         loss = self.loss(self.head(x, mask), y)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(x))
+        self._loss_sum, self._loss_count = self._loss_sum + loss.detach(), self._loss_count + 1
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train_loss", self._loss_sum / max(self._loss_count, 1))
+        self._loss_sum, self._loss_count = torch.zeros(()), 0
 
     def on_validation_epoch_start(self) -> None:
         self._val = []
@@ -83,6 +92,25 @@ class HeadRegressor(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": schedule}
 
 
+class TensorBatches(Dataset):
+    """Tensors indexed a whole batch at a time (by a BatchSampler): one gather per tensor instead of one
+    `__getitem__` per sample and a stack."""
+
+    def __init__(self, *tensors: torch.Tensor):
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
+
+    def __getitem__(self, index: list[int]) -> tuple[torch.Tensor, ...]:
+        return tuple(tensor[index] for tensor in self.tensors)
+
+
+def batches(dataset: TensorBatches, batch_size: int, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
+    sampler = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
+    return DataLoader(dataset, sampler=BatchSampler(sampler, batch_size, drop_last), batch_size=None)
+
+
 class CachedFeatures(pl.LightningDataModule):
     """One fold's tensors. Training samples are (item, view) pairs, so cached views double as augmentation;
     evaluation keeps items whole, views in a fixed order, so predictions reshape to [items, views]."""
@@ -93,18 +121,19 @@ class CachedFeatures(pl.LightningDataModule):
         self.train_index, self.val_index = train, val
         self.batch_size = batch_size
 
-    def flat(self, index: np.ndarray) -> TensorDataset:
+    def flat(self, index: np.ndarray) -> TensorBatches:
         views = self.x.shape[1]
         x = self.x[index].flatten(0, 1)
         mask = self.mask[index].flatten(0, 1)
         y = self.y[index].repeat_interleave(views, dim=0)
-        return TensorDataset(x, mask, y)
+        return TensorBatches(x, mask, y)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.flat(self.train_index), batch_size=self.batch_size, shuffle=True, drop_last=len(self.train_index) * self.x.shape[1] > self.batch_size)
+        data = self.flat(self.train_index)
+        return batches(data, self.batch_size, shuffle=True, drop_last=len(data) > self.batch_size)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.flat(self.val_index), batch_size=4096)
+        return batches(self.flat(self.val_index), 4096)
 
 
 @dataclass
