@@ -4,6 +4,7 @@ and retried, manifests checked, parts written whole; and the key-frame decoding 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -35,7 +36,7 @@ from features.cache import (
     write_part,
 )
 from features.decode import FrameSampling, MediaError, sample_video
-from features.extract import ExtractionSummary, extract
+from features.extract import ExtractionSummary, extract, model_threads
 from features.views import view_family
 from synth.video import encode_mp4, render_source
 
@@ -343,6 +344,15 @@ def test_parts_read_back_exactly_into_the_dense_array(tmp_path, dtype):
     assert got.mask.all()
     np.testing.assert_array_equal(got.x, x)
 
+
+
+def test_the_model_keeps_to_the_cores_the_workers_leave():
+    before, cores = torch.get_num_threads(), len(os.sched_getaffinity(0))
+    with model_threads(workers=cores):
+        assert torch.get_num_threads() == 1
+    with model_threads(workers=0):
+        assert torch.get_num_threads() == min(before, cores)
+    assert torch.get_num_threads() == before
 
 # ------------------------------------------------------------------------------------------------------- decoding
 
