@@ -17,7 +17,9 @@ def select_views(pred: pd.DataFrame, views: Sequence[str]) -> pd.DataFrame:
         return pred
     missing = sorted(set(views) - set(pred["view"].unique()))
     if missing:
-        raise ValueError(f"view(s) {', '.join(missing)} not predicted (available: {', '.join(sorted(pred['view'].unique()))})")
+        raise ValueError(
+            f"view(s) {', '.join(missing)} not predicted (available: {', '.join(sorted(pred['view'].unique()))})"
+        )
     return pred[pred["view"].isin(list(views))]
 
 

@@ -27,7 +27,9 @@ def _examples(values: Sequence[str], limit: int = 3) -> str:
     return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
 
 
-def validate(pred: pd.DataFrame, expected_ids: Sequence[str], targets: Sequence[str], score_range: tuple[float, float]) -> None:
+def validate(
+    pred: pd.DataFrame, expected_ids: Sequence[str], targets: Sequence[str], score_range: tuple[float, float]
+) -> None:
     ids = pred.index.astype(str)
     expected = pd.Index(expected_ids).astype(str)
     problems = []
@@ -47,7 +49,10 @@ def validate(pred: pd.DataFrame, expected_ids: Sequence[str], targets: Sequence[
     low, high = score_range
     outside = np.isfinite(values).all(axis=1) & ((values < low) | (values > high)).any(axis=1)
     if outside.any():
-        problems.append(f"{int(outside.sum())} score(s) outside the track's range [{low}, {high}], e.g. for {_examples(ids[outside])}")
+        problems.append(
+            f"{int(outside.sum())} score(s) outside the track's range [{low}, {high}], "
+            f"e.g. for {_examples(ids[outside])}"
+        )
     if problems:
         raise SubmissionError("refusing to write the submission:\n  " + "\n  ".join(problems))
 
@@ -74,8 +79,15 @@ def write_zip(
     return path
 
 
-def check_written(written: Path, files: Mapping[str, bytes], ordered: pd.DataFrame, fmt: SubmissionFormat,
-                  targets: Sequence[str], expected_ids: Sequence[str], score_range: tuple[float, float]) -> None:
+def check_written(
+    written: Path,
+    files: Mapping[str, bytes],
+    ordered: pd.DataFrame,
+    fmt: SubmissionFormat,
+    targets: Sequence[str],
+    expected_ids: Sequence[str],
+    score_range: tuple[float, float],
+) -> None:
     """Reads the zip back as the organisers will, before it takes its final name."""
     with zipfile.ZipFile(written) as archive:
         if sorted(archive.namelist()) != sorted(files):

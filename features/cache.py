@@ -174,7 +174,9 @@ def read_manifest(folder: Path, spec: FeatureSpec) -> dict:
     """The manifest of a cache that must exist and match `spec`."""
     path = folder / "manifest.json"
     if not path.is_file():
-        raise CacheError(f"no features cached in {folder} (no manifest.json): run `just extract` with the same settings first")
+        raise CacheError(
+            f"no features cached in {folder} (no manifest.json): run `just extract` with the same settings first"
+        )
     found = json.loads(path.read_text())
     diff = _differences(spec.identity(), found.get("spec", {}))
     if diff:
@@ -189,21 +191,27 @@ def part_schema(dim: int, dtype: str) -> pa.Schema:
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r}: expected one of {', '.join(DTYPES)}")
     vector = pa.field("feature", pa.binary(dim * np.dtype(dtype).itemsize), metadata={"dtype": dtype, "dim": str(dim)})
-    return pa.schema([("item_id", pa.string()), ("view", pa.string()), ("t", pa.int16()), ("time", pa.float32()), vector])
+    return pa.schema(
+        [("item_id", pa.string()), ("view", pa.string()), ("t", pa.int16()), ("time", pa.float32()), vector]
+    )
 
 
 def vector_layout(field: pa.Field) -> tuple[np.dtype, int]:
     """The numpy dtype and dimension of a feature column, from its metadata."""
     metadata = field.metadata or {}
     if not pa.types.is_fixed_size_binary(field.type) or b"dtype" not in metadata or b"dim" not in metadata:
-        raise CacheError(f"column {field.name!r} is {field.type} without dtype and dim: not a schema-{SCHEMA_VERSION} feature column")
+        raise CacheError(
+            f"column {field.name!r} is {field.type} without dtype and dim: not a schema-{SCHEMA_VERSION} feature column"
+        )
     return np.dtype(metadata[b"dtype"].decode()), int(metadata[b"dim"])
 
 
 def vectors(column: pa.Array, field: pa.Field) -> np.ndarray:
     """[rows, dim] view (no copy) of a fixed-size binary feature column without nulls."""
     dtype, dim = vector_layout(field)
-    return np.frombuffer(column.buffers()[1], dtype=dtype, count=len(column) * dim, offset=column.offset * dim * dtype.itemsize).reshape(-1, dim)
+    return np.frombuffer(
+        column.buffers()[1], dtype=dtype, count=len(column) * dim, offset=column.offset * dim * dtype.itemsize
+    ).reshape(-1, dim)
 
 
 def write_part(folder: Path, columns: dict[str, np.ndarray], schema: pa.Schema, prefix: str = "part") -> Path:
@@ -242,7 +250,9 @@ def cached_views(folder: Path) -> pd.DataFrame:
 def write_failures(folder: Path, failures: list[dict]) -> Path:
     columns = {key: [f[key] for f in failures] for key in ("item_id", "path", "reason")}
     columns["time"] = [time.time()] * len(failures)
-    schema = pa.schema([("item_id", pa.string()), ("path", pa.string()), ("reason", pa.string()), ("time", pa.float64())])
+    schema = pa.schema(
+        [("item_id", pa.string()), ("path", pa.string()), ("reason", pa.string()), ("time", pa.float64())]
+    )
     final = folder / f"failures-{uuid.uuid4().hex}.parquet"
     with atomic_path(final) as tmp:
         pq.write_table(pa.Table.from_pydict(columns, schema=schema), tmp)

@@ -292,6 +292,8 @@ HALF_QUALITY: dict[str, float] = {
     "downscale": 1.5,  # log2 of the factor (≈2.8x): the upscaled look
     "drop": 0.5,  # fraction of frames held; every 2nd frame repeated is strong judder
 }
+
+
 def _severities(d: Distortion) -> dict[str, float]:
     """Each distortion's severity on the scale HALF_QUALITY is written in (0 = absent)."""
     return {

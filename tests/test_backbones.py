@@ -157,7 +157,6 @@ def test_colourfulness_grey_vs_saturated(stats):
         assert feature(stats(saturated), name) > 0.5, name
 
 
-
 # Values from quality_stats version 1 (the per-kernel reference implementation) on `pinned_image`:
 # a refactor that moves any of them has changed the features and must bump QualityStats.version.
 PINNED_FEATURES = {
@@ -191,6 +190,7 @@ def test_quality_stats_pinned_values(stats):
     out = stats(pinned_image())
     actual = {name: feature(out, name).item() for name in PINNED_FEATURES}
     assert actual == pytest.approx(PINNED_FEATURES, rel=1e-4, abs=1e-5)
+
 
 # ---- timm ---------------------------------------------------------------------------------------------------
 

@@ -345,7 +345,6 @@ def test_parts_read_back_exactly_into_the_dense_array(tmp_path, dtype):
     np.testing.assert_array_equal(got.x, x)
 
 
-
 def test_the_model_keeps_to_the_cores_the_workers_leave():
     before, cores = torch.get_num_threads(), len(os.sched_getaffinity(0))
     with model_threads(workers=cores):
@@ -353,6 +352,7 @@ def test_the_model_keeps_to_the_cores_the_workers_leave():
     with model_threads(workers=0):
         assert torch.get_num_threads() == min(before, cores)
     assert torch.get_num_threads() == before
+
 
 # ------------------------------------------------------------------------------------------------------- decoding
 
@@ -366,7 +366,9 @@ def grey_ramp(frames: int) -> np.ndarray:
 
 
 def frame_indices(clip) -> list[int]:
-    return np.rint((clip.frames.reshape(len(clip.frames), -1).mean(axis=1) - GREY_BASE) / GREY_STEP).astype(int).tolist()
+    return (
+        np.rint((clip.frames.reshape(len(clip.frames), -1).mean(axis=1) - GREY_BASE) / GREY_STEP).astype(int).tolist()
+    )
 
 
 @pytest.mark.parametrize(

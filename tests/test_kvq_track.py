@@ -85,13 +85,22 @@ def test_official_score_by_hand(kvq, tmp_path):
     pred = pred.sample(frac=1.0, random_state=1)  # row order must not matter
     parts = kvq.official_score(pred, folder)
     lookup = pred.score.to_dict()
-    expected = {"srcc": spearmanr(truth.score, truth.filename.map(lookup))[0], "plcc": pearsonr(truth.score, truth.filename.map(lookup))[0]}
+    expected = {
+        "srcc": spearmanr(truth.score, truth.filename.map(lookup))[0],
+        "plcc": pearsonr(truth.score, truth.filename.map(lookup))[0],
+    }
     for sheet, frame in pairs.items():
         predicted = np.where(frame.video1.map(lookup) >= frame.video2.map(lookup), 1, 2)
         expected[f"acc_{sheet}"] = float(np.mean(predicted == frame["rank"]))
     for key, value in expected.items():
         assert parts[key] == pytest.approx(value, abs=1e-12)
-    assert parts["score"] == pytest.approx(0.45 * expected["srcc"] + 0.45 * expected["plcc"] + 0.05 * expected["acc_nonsource"] + 0.05 * expected["acc_source"], abs=1e-12)
+    assert parts["score"] == pytest.approx(
+        0.45 * expected["srcc"]
+        + 0.45 * expected["plcc"]
+        + 0.05 * expected["acc_nonsource"]
+        + 0.05 * expected["acc_source"],
+        abs=1e-12,
+    )
     assert combine(expected) == pytest.approx(parts["score"], abs=1e-12)
 
 

@@ -42,8 +42,12 @@ def start_slow_extraction(items_csv: Path, root: Path, delay: float, report: Pat
         f"s = extract_slowly({str(items_csv)!r}, {str(root)!r})"
     )
     if report is not None:
-        script += f"; open({str(report)!r}, 'w').write(json.dumps({{'cached': s.already_cached, 'extracted': s.extracted}}))"
-    return subprocess.Popen([sys.executable, "-c", script], cwd=HERE.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        script += (
+            f"; open({str(report)!r}, 'w').write(json.dumps({{'cached': s.already_cached, 'extracted': s.extracted}}))"
+        )
+    return subprocess.Popen(
+        [sys.executable, "-c", script], cwd=HERE.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
 
 
 def test_repeated_kills_at_random_points_lose_and_duplicate_nothing(tiny_videos, tmp_path, fast_twin):  # noqa: F811

@@ -71,7 +71,8 @@ class SubmissionFormat:
             with zipfile.ZipFile(path) as archive:
                 if self.filename not in archive.namelist():
                     raise LayoutError(
-                        f"{path}: no {self.filename} at the zip root (found: {', '.join(archive.namelist()) or 'nothing'})"
+                        f"{path}: no {self.filename} at the zip root "
+                        f"(found: {', '.join(archive.namelist()) or 'nothing'})"
                     )
                 raw = archive.read(self.filename)
             source = f"{path}:{self.filename}"
@@ -191,7 +192,9 @@ def media_path(data: Path, item_id: str, source: str) -> str:
 def check_split_overlap(train_ids: pd.Series, test_ids: pd.Series, source: str) -> None:
     overlap = sorted(set(train_ids) & set(test_ids))
     if overlap:
-        raise LayoutError(f"{source}: {len(overlap)} id(s) are in both the training and the test list, e.g. {overlap[0]!r}")
+        raise LayoutError(
+            f"{source}: {len(overlap)} id(s) are in both the training and the test list, e.g. {overlap[0]!r}"
+        )
 
 
 def lookup(pred: pd.Series, ids: pd.Series, source: str) -> np.ndarray:

@@ -63,7 +63,7 @@ def read_label_list(path: Path, labelled: bool) -> pd.DataFrame:
 
 
 def read_pairs(path: Path) -> dict[str, pd.DataFrame]:
-    """The organiser's pair sheets as frames with columns video1, video2, rank (read by position, as the scorer does)."""
+    """The organiser's pair sheets as frames with columns video1, video2, rank, read by position as the scorer does."""
     sheets = pd.read_excel(path, sheet_name=None)
     pairs = {}
     for sheet in PAIR_SHEETS:
@@ -134,9 +134,14 @@ class KVQ(Track):
         table = read_label_list(truth / TRUTH_FILE, labelled=True)
         scores = pred["score"]
         p = lookup(scores, table["filename"], str(truth / TRUTH_FILE))
-        parts: dict[str, float | str] = {"srcc": metrics.srcc(p, table["score"]), "plcc": metrics.plcc(p, table["score"])}
+        parts: dict[str, float | str] = {
+            "srcc": metrics.srcc(p, table["score"]),
+            "plcc": metrics.plcc(p, table["score"]),
+        }
         if not (truth / PAIR_FILE).is_file():
-            parts["note"] = f"no {PAIR_FILE} in {truth}: the rank terms (0.1 of the score) are missing, no official score"
+            parts["note"] = (
+                f"no {PAIR_FILE} in {truth}: the rank terms (0.1 of the score) are missing, no official score"
+            )
             return parts
         for sheet, pairs in read_pairs(truth / PAIR_FILE).items():
             source = f"{truth / PAIR_FILE}, sheet {sheet}"
@@ -183,7 +188,14 @@ def synthesize_kvq(out: Path, items: int, seed: int, width: int = 320, height: i
             counters[split] += 1
             item_id = f"{split}/{counters[split]:04d}.mp4"
             mos = 1.0 + 4.0 * synth_video.quality(distortion) + content + rng.normal(0.0, RATER_NOISE)
-            rows.append({"filename": item_id, "score": float(np.clip(mos, 1.0, 5.0)), "source": f"s{source:03d}", "split": split})
+            rows.append(
+                {
+                    "filename": item_id,
+                    "score": float(np.clip(mos, 1.0, 5.0)),
+                    "source": f"s{source:03d}",
+                    "split": split,
+                }
+            )
             versions.append((item_id, distortion))
         jobs.append((out, seed * 10_000 + source, (width, height), versions))
     for split in counters:

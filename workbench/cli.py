@@ -80,7 +80,15 @@ def cmd_synth(cfg: SynthConfig) -> int:
         table(
             f"synthetic {track.name} data",
             ["folder", "train", "test", "groups", "seconds"],
-            [[cfg.out_dir, counts.get("train", 0), counts.get("test", 0), items["group"].nunique(), time.monotonic() - started]],
+            [
+                [
+                    cfg.out_dir,
+                    counts.get("train", 0),
+                    counts.get("test", 0),
+                    items["group"].nunique(),
+                    time.monotonic() - started,
+                ]
+            ],
         )
     )
     return 0
@@ -138,7 +146,9 @@ def report_extraction(summary: ExtractionSummary, views: Sequence[str]) -> int:
 def _train(cfg: TrainConfig, folds: Sequence[int]) -> tuple[Run, dict]:
     data = load_training_data(cfg)
     if data.dropped:
-        console.print(f"[yellow]{len(data.dropped)} item(s) have no cached features and are left out, e.g. {data.dropped[0]}[/]")
+        console.print(
+            f"[yellow]{len(data.dropped)} item(s) have no cached features and are left out, e.g. {data.dropped[0]}[/]"
+        )
     run = open_or_create_run(cfg, data)
     done = set(run.folds_done())
     todo = [k for k in folds if k not in done]
@@ -148,7 +158,9 @@ def _train(cfg: TrainConfig, folds: Sequence[int]) -> tuple[Run, dict]:
         started = time.monotonic()
         with console.status(f"training fold {k} of {run.id}"):
             parts = train_fold(cfg, data, run, k)
-        console.print(f"  fold {k}: score {parts['score']:.4f} on {parts['items']} items in {time.monotonic() - started:.1f}s")
+        console.print(
+            f"  fold {k}: score {parts['score']:.4f} on {parts['items']} items in {time.monotonic() - started:.1f}s"
+        )
     summary = run_summary(run, data) if run.is_complete() else {"folds": run.fold_scores(), "run": run.id}
     return run, summary
 
@@ -156,7 +168,9 @@ def _train(cfg: TrainConfig, folds: Sequence[int]) -> tuple[Run, dict]:
 def fold_table(run: Run, summary: dict) -> Table:
     names = next(iter(summary["folds"].values()))
     metrics = ["score", *sorted(m for m in names if m not in ("score", "items"))]
-    rows = [[f"fold {k}", *(parts[m] for m in metrics), parts["items"]] for k, parts in sorted(summary["folds"].items())]
+    rows = [
+        [f"fold {k}", *(parts[m] for m in metrics), parts["items"]] for k, parts in sorted(summary["folds"].items())
+    ]
     items = sum(p["items"] for p in summary["folds"].values())
     for key, label in (("oof", "out of fold"), ("oof_calibrated", "out of fold, calibrated")):
         if key in summary:
@@ -184,7 +198,9 @@ def cmd_submit(cfg: SubmitConfig) -> int:
     track = get_track(cfg.track)
     run = open_run(cfg.runs, track.name, cfg.run) if cfg.run else newest_complete_run(cfg.runs, track.name)
     if not run.is_complete():
-        raise ConfigError(f"run {run.id} has folds {run.folds_done()} of {run.config['folds']} finished: train the rest first")
+        raise ConfigError(
+            f"run {run.id} has folds {run.folds_done()} of {run.config['folds']} finished: train the rest first"
+        )
     config = build(TrainConfig, {k: v for k, v in run.config.items() if k != "views"})  # views there are resolved names
     items = track.read_items(config.data_dir)
     test = items[items["split"] == "test"]
@@ -228,6 +244,7 @@ def describe(run: Run, config: TrainConfig, views: Sequence[str]) -> str:
 def cost_table(track: Track, pipeline: Pipeline) -> tuple[Table, Cost]:
     stages = pipeline.stages()
     total = pipeline.total(stages)
+
     def counts(params: float, macs: float, flops: float) -> list[str]:
         return [f"{params / 1e6:.4f}", f"{macs / 1e9:.4f}", f"{flops / 1e9:.4f}"]
 
@@ -323,7 +340,9 @@ def cmd_demo(values: dict[str, str]) -> int:
     announce("submit", submit_cfg)
     stage("submit", lambda: cmd_submit(submit_cfg))
     zip_path = Path(submit_cfg.out) / f"{track.name}-{run.id}.zip"
-    score_cfg = build(ScoreConfig, {**values, "preds": str(zip_path), "truth": str(synth.data_dir / "truth")}, track.defaults)
+    score_cfg = build(
+        ScoreConfig, {**values, "preds": str(zip_path), "truth": str(synth.data_dir / "truth")}, track.defaults
+    )
     announce("score", score_cfg)
     official = stage("score", lambda: score_submission(score_cfg))
     rows = [[f"fold {k}", parts["score"]] for k, parts in sorted(summary["folds"].items())]

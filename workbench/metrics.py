@@ -95,9 +95,7 @@ def logistic4(x: ArrayLike, b1: float, b2: float, b3: float, b4: float) -> NDArr
     return b2 + (b1 - b2) * expit((x - b3) / abs(b4))
 
 
-def logistic5(
-    x: ArrayLike, b1: float, b2: float, b3: float, b4: float, b5: float
-) -> NDArray[np.float64]:
+def logistic5(x: ArrayLike, b1: float, b2: float, b3: float, b4: float, b5: float) -> NDArray[np.float64]:
     """``b1 * (0.5 - 1 / (1 + exp(b2 * (x - b3)))) + b4 * x + b5``: a sigmoid plus a linear trend."""
     x = np.asarray(x, dtype=np.float64)
     return b1 * (0.5 - expit(-b2 * (x - b3))) + b4 * x + b5

@@ -48,7 +48,9 @@ def quiet_lightning() -> None:
 class HeadRegressor(pl.LightningModule):
     """Trains a head with a combined loss; validation averages each item's views and applies the track's score."""
 
-    def __init__(self, head: FrameHead, loss: CombinedLoss, lr: float, wd: float, epochs: int, views: int, scorer: Scorer):
+    def __init__(
+        self, head: FrameHead, loss: CombinedLoss, lr: float, wd: float, epochs: int, views: int, scorer: Scorer
+    ):
         super().__init__()
         self.head = head
         self.loss = loss
@@ -115,7 +117,9 @@ class CachedFeatures(pl.LightningDataModule):
     """One fold's tensors. Training samples are (item, view) pairs, so cached views double as augmentation;
     evaluation keeps items whole, views in a fixed order, so predictions reshape to [items, views]."""
 
-    def __init__(self, x: torch.Tensor, mask: torch.Tensor, y: torch.Tensor, train: np.ndarray, val: np.ndarray, batch_size: int):
+    def __init__(
+        self, x: torch.Tensor, mask: torch.Tensor, y: torch.Tensor, train: np.ndarray, val: np.ndarray, batch_size: int
+    ):
         super().__init__()
         self.x, self.mask, self.y = x, mask, y
         self.train_index, self.val_index = train, val
@@ -247,13 +251,24 @@ def train_fold(cfg: TrainConfig, data: TrainingData, run: Run, fold: int, progre
 
     def scorer(labels: np.ndarray) -> Scorer:
         labelled = data.items.assign(**{t: labels[:, i] for i, t in enumerate(targets)})
-        return lambda pred: data.track.selection_score(pd.DataFrame(pred, index=val_ids, columns=list(targets)), labelled)
+        return lambda pred: data.track.selection_score(
+            pd.DataFrame(pred, index=val_ids, columns=list(targets)), labelled
+        )
 
     # Checkpoints are selected on the labels the head was trained on (permuted ones for the control), so the
     # control never sees the truth; the fold's reported score is always against the true labels.
-    module = HeadRegressor(head, CombinedLoss.from_spec(cfg.loss), cfg.lr, cfg.wd, cfg.epochs, x.shape[1], scorer(y.numpy()))
+    module = HeadRegressor(
+        head, CombinedLoss.from_spec(cfg.loss), cfg.lr, cfg.wd, cfg.epochs, x.shape[1], scorer(y.numpy())
+    )
     fold_dir = run.fold_dir(fold)
-    checkpoint = ModelCheckpoint(dirpath=fold_dir, filename="best", monitor="val_score", mode="max", save_weights_only=True, enable_version_counter=False)
+    checkpoint = ModelCheckpoint(
+        dirpath=fold_dir,
+        filename="best",
+        monitor="val_score",
+        mode="max",
+        save_weights_only=True,
+        enable_version_counter=False,
+    )
     trainer = pl.Trainer(
         max_epochs=cfg.epochs,
         accelerator="cpu",
