@@ -330,3 +330,13 @@ def test_hub_weights_from_cache(offline_hub, images):
 def test_unknown_name_suggests_close_matches(name, suggestion):
     with pytest.raises(ValueError, match=f"did you mean.*'{suggestion}'"):
         create_backbone(name)
+
+
+def test_channels_last_gives_the_vectors_of_the_plain_model():
+    backbone = create_backbone("test_resnet", weights="random")
+    images = torch.rand(2, 3, *backbone.input_size)
+    plain = timm.create_model("test_resnet", pretrained=False, num_classes=0).eval()
+    plain.load_state_dict(backbone.model.state_dict())
+    with torch.no_grad():
+        expected = plain((images - backbone.mean) / backbone.std)
+    torch.testing.assert_close(backbone(images), expected, rtol=1e-4, atol=1e-5)
