@@ -1,0 +1,41 @@
+"""`just bench quick=true` runs end to end and prints every row. No timing is asserted here or anywhere: the machine is
+shared, and the suite's own ratios are what `just bench` is for."""
+
+from __future__ import annotations
+
+from workbench import bench
+from workbench.cli import main
+
+# The quick suite's code paths on even less work, so the test suite stays fast.
+SMOKE = bench.Sizes(
+    resolutions=((128, 72), (192, 108)), clips=1, extraction_items=2, seconds=2, fps=8, repeats=1,
+    cache_items=40, cache_frames=2, cache_dim=16, train_items=60, train_dim=8, folds=3, epochs=1,
+    memory_items=(2, 4), trials=1, trial_folds=1,
+)  # fmt: skip
+EVERY_ROW = ["1", "1", "2", "2", "3", "4", "5", "6", "6"]
+
+
+def table_rows(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("| ") and not line.startswith(("| #", "| ---"))]
+
+
+def test_bench_quick_prints_every_row_and_updates_the_report(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(bench.SIZES, "quick", SMOKE)
+    report = tmp_path / "BENCHMARKS.md"
+    report.write_text(f"# Benchmarks\n\nwritten above\n\n{bench.BEGIN}\nan older run\n{bench.END}\n\nwritten below\n")
+    words = ["quick=true", "backbone=test_resnet", f"root={tmp_path / 'bench'}", f"write={report}"]
+
+    assert main(["bench", *words]) == 0
+
+    rows = table_rows(capsys.readouterr().out)
+    assert [row.split("|")[1].strip() for row in rows] == EVERY_ROW
+    assert all(len(row.split("|")) == 9 for row in rows)  # what, ours, reference, ratio, target, met: all filled
+    text = report.read_text()
+    assert table_rows(text) == rows
+    assert "written above" in text and "written below" in text and "an older run" not in text
+    assert "just bench quick=True backbone=test_resnet" in text and "cores" in text
+
+
+def test_unknown_row_groups_are_usage_errors(tmp_path, capsys):
+    assert main(["bench", "rows=cache,speed", f"root={tmp_path}"]) == 2
+    assert "rows=speed" in capsys.readouterr().err
