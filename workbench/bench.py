@@ -26,7 +26,6 @@ import os
 import platform
 import re
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -55,11 +54,11 @@ from workbench.config import BenchConfig, TrainConfig
 from workbench.folds import grouped_folds
 from workbench.heads import create_head
 from workbench.losses import CombinedLoss
-from workbench.train import TrainingData, load_state, open_or_create_run, predict, run_summary, train_fold
+from workbench.train import TrainingData, open_or_create_run, predict, run_summary, train_fold
 
 Progress = Callable[[str], None]
 VIEWS = ("center", "hflip")  # the extraction default: every key frame is seen twice
-BATCH_ITEMS = 1  # clips per batch: 16 images of a 10 s clip keep a CPU busy, and the pipeline fills and drains in one clip
+BATCH_ITEMS = 1  # clips per batch: a 10 s clip's 16 images keep a CPU busy, and the pipeline fills in one clip
 WORKERS = 1  # DataLoader workers decoding while the model runs: one per spare core on this 2-core machine
 PART_ITEMS = 256  # items per cache part, as the extraction writer flushes them
 
@@ -172,6 +171,10 @@ def clip_items(paths: Sequence[Path], count: int | None = None) -> pd.DataFrame:
     )
 
 
+def run_extraction(items: pd.DataFrame, spec: FeatureSpec, cache_root: str | Path) -> None:
+    extract(items, "bench", spec, VIEWS, cache_root=cache_root, batch_size=BATCH_ITEMS, workers=WORKERS, progress=False)
+
+
 # --- 1 and 2: extraction ----------------------------------------------------------------------------------------------
 
 
@@ -224,7 +227,8 @@ def extraction_rows(sizes: Sizes, cfg: BenchConfig, root: Path, progress: Progre
     for width, height in sizes.resolutions:
         label = f"{height}p"
         progress(f"{label} media")
-        paths = [bench_clip(root / "media", width, height, sizes.seconds, sizes.fps, seed) for seed in range(sizes.clips)]
+        media = root / "media"
+        paths = [bench_clip(media, width, height, sizes.seconds, sizes.fps, seed) for seed in range(sizes.clips)]
         items = clip_items(paths, sizes.extraction_items)
         item_paths = [Path(path) for path in items["path"]]
         per_item: dict[str, list[float]] = {name: [] for name in ("decode", "model", "cpu", "full", "baseline")}
@@ -236,10 +240,11 @@ def extraction_rows(sizes: Sizes, cfg: BenchConfig, root: Path, progress: Progre
                 model_stage(backbone, pixels)
             del pixels
             with tempfile.TemporaryDirectory(dir=root) as scratch, timed() as full:
-                extract(items, "bench", spec, VIEWS, cache_root=scratch, batch_size=BATCH_ITEMS, workers=WORKERS, progress=False)
+                run_extraction(items, spec, scratch)
             with tempfile.TemporaryDirectory(dir=root) as scratch, timed() as baseline:
                 winners_script(paths, backbone, sampling, family, Path(scratch))
-            for name, seconds in (("decode", decode.wall), ("model", model.wall), ("cpu", decode.cpu + model.cpu), ("full", full.wall)):
+            spent = {"decode": decode.wall, "model": model.wall, "cpu": decode.cpu + model.cpu, "full": full.wall}
+            for name, seconds in spent.items():
                 per_item[name].append(seconds / len(items))
             per_item["baseline"].append(baseline.wall / len(paths))
         bound = [max(d, m) / f for d, m, f in zip(per_item["decode"], per_item["model"], per_item["full"])]
@@ -257,8 +262,9 @@ def extraction_rows(sizes: Sizes, cfg: BenchConfig, root: Path, progress: Progre
                 ratio,
                 ">= 0.8",
                 ratio >= 0.8,
-                f"decode alone {decode_s:.2f} s/clip, model alone {model_s:.2f} s/clip; alone, they use "
-                f"{cpu_s:.2f} CPU-s/clip together, so {os.cpu_count()} cores allow a ratio of at most {ceiling:.2f}",
+                f"decode alone {decode_s:.2f} s/clip, model alone {model_s:.2f} s/clip; run alone, the two use "
+                f"{cpu_s:.2f} CPU-s/clip between them, so {os.cpu_count()} cores allow a ratio of at most "
+                f"{ceiling:.2f}",
             )
         )
         ratio = median(speedup)
@@ -342,9 +348,8 @@ def training_data(sizes: Sizes, seed: int = 0) -> TrainingData:
     signal = x.mean(axis=(1, 2)) @ rng.standard_normal(dim).astype(np.float32)
     score = np.clip(3 + signal / signal.std() + rng.normal(0, 0.3, n), 1, 5)
     ids = [f"item{i:05d}" for i in range(n)]
-    items = pd.DataFrame(
-        {"item_id": ids, "path": "", "split": np.where(test, "test", "train"), "group": groups.astype(str), "score": score}
-    )
+    split = np.where(test, "test", "train")
+    items = pd.DataFrame({"item_id": ids, "path": "", "split": split, "group": groups.astype(str), "score": score})
     items.loc[test, "score"] = np.nan
     folds = np.full(n, -1)
     folds[~test] = grouped_folds(items.loc[~test, "group"], sizes.folds, "kvq", seed)
@@ -354,7 +359,8 @@ def training_data(sizes: Sizes, seed: int = 0) -> TrainingData:
 
 
 def train_config(sizes: Sizes, runs: Path, run: str, **changes: object) -> TrainConfig:
-    return replace(TrainConfig(track="kvq", backbone="bench", folds=sizes.folds, epochs=sizes.epochs, runs=str(runs), run=run), **changes)
+    base = TrainConfig(track="kvq", backbone="bench", folds=sizes.folds, epochs=sizes.epochs, runs=str(runs), run=run)
+    return replace(base, **changes)
 
 
 def train_ours(cfg: TrainConfig, data: TrainingData, folds: Sequence[int]) -> None:
@@ -384,6 +390,7 @@ def train_bare(cfg: TrainConfig, data: TrainingData, folds: Sequence[int]) -> No
         train_y = y[train_idx].repeat_interleave(views, dim=0)
         usable = len(train_x) - len(train_x) % cfg.batch if len(train_x) > cfg.batch else len(train_x)
         val_ids = data.items["item_id"].to_numpy()[val_idx]
+        labelled = data.items.assign(score=data.labels[:, 0])
         best, best_state = -math.inf, None
         for _ in range(cfg.epochs):
             head.train()
@@ -396,7 +403,7 @@ def train_bare(cfg: TrainConfig, data: TrainingData, folds: Sequence[int]) -> No
                 optimizer.step()
             schedule.step()
             pred = predict(head, x[val_idx], mask[val_idx]).mean(1)
-            score = data.track.selection_score(pd.DataFrame(pred, index=val_ids, columns=targets), data.items.assign(score=data.labels[:, 0]))["score"]
+            score = data.track.selection_score(pd.DataFrame(pred, index=val_ids, columns=targets), labelled)["score"]
             if score > best:
                 best, best_state = score, {k: v.clone() for k, v in head.state_dict().items()}
         head.load_state_dict(best_state)
@@ -437,52 +444,55 @@ def training_rows(sizes: Sizes, cfg: BenchConfig, root: Path, progress: Progress
     ]
 
 
+def sweep_seconds(sizes: Sizes, data: TrainingData, runs: Path, storage: str | None) -> tuple[float, float]:
+    """Wall seconds of `trials` Optuna trials, and of the training inside them. A trial trains `trial_folds` folds,
+    reporting after each and asking whether to prune, as a sweep between folds would."""
+    study = optuna.create_study(storage=storage, direction="maximize", pruner=optuna.pruners.MedianPruner())
+    training = []
+
+    def objective(trial: optuna.Trial) -> float:
+        lr = trial.suggest_float("lr", 1e-4, 1e-2, log=True)
+        train = train_config(sizes, runs, f"trial-{trial.number}", lr=lr)
+        scores = []
+        with timed() as spent:
+            run = open_or_create_run(train, data)
+            for fold in range(sizes.trial_folds):
+                scores.append(train_fold(train, data, run, fold)["score"])
+                trial.report(float(np.mean(scores)), fold)
+                if trial.should_prune():
+                    break
+        training.append(spent.wall)
+        return float(np.mean(scores))
+
+    with timed() as total:
+        study.optimize(objective, n_trials=sizes.trials)
+    return total.wall, sum(training)
+
+
 def sweep_rows(sizes: Sizes, cfg: BenchConfig, root: Path, progress: Progress) -> list[Row]:
-    """Optuna around the fold trainer: one trial trains `trial_folds` folds, reports after each, may be pruned."""
     data = training_data(sizes)
-    rows = []
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with tempfile.TemporaryDirectory(dir=root) as scratch:
-        for storage in ("in-memory", "sqlite"):
+    rows = []
+    for storage in ("in-memory", "sqlite"):
+        progress(f"Optuna, {storage} storage, {sizes.trials} trial(s)")
+        with tempfile.TemporaryDirectory(dir=root) as scratch:
             url = None if storage == "in-memory" else f"sqlite:///{Path(scratch) / 'sweep.db'}"
-            study = optuna.create_study(
-                study_name=f"bench-{storage}", storage=url, direction="maximize", pruner=optuna.pruners.MedianPruner()
+            total, training = sweep_seconds(sizes, data, Path(scratch), url)
+        overhead = (total - training) / sizes.trials
+        ratio = overhead / (training / sizes.trials)
+        rows.append(
+            Row(
+                "6",
+                f"Optuna trial overhead, {storage} storage",
+                f"{overhead * 1000:.0f} ms/trial",
+                f"{training / sizes.trials:.1f} s/trial of training ({sizes.trial_folds} folds)",
+                ratio,
+                "< 0.1",
+                ratio < 0.1,
+                "suggest, a report and a pruning check per fold, the trial's bookkeeping; the sweep command "
+                "itself does not exist yet",
             )
-            training = []
-
-            def objective(trial: optuna.Trial) -> float:
-                lr = trial.suggest_float("lr", 1e-4, 1e-2, log=True)
-                train = train_config(sizes, Path(scratch), f"{storage}-{trial.number}", lr=lr)
-                scores = []
-                with timed() as spent:
-                    run = open_or_create_run(train, data)
-                    for fold in range(sizes.trial_folds):
-                        scores.append(train_fold(train, data, run, fold)["score"])
-                        trial.report(float(np.mean(scores)), fold)
-                        if trial.should_prune():
-                            break
-                training.append(spent.wall)
-                return float(np.mean(scores))
-
-            progress(f"Optuna, {storage} storage, {sizes.trials} trial(s)")
-            with timed() as total:
-                study.optimize(objective, n_trials=sizes.trials)
-            train_s = sum(training)
-            overhead = (total.wall - train_s) / sizes.trials
-            ratio = overhead / (train_s / sizes.trials)
-            rows.append(
-                Row(
-                    "6",
-                    f"Optuna trial overhead, {storage} storage",
-                    f"{overhead * 1000:.0f} ms/trial",
-                    f"{train_s / sizes.trials:.1f} s/trial of training ({sizes.trial_folds} folds)",
-                    ratio,
-                    "< 0.1",
-                    ratio < 0.1,
-                    "suggest, a report and a pruning check per fold, the trial's bookkeeping; the sweep command "
-                    "itself does not exist yet",
-                )
-            )
+        )
     return rows
 
 
@@ -496,8 +506,9 @@ def memory_child(arguments: str) -> None:
     job = json.loads(arguments)
     items = clip_items([Path(p) for p in job["paths"]], job["items"])
     spec = FeatureSpec(backbone=job["backbone"], frames=MEMORY_CLIP[2])
-    extract(items, "bench", spec, VIEWS, cache_root=job["cache"], batch_size=BATCH_ITEMS, workers=WORKERS, progress=False)
-    peaks = {who: resource.getrusage(getattr(resource, f"RUSAGE_{who.upper()}")).ru_maxrss for who in ("self", "children")}
+    run_extraction(items, spec, job["cache"])
+    kinds = {"self": resource.RUSAGE_SELF, "children": resource.RUSAGE_CHILDREN}
+    peaks = {who: resource.getrusage(kind).ru_maxrss for who, kind in kinds.items()}
     print(json.dumps(peaks))
 
 
@@ -523,19 +534,20 @@ def memory_rows(sizes: Sizes, cfg: BenchConfig, root: Path, progress: Progress) 
         progress(f"peak memory of an extraction of {count} clips (own process)")
         with tempfile.TemporaryDirectory(dir=root) as scratch:
             peaks[count] = peak_rss(paths, count, cfg.backbone, Path(scratch))
-    main = {count: peak["self"] / 1024 for count, peak in peaks.items()}
-    worker = {count: peak["children"] / 1024 for count, peak in peaks.items()}
-    ratio = main[large] / main[small]
+    mb = {count: {who: kb / 1024 for who, kb in peak.items()} for count, peak in peaks.items()}
+    total = {count: peak["self"] + peak["children"] for count, peak in mb.items()}
+    ratio = total[large] / total[small]
     return [
         Row(
             "5",
             f"peak RSS of an extraction, {large} against {small} clips ({width}x{height}, {seconds} s)",
-            f"{main[large]:.0f} MB",
-            f"{main[small]:.0f} MB",
+            f"{total[large]:.0f} MB",
+            f"{total[small]:.0f} MB",
             ratio,
             "<= 1.1",
             ratio <= 1.1,
-            f"main process; the decoding worker peaks at {worker[large]:.0f} MB against {worker[small]:.0f} MB",
+            "the main process's peak plus the decoding worker's: "
+            + " against ".join(f"{mb[n]['self']:.0f} + {mb[n]['children']:.0f} MB" for n in (large, small)),
         )
     ]
 
@@ -571,13 +583,15 @@ def run_suite(cfg: BenchConfig, sizes: Sizes, progress: Progress = lambda messag
 
 
 def markdown(report: Report) -> str:
-    lines = ["| # | what | ours | bound or baseline | ratio | target | met |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    lines += [
-        f"| {r.number} | {r.what} | {r.ours} | {r.reference} | {r.ratio:.2f} | {r.target} | {'yes' if r.met else '**no**'} |"
+    columns = ("#", "what", "ours", "bound or baseline", "ratio", "target", "met")
+    cells = [
+        (r.number, r.what, r.ours, r.reference, f"{r.ratio:.2f}", r.target, "yes" if r.met else "**no**")
         for r in report.rows
     ]
+    lines = ["| " + " | ".join(row) + " |" for row in [columns, ("---",) * len(columns), *cells]]
     notes = [f"- {r.number}, {r.what}: {r.note}" for r in report.rows if r.note]
-    context = f"{report.seconds:.0f} s in all; 1-minute load average {report.load[0]:.1f} at the start, {report.load[1]:.1f} at the end"
+    start, end = report.load
+    context = f"{report.seconds:.0f} s in all; 1-minute load average {start:.1f} at the start, {end:.1f} at the end"
     return "\n".join([*lines, "", *notes, "", context])
 
 
@@ -586,9 +600,8 @@ def machine() -> str:
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
     model = next(iter(re.findall(r"model name\s*:\s*(.+)", cpuinfo)), platform.processor() or "unknown CPU")
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    versions = ", ".join(
-        f"{name} {importlib.metadata.version(name)}" for name in ("torch", "timm", "lightning", "av", "numpy", "pyarrow", "optuna")
-    )
+    libraries = ("torch", "timm", "lightning", "av", "numpy", "pyarrow", "optuna")
+    versions = ", ".join(f"{name} {importlib.metadata.version(name)}" for name in libraries)
     ffmpeg = getattr(av, "ffmpeg_version_info", "?")
     return (
         f"{model}, {os.cpu_count()} cores, {memory:.0f} GiB RAM, torch threads {torch.get_num_threads()}; "

@@ -363,12 +363,12 @@ def cmd_bench(cfg: BenchConfig) -> int:
     """The benchmark suite; prints BENCHMARKS.md-ready markdown and, with write=<file>, updates that file."""
     sizes = bench.SIZES["quick" if cfg.quick else "full"]
     with console.status("benchmarks") as status:
-        rows = bench.run_suite(cfg, sizes, progress=lambda message: status.update(f"benchmarks: {message}"))
-    console.print(bench.markdown(rows), markup=False, highlight=False, soft_wrap=True)
+        report = bench.run_suite(cfg, sizes, progress=lambda message: status.update(f"benchmarks: {message}"))
+    console.print(bench.markdown(report), markup=False, highlight=False, soft_wrap=True)
     if cfg.write:
         default = as_dict(BenchConfig())
         words = [f"{k}={','.join(v) if isinstance(v, list) else v}" for k, v in as_dict(cfg).items() if v != default[k]]
-        bench.write_report(Path(cfg.write), rows, " ".join(["just bench", *words]))
+        bench.write_report(Path(cfg.write), report, " ".join(["just bench", *words]))
         console.print(f"[bold green]{cfg.write}[/] updated")
     return 0
 
