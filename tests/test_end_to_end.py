@@ -52,7 +52,7 @@ def workdir(tmp_path_factory):
     common = [f"data={data}", f"cache={folder / 'cache'}"]
     assert main(["synth", f"out={data}", "items=36", "seed=3", "width=96", "height=64"]) == 0
     assert main(["extract", *common, *FEATURES, "views=center,hflip"]) == 0
-    return folder, [*common, f"runs={folder / 'runs'}"]
+    return folder, [*common, f"runs_dir={folder / 'runs'}"]
 
 
 def test_train_submit_and_score_like_the_organisers(workdir):
@@ -109,8 +109,8 @@ def test_image_track_flow_writes_a_calibrated_zip_with_its_readme(tmp_path, trac
     common = [f"track={track}", f"data={data}", f"cache={tmp_path / 'cache'}"]
     assert main(["synth", f"track={track}", f"out={data}", "seed=4", *synth_words]) == 0
     assert main(["extract", *common, *feature_words, "workers=0"]) == 0
-    assert main(["train", *common, *feature_words, f"runs={runs}", "epochs=6", "folds=3"]) == 0
-    assert main(["submit", f"track={track}", f"runs={runs}", f"out={tmp_path / 'subs'}", "extra_data=1"]) == 0
+    assert main(["train", *common, *feature_words, f"runs_dir={runs}", "epochs=6", "folds=3"]) == 0
+    assert main(["submit", f"track={track}", f"runs_dir={runs}", f"out={tmp_path / 'subs'}", "extra_data=1"]) == 0
     (zip_path,) = (tmp_path / "subs").glob(f"{track}-*.zip")
     with zipfile.ZipFile(zip_path) as archive:
         assert sorted(archive.namelist()) == ["predictions.csv", "readme.txt"]

@@ -24,7 +24,7 @@ def prepared(tmp_path_factory):
     data, cache = folder / "data", folder / "cache"
     assert main(["synth", f"out={data}", "items=24", "seed=5", "width=64", "height=48"]) == 0
     assert main(["extract", f"data={data}", f"cache={cache}", "frames=2", "size=32", "views=center"]) == 0
-    return folder, [f"data={data}", f"cache={cache}", f"runs={folder / 'runs'}"]
+    return folder, [f"data={data}", f"cache={cache}", f"runs_dir={folder / 'runs'}"]
 
 
 def test_a_killed_training_run_redoes_only_unfinished_folds(prepared):

@@ -359,7 +359,9 @@ def training_data(sizes: Sizes, seed: int = 0) -> TrainingData:
 
 
 def train_config(sizes: Sizes, runs: Path, run: str, **changes: object) -> TrainConfig:
-    base = TrainConfig(track="kvq", backbone="bench", folds=sizes.folds, epochs=sizes.epochs, runs=str(runs), run=run)
+    base = TrainConfig(
+        track="kvq", backbone="bench", folds=sizes.folds, epochs=sizes.epochs, runs_dir=str(runs), run=run
+    )
     return replace(base, **changes)
 
 

@@ -196,7 +196,7 @@ def cmd_train(cfg: TrainConfig) -> int:
 
 def cmd_submit(cfg: SubmitConfig) -> int:
     track = get_track(cfg.track)
-    run = open_run(cfg.runs, track.name, cfg.run) if cfg.run else newest_complete_run(cfg.runs, track.name)
+    run = open_run(cfg.runs_dir, track.name, cfg.run) if cfg.run else newest_complete_run(cfg.runs_dir, track.name)
     if not run.is_complete():
         raise ConfigError(
             f"run {run.id} has folds {run.folds_done()} of {run.config['folds']} finished: train the rest first"

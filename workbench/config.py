@@ -96,7 +96,7 @@ class TrainConfig(HeadConfig, FeatureConfig):
     views: tuple[str, ...] = ()  # cached variants to train and predict on; empty means all of them
     shuffle_labels: bool = False  # the control run: training labels permuted, so its score shows chance level
     run: str = ""  # empty starts a new run (train) or uses the newest (train-fold)
-    runs: str = "runs"
+    runs_dir: str = "runs"  # the root folder of run folders
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ class ProfileConfig(HeadConfig, FeatureConfig):
 @dataclass(frozen=True)
 class SubmitConfig(TrackConfig):
     run: str = ""  # empty means the newest run of the track
-    runs: str = "runs"
+    runs_dir: str = "runs"  # the root folder of run folders
     out: str = "submissions"
     tta: tuple[str, ...] = ()  # views averaged at test time; empty means every view the run predicted
     extra_data: bool = False  # for the readme: trained with data beyond the challenge's

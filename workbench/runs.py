@@ -66,7 +66,7 @@ class Run:
             table.to_parquet(tmp, index=False)
 
 
-def run_id(config: dict, feature_key: str, ignore: tuple[str, ...] = ("run", "runs", "fold")) -> str:
+def run_id(config: dict, feature_key: str, ignore: tuple[str, ...] = ("run", "runs_dir", "fold")) -> str:
     hashed = {k: v for k, v in config.items() if k not in ignore}
     digest = hashlib.sha256(json.dumps([hashed, feature_key], sort_keys=True, default=str).encode()).hexdigest()[:8]
     return f"{config['backbone']}-{config['head']}-{digest}".replace("/", "-")

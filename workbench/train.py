@@ -191,7 +191,7 @@ def load_training_data(cfg: TrainConfig) -> TrainingData:
 
 def open_or_create_run(cfg: TrainConfig, data: TrainingData) -> Run:
     config = as_dict(cfg)
-    run = Run(Path(cfg.runs) / data.track.name / (cfg.run or run_id(config, data.feature_key)))
+    run = Run(Path(cfg.runs_dir) / data.track.name / (cfg.run or run_id(config, data.feature_key)))
     resolved = {**config, "run": run.id, "feature_key": data.feature_key, "views": data.features.views}
     if run.path.joinpath("config.json").is_file():
         previous = {k: v for k, v in run.config.items() if k != "fold"}
