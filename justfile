@@ -27,7 +27,7 @@ train-fold *args:
 train *args:
     @{{python}} -m workbench train "$@"
 
-# write the leaderboard zip under submissions/: track=<t> [run=<id>] [tta=center,hflip]
+# blend runs, calibrate, write submissions/<name>/ (zip, report): track=<t> [runs=<id>,<id>] [blend=auto] [calibration=]
 submit *args:
     @{{python}} -m workbench submit "$@"
 

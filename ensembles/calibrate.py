@@ -1,8 +1,9 @@
-"""Calibration onto the label scale: a 4-parameter logistic per target, fitted on out-of-fold predictions.
+"""Calibration onto the label scale: a 4- or 5-parameter logistic per target, fitted on out-of-fold predictions.
 
-Where a challenge scores absolute errors (RMSE, MAE on UHD-IQA's 0-1 MOS) a head's raw output is not enough: the
-fold models' predictions are compressed or shifted against the labels. The map is kept strictly increasing, so rank
-metrics are unchanged; fitting it out of fold means it never sees a prediction made on its own training items.
+Where a leaderboard scores raw PLCC or absolute errors (RMSE, MAE on UHD-IQA's 0-1 MOS) a head's or a blend's raw
+output is not enough: its predictions are compressed, bent or shifted against the labels. The map is kept strictly
+increasing, so rank metrics are unchanged; fitting it out of fold means it never sees a prediction made on its own
+training items. A track declares the kind it wants (`Track.calibrate`); `submit calibration=` overrides it.
 """
 
 from __future__ import annotations
@@ -15,41 +16,60 @@ import pandas as pd
 
 from workbench import metrics
 
+# name -> (map, fit); `none` leaves predictions as they are.
+LOGISTICS = {
+    "logistic4": (metrics.logistic4, metrics.fit_logistic4),
+    "logistic5": (metrics.logistic5, metrics.fit_logistic5),
+}
+KINDS = ("none", *LOGISTICS)
+
+
+def check_kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise ValueError(f"calibration={kind!r}: expected one of {', '.join(KINDS)}")
+    return kind
+
 
 @dataclass(frozen=True)
 class Calibration:
-    """Per target, the parameters of the map: (b1, b2, b3, b4) of `metrics.logistic4`, or (slope, intercept) of a line
-    where the logistic would not keep the ranks (see `fit_map`)."""
+    """What was asked (`kind`) and, per target, the map actually used with its parameters: the logistic asked for, or
+    `line` (slope, intercept) where the logistic would not keep the ranks (see `fit_map`)."""
 
-    params: dict[str, tuple[float, ...]]
+    kind: str
+    maps: dict[str, tuple[str, tuple[float, ...]]]
 
     @classmethod
-    def fit(cls, pred: pd.DataFrame, truth: pd.DataFrame, targets: Sequence[str]) -> Calibration:
+    def fit(cls, kind: str, pred: pd.DataFrame, truth: pd.DataFrame, targets: Sequence[str]) -> Calibration:
         """`pred` and `truth` indexed by item id; items are matched by id."""
+        if check_kind(kind) == "none":
+            return cls(kind, {})
         truth = truth.loc[pred.index]
-        return cls({t: fit_map(pred[t].to_numpy(np.float64), truth[t].to_numpy(np.float64)) for t in targets})
+        return cls(
+            kind, {t: fit_map(kind, pred[t].to_numpy(np.float64), truth[t].to_numpy(np.float64)) for t in targets}
+        )
 
     def apply(self, pred: pd.DataFrame) -> pd.DataFrame:
         mapped = pred.copy()
-        for target, params in self.params.items():
+        for target, (form, params) in self.maps.items():
             x = pred[target].to_numpy(np.float64)
-            mapped[target] = metrics.logistic4(x, *params) if len(params) == 4 else params[0] * x + params[1]
+            mapped[target] = params[0] * x + params[1] if form == "line" else LOGISTICS[form][0](x, *params)
         return mapped
 
     def to_json(self) -> dict:
-        return {"params": {t: list(p) for t, p in self.params.items()}}
+        return {"kind": self.kind, "maps": {t: {"form": f, "params": list(p)} for t, (f, p) in self.maps.items()}}
 
     @classmethod
     def from_json(cls, payload: dict) -> Calibration:
-        return cls({t: tuple(p) for t, p in payload["params"].items()})
+        return cls(payload["kind"], {t: (m["form"], tuple(m["params"])) for t, m in payload["maps"].items()})
 
 
-def fit_map(pred: np.ndarray, truth: np.ndarray) -> tuple[float, ...]:
+def fit_map(kind: str, pred: np.ndarray, truth: np.ndarray) -> tuple[str, tuple[float, ...]]:
     """The logistic when it is strictly increasing over the predictions, so no two are tied and no order flips. Poor
     predictions (a short run, the shuffled-label control) can make it saturate into a step, which would submit one
     value for most items: then the least-squares line, or no change where even the line would not increase."""
-    params = metrics.fit_logistic4(pred, truth)
-    if params[0] > params[1] and np.all(np.diff(metrics.logistic4(np.unique(pred), *params)) > 0):
-        return tuple(float(p) for p in params)
+    curve, fit = LOGISTICS[kind]
+    params = fit(pred, truth)
+    if np.all(np.diff(curve(np.unique(pred), *params)) > 0):
+        return kind, tuple(float(p) for p in params)
     slope, intercept = np.polyfit(pred, truth, 1)
-    return (float(slope), float(intercept)) if slope > 0 else (1.0, 0.0)
+    return "line", (float(slope), float(intercept)) if slope > 0 else (1.0, 0.0)

@@ -29,3 +29,21 @@ def tiny_videos(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., pd.Da
         return pd.DataFrame(rows, columns=["item_id", "path"])
 
     return make
+
+
+@pytest.fixture(scope="session")
+def two_kvq_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], list[str]]:
+    """Tiny KVQ data with two finished runs on the same folds, a linear and an MLP head: (the words `submit` needs to
+    find them: data and runs folders; the two run ids)."""
+    from workbench.cli import main
+
+    folder = tmp_path_factory.mktemp("kvq-runs")
+    data, runs = folder / "data", folder / "runs"
+    common = [f"data={data}", f"cache={folder / 'cache'}", f"runs_dir={runs}"]
+    features = ["frames=3", "size=64"]
+    assert main(["synth", f"out={data}", "items=36", "seed=5", "width=96", "height=64"]) == 0
+    assert main(["extract", *common[:2], *features, "views=center,hflip"]) == 0
+    for head in ("linear", "mlp"):
+        assert main(["train", *common, *features, f"head={head}", "epochs=8", "folds=3"]) == 0
+    run_ids = sorted(p.name for p in (runs / "kvq").iterdir() if p.is_dir())
+    return [common[0], common[2]], run_ids

@@ -60,7 +60,7 @@ def test_train_submit_and_score_like_the_organisers(workdir):
     assert main(["train", *common, *FAST]) == 0
     submissions = folder / "submissions"
     assert main(["submit", common[0], common[2], f"out={submissions}"]) == 0
-    (zip_path,) = submissions.glob("kvq-*.zip")
+    (zip_path,) = submissions.glob("kvq-*/kvq-*.zip")
     with zipfile.ZipFile(zip_path) as archive:
         assert archive.namelist() == ["prediction.csv"]
         archive.extract("prediction.csv", folder)
@@ -111,7 +111,7 @@ def test_image_track_flow_writes_a_calibrated_zip_with_its_readme(tmp_path, trac
     assert main(["extract", *common, *feature_words, "workers=0"]) == 0
     assert main(["train", *common, *feature_words, f"runs_dir={runs}", "epochs=6", "folds=3"]) == 0
     assert main(["submit", f"track={track}", f"runs_dir={runs}", f"out={tmp_path / 'subs'}", "extra_data=1"]) == 0
-    (zip_path,) = (tmp_path / "subs").glob(f"{track}-*.zip")
+    (zip_path,) = (tmp_path / "subs").glob(f"{track}-*/{track}-*.zip")
     with zipfile.ZipFile(zip_path) as archive:
         assert sorted(archive.namelist()) == ["predictions.csv", "readme.txt"]
         readme = archive.read("readme.txt").decode().splitlines()
@@ -125,7 +125,7 @@ def test_image_track_flow_writes_a_calibrated_zip_with_its_readme(tmp_path, trac
     submitted = pd.read_csv(tmp_path / "predictions.csv").set_index("image_name")
     assert list(submitted.columns) == list(get.submission.score_columns)
     raw = fold_ensemble(Run(run).predictions("test"), get.targets)
-    calibrated = Calibration.from_json(json.loads((run / "calibration.json").read_text())).apply(raw)
+    calibrated = Calibration.from_json(json.loads((zip_path.parent / "calibration.json").read_text())).apply(raw)
     np.testing.assert_allclose(submitted.loc[raw.index].to_numpy(), calibrated.to_numpy())
     assert not np.allclose(submitted.loc[raw.index].to_numpy(), raw.to_numpy())
 

@@ -120,8 +120,9 @@ class Track:
     submission: ClassVar[SubmissionFormat]
     # Per-track configuration defaults (any key of the commands' configs), applied under the user's words.
     defaults: ClassVar[dict[str, object]] = {}
-    # Map predictions onto the label scale with a logistic fitted out of fold, where the scorer is absolute (RMSE).
-    calibrate: ClassVar[bool] = False
+    # Map predictions onto the label scale with a logistic fitted out of fold (none | logistic4 | logistic5), where
+    # the scorer is raw PLCC or absolute (RMSE, MAE); `submit calibration=` overrides it.
+    calibrate: ClassVar[str] = "none"
     budget: ClassVar[Budget | None] = None  # the challenge's limit on the model, checked at submit
 
     def read_items(self, data: Path) -> pd.DataFrame:

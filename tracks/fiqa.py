@@ -88,7 +88,7 @@ class FIQA(CorrelationTrack):
     targets = ("score",)
     score_range = (-0.5, 1.5)  # scores are about 0-1
     submission = SubmissionFormat("predictions.csv", "image_name", ("score",), readme="readme.txt")
-    calibrate = True
+    calibrate = "logistic4"
     budget = Budget(flops=0.5e9, params=5e6)
     # The head trains for more steps than the spine's default: a few hundred items give few steps per epoch.
     defaults = {"frames": 1, "view": "resize", "size": 352, "items": 200, "epochs": 60, "lr": 3e-3, "batch": 16}

@@ -58,7 +58,7 @@ class UHDIQA(CorrelationTrack):
     targets = ("quality_mos",)
     score_range = (-0.5, 1.5)  # MOS is on 0-1
     submission = SubmissionFormat("predictions.csv", "image_name", ("quality_mos",), readme="readme.txt")
-    calibrate = True
+    calibrate = "logistic4"
     budget = Budget(macs=50e9)
     defaults = {
         "frames": 1,

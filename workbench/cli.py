@@ -6,24 +6,32 @@ Exit status: 0 on success, 2 on a usage or input error, 3 when extraction finish
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ensembles.calibrate import Calibration
-from ensembles.combine import fold_ensemble
+from ensembles.blend import BLENDS, Blended, Score, Stack, blend, pick
+from ensembles.calibrate import Calibration, check_kind
+from ensembles.combine import fold_ensemble, mean_over_views
 from ensembles.export import SubmissionError, write_zip
+from ensembles.report import Table as ReportTable
+from ensembles.report import write_report
 from features.cache import CacheError, family_variants
 from features.extract import ExtractionSummary, extract
 from features.views import split_variants, view_family
 from tracks import LayoutError, Track, get_track, list_tracks
 from workbench import bench
+from workbench.atomic import write_text
 from workbench.config import (
     BenchConfig,
     ConfigError,
@@ -40,8 +48,15 @@ from workbench.config import (
     parse_words,
 )
 from workbench.profile import Cost, Pipeline
-from workbench.runs import Run, newest_complete_run, open_run
-from workbench.train import load_training_data, open_or_create_run, quiet_lightning, run_summary, train_fold
+from workbench.runs import CALIBRATION, Run, newest_complete_run, open_run
+from workbench.train import (
+    load_training_data,
+    open_or_create_run,
+    quiet_lightning,
+    run_summary,
+    summary_table,
+    train_fold,
+)
 
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)  # unwrapped, so a path or id in a message stays whole
@@ -166,16 +181,7 @@ def _train(cfg: TrainConfig, folds: Sequence[int]) -> tuple[Run, dict]:
 
 
 def fold_table(run: Run, summary: dict) -> Table:
-    names = next(iter(summary["folds"].values()))
-    metrics = ["score", *sorted(m for m in names if m not in ("score", "items"))]
-    rows = [
-        [f"fold {k}", *(parts[m] for m in metrics), parts["items"]] for k, parts in sorted(summary["folds"].items())
-    ]
-    items = sum(p["items"] for p in summary["folds"].values())
-    for key, label in (("oof", "out of fold"), ("oof_calibrated", "out of fold, calibrated")):
-        if key in summary:
-            rows.append([label, *(summary[key][m] for m in metrics), items])
-    return table(f"run {run.id} ({run.path})", ["", *metrics, "items"], rows)
+    return table(*summary_table(run, summary))
 
 
 def cmd_train_fold(cfg: TrainConfig) -> int:
@@ -195,41 +201,149 @@ def cmd_train(cfg: TrainConfig) -> int:
 
 
 def cmd_submit(cfg: SubmitConfig) -> int:
+    console.print(f"[bold green]{submit(cfg)}[/]")
+    return 0
+
+
+def submitted_runs(cfg: SubmitConfig, track: Track) -> list[Run]:
+    """The runs named by `runs=` (or the newest complete one), each finished and trained for this track."""
+    if len(set(cfg.runs)) < len(cfg.runs):
+        raise ConfigError(f"runs={','.join(cfg.runs)} names a run twice")
+    runs = [open_run(cfg.runs_dir, track.name, name) for name in cfg.runs] or [
+        newest_complete_run(cfg.runs_dir, track.name)
+    ]
+    for run in runs:
+        if run.config["track"] != track.name:
+            raise ConfigError(
+                f"run {run.id} ({run.path}) was trained for track {run.config['track']}, not {track.name}"
+            )
+        if not run.is_complete():
+            raise ConfigError(
+                f"run {run.id} has folds {run.folds_done()} of {run.config['folds']} finished: train the rest first"
+            )
+    return runs
+
+
+def submit(cfg: SubmitConfig) -> Path:
+    """Blends the runs (one run is its own blend), calibrates on the blend's out-of-fold predictions and writes the
+    zip; the report, the calibration and the blend's description go in the same folder. Returns the zip's path."""
     track = get_track(cfg.track)
-    run = open_run(cfg.runs_dir, track.name, cfg.run) if cfg.run else newest_complete_run(cfg.runs_dir, track.name)
-    if not run.is_complete():
-        raise ConfigError(
-            f"run {run.id} has folds {run.folds_done()} of {run.config['folds']} finished: train the rest first"
-        )
-    config = build(TrainConfig, {k: v for k, v in run.config.items() if k != "views"})  # views there are resolved names
-    items = track.read_items(config.data_dir)
-    test = items[items["split"] == "test"]
-    predictions = run.predictions("test")
-    pred = fold_ensemble(predictions, track.targets, cfg.tta)
-    if track.calibrate:
-        pred = Calibration.from_json(run.calibration()).apply(pred)
-    views = list(cfg.tta) or sorted(predictions["view"].unique())
+    kind = check_kind(cfg.calibration or track.calibrate)
+    runs = submitted_runs(cfg, track)
+    if cfg.blend != "auto" and (cfg.blend not in BLENDS or len(runs) == 1):
+        raise ConfigError(f"blend={cfg.blend!r}: expected auto or, with two runs or more, one of {', '.join(BLENDS)}")
+    configs = [build(TrainConfig, {k: v for k, v in run.config.items() if k != "views"}) for run in runs]  # resolved
+    items = track.read_items(configs[0].data_dir)
+    test, labelled = items[items["split"] == "test"], items[items["split"] == "train"]
+    truth = labelled.set_index("item_id")
+    targets = list(track.targets)
+    predictions = {run.id: run.predictions("test") for run in runs}
+    stack = Stack.of(
+        {r.id: mean_over_views(r.predictions("oof"), targets, cfg.tta).set_index("item_id")[targets] for r in runs},
+        {run_id: fold_ensemble(pred, targets, cfg.tta) for run_id, pred in predictions.items()},
+        {run.id: run.folds() for run in runs},
+        truth,
+        targets,
+    )
+
+    def score(pred: pd.DataFrame) -> float:
+        return track.selection_score(pred, labelled)["score"]
+
+    blends = [blend(stack, name, score) for name in (BLENDS if len(runs) > 1 else ["mean"])]  # one run: itself
+    chosen = pick(blends, cfg.blend)
+    calibration = Calibration.fit(kind, stack.frame(chosen.oof), truth, targets)
+    oof = calibration.apply(stack.frame(chosen.oof))
+    pred = calibration.apply(pd.DataFrame(chosen.test, index=stack.test_ids, columns=targets))
+
+    views = {run_id: list(cfg.tta) or sorted(frame["view"].unique()) for run_id, frame in predictions.items()}
+    about = f"A {chosen.name} blend ({chosen.blender.describe(stack.runs)}) of: " if len(runs) > 1 else ""
+    extras, runtime = cost_and_readme(cfg, track, runs, configs, views, test, about)
+    name = f"{track.name}-{runs[0].id}" if len(runs) == 1 else f"{track.name}-{chosen.name}-{runs_digest(stack.runs)}"
+    folder = Path(cfg.out) / name
+    path = write_zip(
+        pred, track.submission, targets, test["item_id"].tolist(), track.score_range, folder / f"{name}.zip", extras
+    )
+    write_text(folder / CALIBRATION, json.dumps(calibration.to_json(), indent=2))
+    scores = score_table(stack, blends, chosen, kind, score(oof), score)
+    submission = (
+        "submission",
+        ["runs", "blend", "folds", "views", "calibration", f"runtime/{track.media} (CPU)", "test items", "zip"],
+        [
+            [
+                "\n".join(stack.runs),
+                chosen.name if len(runs) > 1 else "none (one run)",
+                len(np.unique(stack.folds)),
+                "\n".join(sorted({v for vs in views.values() for v in vs})),
+                kind,
+                runtime,
+                len(test),
+                path,
+            ]
+        ],
+    )
+    title = f"submission {name}" + (f", {kind} calibrated (in sample)" if kind != "none" else "")
+    write_report(folder, title, oof, truth, stack.fold_scores(oof.to_numpy(), score), score(oof), [scores, submission])
+    console.print(table(*scores))
+    console.print(table(*submission))
+    return path
+
+
+def cost_and_readme(
+    cfg: SubmitConfig,
+    track: Track,
+    runs: Sequence[Run],
+    configs: Sequence[TrainConfig],
+    views: dict[str, list[str]],
+    test: pd.DataFrame,
+    about: str,
+) -> tuple[dict[str, bytes], str]:
+    """Checks the budget where the track sets one; the readme (runtime measured on a few test items) where the
+    track's zip carries one. A blend runs every run's pipeline, so costs and runtimes add up."""
     extras, runtime = {}, "n/a"
     if track.budget or track.submission.readme:
-        pipeline = Pipeline.of(config, track, family_variants(views, len(config.feature_specs(track.media))))
-        check_budget(track, pipeline)
+        pipelines = [
+            Pipeline.of(config, track, family_variants(views[run.id], len(config.feature_specs(track.media))))
+            for run, config in zip(runs, configs)
+        ]
+        check_budget(track, *pipelines)
         if track.submission.readme and len(test):
-            seconds = pipeline.seconds_per_item(test["path"].head(3).tolist())
+            seconds = sum(pipeline.seconds_per_item(test["path"].head(3).tolist()) for pipeline in pipelines)
             runtime = f"{seconds:.3f}s"
-            description = describe(run, config, views)
-            text = track.submission.readme_text(track.media, seconds, True, cfg.extra_data, description)
-            extras[track.submission.readme] = text
-    path = Path(cfg.out) / f"{track.name}-{run.id}.zip"
-    write_zip(pred, track.submission, track.targets, test["item_id"].tolist(), track.score_range, path, extras)
-    console.print(
-        table(
-            "submission",
-            ["run", "folds", "views", "calibrated", f"runtime/{track.media} (CPU)", "test items", "zip"],
-            [[run.id, len(run.folds_done()), "\n".join(views), track.calibrate, runtime, len(test), path]],
-        )
-    )
-    console.print(f"[bold green]{path}[/]")
-    return 0
+            description = about + " ".join(describe(run, config, views[run.id]) for run, config in zip(runs, configs))
+            extras[track.submission.readme] = track.submission.readme_text(
+                track.media, seconds, True, cfg.extra_data, description
+            )
+    return extras, runtime
+
+
+def runs_digest(run_ids: Sequence[str]) -> str:
+    """A short name for a set of runs, whatever their order."""
+    return hashlib.sha256(",".join(sorted(run_ids)).encode()).hexdigest()[:8]
+
+
+def score_table(
+    stack: Stack, blends: Sequence[Blended], chosen: Blended, kind: str, calibrated: float, score: Score
+) -> ReportTable:
+    """Each run's out-of-fold score; each blend's, in sample and nested; the pick's nested predictions after the
+    calibration, which is fitted on them (in sample for its few parameters)."""
+    rows: list[list[object]] = [
+        [f"run {run_id}", score(stack.frame(stack.oof[i])), "", ""] for i, run_id in enumerate(stack.runs)
+    ]
+    if len(stack.runs) > 1:
+        rows += [
+            [
+                f"blend {b.name}" + (" (picked)" if b is chosen else ""),
+                b.in_sample,
+                b.nested,
+                b.blender.describe(stack.runs),
+            ]
+            for b in blends
+        ]
+    if kind != "none":
+        picked = f"blend {chosen.name}, nested," if len(stack.runs) > 1 else "run"
+        rows.append([f"{picked} then {kind} fitted on it (in sample)", calibrated, "", ""])
+    columns = ["", "score (in sample for a fitted blend)", "nested estimate", "blend"]
+    return f"out-of-fold scores: {len(stack.ids)} items, {len(np.unique(stack.folds))} folds", columns, rows
 
 
 def describe(run: Run, config: TrainConfig, views: Sequence[str]) -> str:
@@ -262,10 +376,11 @@ def budget_rows(track: Track, total: Cost) -> list[tuple[str, float, float]]:
     return track.budget.check(total.macs, total.flops, total.params) if track.budget else []
 
 
-def check_budget(track: Track, pipeline: Pipeline) -> None:
-    """One line of cost at submit; a loud warning when the model is over the challenge's budget."""
-    stages = pipeline.stages()
-    total = pipeline.total(stages)
+def check_budget(track: Track, *pipelines: Pipeline) -> None:
+    """One line of cost at submit; a loud warning when the model is over the challenge's budget. A blend runs every
+    run's pipeline, so their costs add up (a backbone shared by two runs counts twice: an upper bound)."""
+    totals = [pipeline.total(pipeline.stages()) for pipeline in pipelines]
+    total = Cost(params=sum(t.params for t in totals), flops=sum(t.flops for t in totals))
     limits = budget_rows(track, total)
     console.print(
         f"model cost per {track.media}: {total.params / 1e6:.4f} M params, {total.macs / 1e9:.4f} GMACs, "
@@ -336,10 +451,9 @@ def cmd_demo(values: dict[str, str]) -> int:
     control_cfg = build(TrainConfig, {**values, "shuffle_labels": "true"}, track.defaults)
     announce("train (control, shuffled labels)", control_cfg)
     _, control = stage("control", lambda: _train(control_cfg, range(control_cfg.folds)))
-    submit_cfg = build(SubmitConfig, {**values, "run": run.id}, track.defaults)
+    submit_cfg = build(SubmitConfig, {**values, "runs": run.id}, track.defaults)
     announce("submit", submit_cfg)
-    stage("submit", lambda: cmd_submit(submit_cfg))
-    zip_path = Path(submit_cfg.out) / f"{track.name}-{run.id}.zip"
+    zip_path = stage("submit", lambda: submit(submit_cfg))
     score_cfg = build(
         ScoreConfig, {**values, "preds": str(zip_path), "truth": str(synth.data_dir / "truth")}, track.defaults
     )
@@ -385,13 +499,20 @@ COMMANDS: dict[str, Command] = {
     "extract": Command(ExtractConfig, cmd_extract, "fill the feature cache"),
     "train-fold": Command(TrainConfig, cmd_train_fold, "train one fold of a run"),
     "train": Command(TrainConfig, cmd_train, "train every fold of a run"),
-    "submit": Command(SubmitConfig, cmd_submit, "write the leaderboard zip of a run"),
+    "submit": Command(SubmitConfig, cmd_submit, "blend runs and write the leaderboard zip, with a report"),
     "score": Command(ScoreConfig, cmd_score, "score predictions with the track's official scorer"),
     "profile": Command(ProfileConfig, cmd_profile, "parameters and GMACs per item of the pipeline, against the budget"),
     "demo": Command(None, cmd_demo, "synth, extract, train, control, submit and score on demo data"),
     "bench": Command(BenchConfig, cmd_bench, "the benchmark suite: each figure against its bound or baseline"),
 }
-DEMO_KEYS = known_keys(SynthConfig, ExtractConfig, TrainConfig, SubmitConfig) - {"out", "run", "fold", "shuffle_labels"}
+DEMO_KEYS = known_keys(SynthConfig, ExtractConfig, TrainConfig, SubmitConfig) - {
+    "out",
+    "run",
+    "runs",
+    "blend",
+    "fold",
+    "shuffle_labels",
+}
 
 
 def usage() -> str:

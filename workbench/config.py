@@ -106,7 +106,9 @@ class ProfileConfig(HeadConfig, FeatureConfig):
 
 @dataclass(frozen=True)
 class SubmitConfig(TrackConfig):
-    run: str = ""  # empty means the newest run of the track
+    runs: tuple[str, ...] = ()  # run ids to blend (they must share folds); empty means the newest complete run
+    blend: str = "auto"  # auto (best nested estimate) | mean | rank | weights | ridge
+    calibration: str = ""  # none | logistic4 | logistic5; empty means the track's own (Track.calibrate)
     runs_dir: str = "runs"  # the root folder of run folders
     out: str = "submissions"
     tta: tuple[str, ...] = ()  # views averaged at test time; empty means every view the run predicted

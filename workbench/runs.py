@@ -19,6 +19,7 @@ from workbench.atomic import atomic_path, write_text
 CONFIG = "config.json"
 SCORES = "scores.json"
 CALIBRATION = "calibration.json"
+FOLDS = "folds.parquet"
 
 
 @dataclass(frozen=True)
@@ -52,11 +53,10 @@ class Run:
             raise FileNotFoundError(f"{self.path}: no finished fold")
         return pd.concat(frames, ignore_index=True)
 
-    def calibration(self) -> dict:
-        path = self.path / CALIBRATION
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: the run's summary writes it after its last fold: `just train`")
-        return json.loads(path.read_text())
+    def folds(self) -> pd.Series:
+        """The fold of every labelled item, indexed by item id (test items, fold -1, left out)."""
+        table = pd.read_parquet(self.path / FOLDS)
+        return table[table["fold"] >= 0].set_index("item_id")["fold"]
 
     def write_json(self, name: str, payload: dict) -> None:
         write_text(self.path / name, json.dumps(payload, indent=2, sort_keys=True, default=str))

@@ -25,6 +25,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from ensembles.calibrate import Calibration
+from ensembles.report import Table, write_report
 from features.cache import Features, cache_dir, concat_features, read_features, read_manifest
 from features.views import split_variants, view_family
 from tracks import Track, get_track
@@ -32,7 +33,7 @@ from workbench.config import TrainConfig, as_dict
 from workbench.folds import grouped_folds
 from workbench.heads import FrameHead, create_head
 from workbench.losses import CombinedLoss
-from workbench.runs import CALIBRATION, Run, run_id
+from workbench.runs import CALIBRATION, FOLDS, Run, run_id
 
 Scorer = Callable[[np.ndarray], dict[str, float]]
 
@@ -200,7 +201,7 @@ def open_or_create_run(cfg: TrainConfig, data: TrainingData) -> Run:
         return run
     run.path.mkdir(parents=True, exist_ok=True)
     folds = pd.DataFrame({"item_id": data.items["item_id"], "fold": data.folds})
-    run.write_parquet("folds.parquet", folds)
+    run.write_parquet(FOLDS, folds)
     run.write_json("config.json", resolved)
     return run
 
@@ -296,15 +297,36 @@ def train_fold(cfg: TrainConfig, data: TrainingData, run: Run, fold: int, progre
 
 def run_summary(run: Run, data: TrainingData) -> dict:
     """Pooled out-of-fold score (views averaged) next to each fold's own score; for a track that calibrates, the
-    map fitted on those predictions (written to the run, applied at export) and the score after it, which is in
-    sample for the map's few parameters."""
+    map fitted on those predictions (written to the run) and the score after it, which is in sample for the map's few
+    parameters. The run's report (scatter, fold bars, this table) lands in its folder."""
     targets = data.track.targets
     oof = view_mean(run.predictions("oof"), targets)
     labelled = data.items.assign(**{t: data.labels[:, i] for i, t in enumerate(targets)})
     summary = {"oof": data.track.selection_score(oof, labelled), "folds": run.fold_scores(), "run": run.id}
-    if data.track.calibrate:
-        calibration = Calibration.fit(oof, labelled.set_index("item_id"), targets)
+    truth = labelled.set_index("item_id")
+    if data.track.calibrate != "none":
+        calibration = Calibration.fit(data.track.calibrate, oof, truth, targets)
         run.write_json(CALIBRATION, calibration.to_json())
-        summary["oof_calibrated"] = data.track.selection_score(calibration.apply(oof), labelled)
+        oof = calibration.apply(oof)
+        summary["oof_calibrated"] = data.track.selection_score(oof, labelled)
     run.write_json("scores.json", summary)
+    fold_scores = {k: parts["score"] for k, parts in summary["folds"].items()}
+    title = f"run {run.id}" + (
+        f", {data.track.calibrate} calibrated (in sample)" if "oof_calibrated" in summary else ""
+    )
+    write_report(run.path, title, oof, truth, fold_scores, summary["oof"]["score"], [summary_table(run, summary)])
     return summary
+
+
+def summary_table(run: Run, summary: dict) -> Table:
+    """Each fold's metrics, then the pooled out-of-fold ones (and after calibration, where the track calibrates)."""
+    names = next(iter(summary["folds"].values()))
+    metrics = ["score", *sorted(m for m in names if m not in ("score", "items"))]
+    rows = [
+        [f"fold {k}", *(parts[m] for m in metrics), parts["items"]] for k, parts in sorted(summary["folds"].items())
+    ]
+    items = sum(p["items"] for p in summary["folds"].values())
+    for key, label in (("oof", "out of fold"), ("oof_calibrated", "out of fold, calibrated")):
+        if key in summary:
+            rows.append([label, *(summary[key][m] for m in metrics), items])
+    return f"run {run.id} ({run.path})", ["", *metrics, "items"], rows

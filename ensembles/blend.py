@@ -1,0 +1,257 @@
+"""Blending runs that share folds: equal mean, rank mean, simplex weights fitted to the track's score, a ridge stack.
+
+Every run of a track trained on the same folds has one out-of-fold prediction per labelled item, so a blend can be
+fitted on them and scored. A fitted blend scored on the predictions it was fitted to is optimistic (the in-sample
+score); the nested estimate refits it once per fold on the other folds' items, predicts the held-out fold, and scores
+the pooled predictions, so the weights are never scored on the predictions they were fitted to. `pick` takes the
+best nested estimate.
+
+Arrays are [runs, items, targets] for the runs' predictions and [items, targets] for labels and blends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize
+from scipy.special import softmax
+from sklearn.linear_model import RidgeCV
+
+Score = Callable[[pd.DataFrame], float]  # the track's score of predictions indexed by labelled item id
+ArrayScore = Callable[[np.ndarray], float]  # the same score of [items, targets] on the items a blend is fitted to
+
+
+class BlendError(ValueError):
+    """Runs that cannot be blended; the message names them."""
+
+
+def check_same_folds(folds: Mapping[str, pd.Series]) -> None:
+    """Each run's fold of every labelled item (indexed by item id) must be the same, or the out-of-fold predictions
+    of one run were made by models that saw the other's held-out items."""
+    (first, reference), *others = folds.items()
+    for name, assignment in others:
+        joined = pd.concat([reference.rename("a"), assignment.rename("b")], axis=1)
+        differ = joined[joined["a"].ne(joined["b"])]
+        if len(differ):
+            item, (a, b) = differ.index[0], differ.iloc[0]
+            raise BlendError(
+                f"runs {first} and {name} were trained on different folds: {len(differ)} item(s) differ, e.g. "
+                f"{item!r} (fold {a} against {b}; NaN: not in that run); blend runs trained on the same data with "
+                f"the same folds= and seed="
+            )
+
+
+def _stacked(frames: Mapping[str, pd.DataFrame], ids: pd.Index, targets: Sequence[str], kind: str) -> np.ndarray:
+    out = []
+    for name, frame in frames.items():
+        aligned = frame.reindex(ids)[list(targets)]
+        missing = ids[aligned.isna().any(axis=1).to_numpy()]
+        if len(missing):
+            raise BlendError(f"run {name} has no {kind} prediction for {len(missing)} item(s), e.g. {missing[0]!r}")
+        out.append(aligned.to_numpy(np.float64))
+    return np.stack(out)
+
+
+@dataclass(frozen=True)
+class Stack:
+    """Several runs' predictions on the same items: out of fold with the items' labels and folds, and test."""
+
+    runs: tuple[str, ...]
+    targets: tuple[str, ...]
+    ids: pd.Index  # labelled items
+    oof: np.ndarray
+    truth: np.ndarray
+    folds: np.ndarray
+    test_ids: pd.Index
+    test: np.ndarray
+
+    @classmethod
+    def of(
+        cls,
+        oof: Mapping[str, pd.DataFrame],
+        test: Mapping[str, pd.DataFrame],
+        folds: Mapping[str, pd.Series],
+        truth: pd.DataFrame,
+        targets: Sequence[str],
+    ) -> Stack:
+        """Frames indexed by item id, one per run under the run's name; `truth` holds every labelled item."""
+        check_same_folds(folds)
+        assignment = next(iter(folds.values()))
+        ids = assignment.index
+        test_ids = next(iter(test.values())).index
+        return cls(
+            tuple(oof),
+            tuple(targets),
+            ids,
+            _stacked(oof, ids, targets, "out-of-fold"),
+            truth.loc[ids, list(targets)].to_numpy(np.float64),
+            assignment.to_numpy(),
+            test_ids,
+            _stacked(test, test_ids, targets, "test"),
+        )
+
+    def frame(self, pred: np.ndarray, rows: np.ndarray | None = None) -> pd.DataFrame:
+        """[items, targets] of the labelled items (all, or those at `rows`) as a frame indexed by item id."""
+        return pd.DataFrame(pred, index=self.ids if rows is None else self.ids[rows], columns=list(self.targets))
+
+    def fold_scores(self, pred: np.ndarray, score: Score) -> dict[int, float]:
+        return {int(k): score(self.frame(pred[self.folds == k], self.folds == k)) for k in np.unique(self.folds)}
+
+
+class Blender(Protocol):
+    def fit(self, oof: np.ndarray, truth: np.ndarray, score: ArrayScore) -> Blender: ...
+
+    def predict(self, preds: np.ndarray) -> np.ndarray: ...
+
+    def describe(self, runs: Sequence[str]) -> str: ...
+
+
+class MeanBlend:
+    """Equal weights: nothing fitted, so its in-sample score is already honest."""
+
+    def fit(self, oof: np.ndarray, truth: np.ndarray, score: ArrayScore) -> MeanBlend:
+        return self
+
+    def predict(self, preds: np.ndarray) -> np.ndarray:
+        return preds.mean(axis=0)
+
+    def describe(self, runs: Sequence[str]) -> str:
+        return "equal weights"
+
+
+def _positions(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Where each of `values` [items, targets] falls among the sorted `reference` [n, targets], per target: its mid
+    rank over n, in [0, 1] (the i-th of n distinct reference values itself sits at (i - 0.5) / n)."""
+    return np.column_stack(
+        [
+            (np.searchsorted(ref, v, "left") + np.searchsorted(ref, v, "right")) / (2 * len(ref))
+            for ref, v in zip(reference.T, values.T)
+        ]
+    )
+
+
+class RankBlend:
+    """Each run's prediction replaced by its rank among that run's predictions on the items fitted on, the ranks
+    averaged, and that consensus placed among the consensus of the fitted items and mapped onto the quantiles of their
+    labels. The order is blind to any run's scale (or any monotone distortion of it); the values follow the label
+    distribution, so the export range holds and absolute metrics stay meaningful. Every step is a fixed map learned
+    on the fitted items, so a held-out fold or the test list is placed item by item, never ranked within itself."""
+
+    def fit(self, oof: np.ndarray, truth: np.ndarray, score: ArrayScore) -> RankBlend:
+        self.runs_ = np.sort(oof, axis=1)
+        self.consensus_ = np.sort(self._consensus(oof), axis=0)
+        self.labels_ = np.sort(truth, axis=0)
+        return self
+
+    def _consensus(self, preds: np.ndarray) -> np.ndarray:
+        return np.mean([_positions(reference, p) for reference, p in zip(self.runs_, preds)], axis=0)
+
+    def predict(self, preds: np.ndarray) -> np.ndarray:
+        quantile = _positions(self.consensus_, self._consensus(preds))
+        return np.column_stack([np.quantile(labels, q) for labels, q in zip(self.labels_.T, quantile.T)])
+
+    def describe(self, runs: Sequence[str]) -> str:
+        return "mean rank on the label quantiles"
+
+
+class WeightsBlend:
+    """Non-negative weights summing to one that maximise the track's score on the items fitted on. The score (rank
+    correlations, pair accuracies) is piecewise constant in the weights, so there is no gradient to follow:
+    Nelder-Mead over softmax logits (any logits give simplex weights) from the equal mix and from near the best single
+    run, with a simplex wide enough to see past flat steps; the best of those ends, the equal mix and each single run
+    is kept. Deterministic: fixed starts, no random draws."""
+
+    def fit(self, oof: np.ndarray, truth: np.ndarray, score: ArrayScore) -> WeightsBlend:
+        runs = len(oof)
+
+        def value(weights: np.ndarray) -> float:
+            result = score(np.tensordot(weights, oof, axes=1))
+            return result if np.isfinite(result) else -np.inf
+
+        def weights(free: np.ndarray) -> np.ndarray:  # the first run's logit is pinned at 0
+            return softmax(np.concatenate([[0.0], free]))
+
+        candidates = [np.full(runs, 1 / runs), *np.eye(runs)]
+        values = [value(w) for w in candidates]
+        best_run = 4.0 * np.eye(runs)[int(np.argmax(values[1:]))]
+        for start in (np.zeros(runs - 1), best_run[1:] - best_run[0]):
+            simplex = np.vstack([start, start + np.eye(runs - 1)])
+            options = {"initial_simplex": simplex, "xatol": 1e-2, "fatol": 1e-6, "maxfev": 60 * runs}
+            found = weights(
+                minimize(lambda free: -value(weights(free)), start, method="Nelder-Mead", options=options).x
+            )
+            candidates.append(found)
+            values.append(value(found))
+        self.weights_ = candidates[int(np.argmax(values))]
+        return self
+
+    def predict(self, preds: np.ndarray) -> np.ndarray:
+        return np.tensordot(self.weights_, preds, axes=1)
+
+    def describe(self, runs: Sequence[str]) -> str:
+        return ", ".join(f"{w:.3f} {run}" for w, run in zip(self.weights_, runs))
+
+
+RIDGE_ALPHAS = np.logspace(-3, 3, 13)
+
+
+class RidgeBlend:
+    """Per target, a ridge regression of the labels on the runs' predictions with an intercept, its penalty chosen by
+    efficient leave-one-out over a log grid: a linear stack that may rescale and shift, and weigh a run negatively."""
+
+    def fit(self, oof: np.ndarray, truth: np.ndarray, score: ArrayScore) -> RidgeBlend:
+        self.models_ = [RidgeCV(alphas=RIDGE_ALPHAS).fit(oof[:, :, t].T, truth[:, t]) for t in range(truth.shape[1])]
+        return self
+
+    def predict(self, preds: np.ndarray) -> np.ndarray:
+        return np.column_stack([model.predict(preds[:, :, t].T) for t, model in enumerate(self.models_)])
+
+    def describe(self, runs: Sequence[str]) -> str:
+        return "; ".join(
+            " ".join(f"{c:+.3f} {run}" for c, run in zip(m.coef_, runs))
+            + f" {m.intercept_:+.3f} (alpha {m.alpha_:.3g})"
+            for m in self.models_
+        )
+
+
+BLENDS: dict[str, type] = {"mean": MeanBlend, "rank": RankBlend, "weights": WeightsBlend, "ridge": RidgeBlend}
+
+
+@dataclass(frozen=True)
+class Blended:
+    """One blend of a stack: fitted on every labelled item (which makes the test predictions and the in-sample
+    score), and its nested out-of-fold predictions with their score."""
+
+    name: str
+    blender: Blender
+    in_sample: float
+    nested: float
+    oof: np.ndarray  # each fold predicted by the blend fitted on the other folds
+    test: np.ndarray
+
+
+def blend(stack: Stack, name: str, score: Score) -> Blended:
+    if name not in BLENDS:
+        raise ValueError(f"blend={name!r}: expected one of auto, {', '.join(BLENDS)}")
+
+    def fitted(rows: np.ndarray) -> Blender:
+        return BLENDS[name]().fit(stack.oof[:, rows], stack.truth[rows], lambda pred: score(stack.frame(pred, rows)))
+
+    full = fitted(np.arange(len(stack.ids)))
+    nested = np.empty_like(stack.truth)
+    for k in np.unique(stack.folds):
+        held = stack.folds == k
+        nested[held] = fitted(np.flatnonzero(~held)).predict(stack.oof[:, held])
+    in_sample = score(stack.frame(full.predict(stack.oof)))
+    return Blended(name, full, in_sample, score(stack.frame(nested)), nested, full.predict(stack.test))
+
+
+def pick(blends: Sequence[Blended], name: str = "auto") -> Blended:
+    """The blend named, or with `auto` the best nested estimate (the first of equals, in the order of BLENDS)."""
+    if name != "auto":
+        return next(b for b in blends if b.name == name)
+    return max(blends, key=lambda b: b.nested if np.isfinite(b.nested) else -np.inf)
