@@ -16,11 +16,18 @@ import pandas as pd
 
 from workbench import metrics
 
+
+def fit_logistic5(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """The published start (a flat sigmoid) can stall on a near-line; the 4-parameter fit rewritten in the 5-parameter
+    form (no linear term) is a second start, and the closer fit of the two is kept."""
+    upper, lower, centre, width = metrics.fit_logistic4(pred, truth)
+    as_five = [upper - lower, 1 / abs(width), centre, 0.0, (upper + lower) / 2]
+    fits = [metrics.fit_logistic5(pred, truth), metrics.fit_logistic5(pred, truth, as_five)]
+    return min(fits, key=lambda params: float(np.sum((metrics.logistic5(pred, *params) - truth) ** 2)))
+
+
 # name -> (map, fit); `none` leaves predictions as they are.
-LOGISTICS = {
-    "logistic4": (metrics.logistic4, metrics.fit_logistic4),
-    "logistic5": (metrics.logistic5, metrics.fit_logistic5),
-}
+LOGISTICS = {"logistic4": (metrics.logistic4, metrics.fit_logistic4), "logistic5": (metrics.logistic5, fit_logistic5)}
 KINDS = ("none", *LOGISTICS)
 
 

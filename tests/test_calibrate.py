@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ensembles.calibrate import Calibration
+from ensembles.calibrate import Calibration, fit_logistic5
 from tracks import get_track
 from workbench import metrics
 from workbench.cli import main
@@ -33,6 +33,19 @@ def test_a_logistic_straightens_a_monotone_bent_prediction(kind):
     assert metrics.srcc(mapped, truth) == pytest.approx(metrics.srcc(pred, truth), abs=1e-12)
     again = Calibration.from_json(json.loads(json.dumps(calibration.to_json())))
     np.testing.assert_array_equal(again.apply(pred_frame)["score"].to_numpy(), mapped)
+
+
+def test_logistic5_fits_at_least_as_close_as_its_published_start_and_as_logistic4():
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(1.0, 5.0, 300)
+    pred = np.exp(truth) / 30 + rng.normal(0, 0.05, len(truth))
+
+    def error(curve, params):
+        return float(np.sum((curve(pred, *params) - truth) ** 2))
+
+    ours = error(metrics.logistic5, fit_logistic5(pred, truth))
+    assert ours < 0.7 * error(metrics.logistic5, metrics.fit_logistic5(pred, truth))  # the flat start stalls here
+    assert ours <= error(metrics.logistic4, metrics.fit_logistic4(pred, truth)) + 1e-6
 
 
 def test_none_changes_nothing_and_an_unknown_kind_is_refused():

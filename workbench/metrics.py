@@ -132,10 +132,10 @@ def fit_logistic4(pred: ArrayLike, true: ArrayLike) -> NDArray[np.float64]:
     return _fit(logistic4, p0, p, t)
 
 
-def fit_logistic5(pred: ArrayLike, true: ArrayLike) -> NDArray[np.float64]:
-    """Fit :func:`logistic5`; p0 starts with a flat sigmoid (b2=0), as the published evaluation scripts do."""
+def fit_logistic5(pred: ArrayLike, true: ArrayLike, p0: list[float] | None = None) -> NDArray[np.float64]:
+    """Fit :func:`logistic5`; p0 by default starts with a flat sigmoid (b2=0), as the published evaluation scripts."""
     p, t = _vectors(pred=pred, true=true)
-    p0 = [10.0, 0.0, float(p.mean()), 0.1, 0.1]
+    p0 = [10.0, 0.0, float(p.mean()), 0.1, 0.1] if p0 is None else p0
     return _fit(logistic5, p0, p, t)
 
 
