@@ -37,11 +37,11 @@ def check_same_folds(folds: Mapping[str, pd.Series]) -> None:
         joined = pd.concat([reference.rename("a"), assignment.rename("b")], axis=1)
         differ = joined[joined["a"].ne(joined["b"])]
         if len(differ):
-            item, (a, b) = differ.index[0], differ.iloc[0]
+            item = differ.index[0]
+            a, b = ("none" if pd.isna(fold) else int(fold) for fold in differ.iloc[0])
             raise BlendError(
                 f"runs {first} and {name} were trained on different folds: {len(differ)} item(s) differ, e.g. "
-                f"{item!r} (fold {a} against {b}; NaN: not in that run); blend runs trained on the same data with "
-                f"the same folds= and seed="
+                f"{item!r} (fold {a} against {b}); blend runs trained on the same data with the same folds= and seed="
             )
 
 
