@@ -20,7 +20,7 @@ from ensembles.calibrate import Calibration
 from ensembles.combine import fold_ensemble
 from ensembles.export import SubmissionError, write_zip
 from features.cache import CacheError, family_variants
-from features.extract import ExtractionSummary, extract
+from features.extract import ExtractionSummary, extract, group_leader
 from features.views import split_variants, view_family
 from tracks import LayoutError, Track, get_track, list_tracks
 from workbench import bench
@@ -109,6 +109,8 @@ def cmd_extract(cfg: ExtractConfig) -> int:
         devices=cfg.devices,
         strategy=cfg.strategy,
     )
+    if not group_leader():
+        return 0  # rank 0 reports for the group; a rank Lightning started that exits non-zero gets the group killed
     return report_extraction(summary, cfg.views)
 
 
@@ -411,6 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         errors.print(f"[red]unknown command {name!r}[/]\n{usage()}")
         return EXIT_USAGE
     command = COMMANDS[name]
+    console.quiet = not group_leader()  # the ranks a DDP launcher starts re-run this command: rank 0 alone speaks
     quiet_lightning()
     try:
         values = parse_words(words)
