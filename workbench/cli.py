@@ -331,6 +331,8 @@ def cmd_demo(values: dict[str, str]) -> int:
     extract_cfg = build(ExtractConfig, values, track.defaults)
     announce("extract", extract_cfg)
     status = stage("extract", lambda: cmd_extract(extract_cfg))
+    if not group_leader():
+        return 0  # a rank that DDP started for the extraction re-ran this command; the rest is rank 0's
     train_cfg = build(TrainConfig, values, track.defaults)
     announce("train", train_cfg)
     run, summary = stage("train", lambda: _train(train_cfg, range(train_cfg.folds)))
