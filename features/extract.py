@@ -10,8 +10,8 @@ computes only the (item, variant) pairs each set lacks; media that cannot be rea
 the failures table of every set that asked for them, and the run goes on. One extraction at a time holds a cache
 folder (see features.cache.exclusive).
 
-With `devices=<n>` (DDP) Lightning starts n-1 more processes that re-run the same command; every rank plans, rank 0
-alone holds the locks, the jobs come from rank 0's plan and each rank writes its own parts (see `extract`).
+With `devices=<n> strategy=ddp` Lightning starts n-1 more processes that re-run the same command; every rank plans,
+rank 0 alone holds the locks, the jobs come from rank 0's plan and each rank writes its own parts (see `extract`).
 """
 
 from __future__ import annotations
