@@ -247,13 +247,13 @@ def cached_views(folder: Path) -> pd.DataFrame:
     return table.to_pandas().drop_duplicates(ignore_index=True)
 
 
-def write_failures(folder: Path, failures: list[dict]) -> Path:
+def write_failures(folder: Path, failures: list[dict], prefix: str = "failures") -> Path:
     columns = {key: [f[key] for f in failures] for key in ("item_id", "path", "reason")}
     columns["time"] = [time.time()] * len(failures)
     schema = pa.schema(
         [("item_id", pa.string()), ("path", pa.string()), ("reason", pa.string()), ("time", pa.float64())]
     )
-    final = folder / f"failures-{uuid.uuid4().hex}.parquet"
+    final = folder / f"{prefix}-{uuid.uuid4().hex}.parquet"
     with atomic_path(final) as tmp:
         pq.write_table(pa.Table.from_pydict(columns, schema=schema), tmp)
     return final

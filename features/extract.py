@@ -9,6 +9,9 @@ process keeps to the cores the workers leave it (`model_threads`). A rerun
 computes only the (item, variant) pairs each set lacks; media that cannot be read are recorded with their reason in
 the failures table of every set that asked for them, and the run goes on. One extraction at a time holds a cache
 folder (see features.cache.exclusive).
+
+With `devices=<n> strategy=ddp` Lightning starts n-1 more processes that re-run the same command; every rank plans,
+rank 0 alone holds the locks, the jobs come from rank 0's plan and each rank writes its own parts (see `extract`).
 """
 
 from __future__ import annotations
@@ -71,6 +74,8 @@ class MediaDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         job = self.jobs[index]
+        if not job.sets:  # padding that gives an idle rank a batch: nothing to decode or write
+            return {"job": job, "pixels": [None] * len(self.families), "times": None, "error": None}
         try:
             clip = self.decoder.read(job.path, self.sampling)
             pixels = [f.render(clip.frames, views) if views else None for f, views in zip(self.families, job.views)]
@@ -114,6 +119,15 @@ class MediaDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.workers = workers
 
+    def setup(self, stage: str) -> None:
+        """Under DDP, every rank takes rank 0's jobs, so the shards come from one plan whatever each rank saw of the
+        cache. Lightning's predict sampler (UnrepeatedDistributedSampler) deals job k to rank k mod n without padding,
+        so no job is done twice, but it refuses a rank without a job: fewer jobs than ranks are topped up with idle
+        ones."""
+        jobs = self.trainer.strategy.broadcast(self.dataset.jobs, src=0)
+        idle = Job(item_id="", path="", views=tuple(() for _ in self.dataset.families))
+        self.dataset.jobs = jobs + [idle] * (self.trainer.world_size - len(jobs))
+
     def predict_dataloader(self) -> DataLoader:
         return DataLoader(
             self.dataset,
@@ -144,8 +158,8 @@ class FeatureExtractor(pl.LightningModule):
 
 
 class ParquetPartWriter(BasePredictionWriter):
-    """Buffers rows per feature set and writes whole Parquet parts; an item id is written once per set and process
-    even when a distributed sampler hands it out twice."""
+    """Buffers rows per feature set and writes whole Parquet parts named after the rank; an item id is written once
+    per set and rank even when a sampler hands it out twice. Ranks never share an item (MediaDataModule.setup)."""
 
     def __init__(self, folders: Sequence[Path], schema, part_items: int = 256, flush_seconds: float = 10.0):
         super().__init__(write_interval="batch")
@@ -157,6 +171,11 @@ class ParquetPartWriter(BasePredictionWriter):
         self.failures: list[list[dict]] = [[] for _ in self.folders]
         self.written: list[set[str]] = [set() for _ in self.folders]
         self.last_flush = time.monotonic()
+        self.rank = 0
+
+    def setup(self, trainer, pl_module, stage):
+        super().setup(trainer, pl_module, stage)
+        self.rank = trainer.global_rank
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         for buffer, written, part in zip(self.buffers, self.written, prediction["sets"], strict=True):
@@ -175,15 +194,17 @@ class ParquetPartWriter(BasePredictionWriter):
             self.flush()
 
     def on_predict_epoch_end(self, trainer, pl_module):
+        """Waits for every rank's last part, so rank 0 holds the lock over the group's writing and counts it all."""
         self.flush()
+        trainer.strategy.barrier("parts written")
 
     def flush(self) -> None:
         for folder, buffer, failures in zip(self.folders, self.buffers, self.failures, strict=True):
             if buffer:
                 columns = {key: np.concatenate([part[key] for part in buffer]) for key in buffer[0]}
-                write_part(folder, columns, self.schema)
+                write_part(folder, columns, self.schema, prefix=f"part-r{self.rank}")
             if failures:
-                write_failures(folder, failures)
+                write_failures(folder, failures, prefix=f"failures-r{self.rank}")
         self.buffers = [[] for _ in self.folders]
         self.failures = [[] for _ in self.folders]
         self.last_flush = time.monotonic()
@@ -211,22 +232,36 @@ def library_versions() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def model_threads(workers: int) -> Iterator[None]:
-    """Torch threads of this process limited to the cores the decoding workers leave, for the run's duration.
+def model_threads(workers: int, processes: int = 1) -> Iterator[None]:
+    """Torch threads of each of `processes` model processes limited to its share of the cores less the decoding
+    workers it feeds, for the run's duration.
 
     Both sides are multi-threaded (FFmpeg's frame threads, torch's OpenMP), and OpenMP threads spin at their barriers:
     on 2 cores, a model on 2 threads beside a decoding worker made extraction 1.8 times slower than on 1 thread.
+    OMP_NUM_THREADS is set too: Lightning's DDP launcher otherwise resets the count to cores / processes, forgetting
+    the workers, and the ranks it starts inherit the variable.
     """
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(1, min(before, len(os.sched_getaffinity(0)) - workers)))
+    before, variable = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    threads = max(1, min(before, len(os.sched_getaffinity(0)) // processes - workers))
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
     try:
         yield
     finally:
         torch.set_num_threads(before)
+        if variable is None:
+            del os.environ["OMP_NUM_THREADS"]
+        else:
+            os.environ["OMP_NUM_THREADS"] = variable
 
 
-def distributed_rank() -> int:
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
+def group_leader() -> bool:
+    """Whether this process is rank 0 of its DDP group (or runs alone), known before any process group exists from
+    what launchers set: torchrun sets RANK; Lightning's launcher sets NODE_RANK and LOCAL_RANK for the ranks it
+    starts (and for itself, after it has started them)."""
+    if "RANK" in os.environ:
+        return os.environ["RANK"] == "0"
+    return os.environ.get("NODE_RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") == "0"
 
 
 def plan_jobs(items: pd.DataFrame, variants: Sequence[tuple[str, ...]], folders: Sequence[Path]) -> list[Job]:
@@ -267,7 +302,14 @@ def extract(
     flush_seconds: float = 10.0,
 ) -> ExtractionSummary:
     """Fills the caches of `specs` (one feature set, or several differing in their view family) for `items`
-    (columns item_id, path); each set takes the variants of `views` its family accepts."""
+    (columns item_id, path); each set takes the variants of `views` its family accepts.
+
+    Under DDP every rank runs this function. Rank 0 holds the locks from before it plans until every rank's parts are
+    on disk (the writer's barrier), and starts the other ranks only inside `trainer.predict`, after its plan: they
+    plan under its lock, before the group forms and so before anyone writes, and find the same jobs. Their own plan
+    only tells them whether to join; the jobs they run are rank 0's (MediaDataModule.setup). The summary is counted
+    from the cache after the run, so it covers every rank's work.
+    """
     started = time.monotonic()
     specs = (specs,) if isinstance(specs, FeatureSpec) else tuple(specs)
     check_shared(specs)
@@ -276,8 +318,7 @@ def extract(
     variants = split_variants(families, views)
     folders = [cache_dir(cache_root, track, spec) for spec in specs]
     backbone = create_backbone(common.backbone, weights=common.weights)
-    # Under DDP every rank runs this function; rank 0 holds the locks and tidies up for the group.
-    leader = distributed_rank() == 0
+    leader = group_leader()
     with contextlib.ExitStack() as locks:
         if leader:  # in path order, so two runs sharing some of their sets cannot deadlock
             for folder in sorted(folders):
@@ -302,15 +343,16 @@ def extract(
                 callbacks=[writer] + ([RichProgressBar()] if progress else []),
             )
             datamodule = MediaDataModule(dataset, batch_size, workers)
-            with model_threads(workers):
+            with model_threads(workers, processes=trainer.num_devices):
                 trainer.predict(FeatureExtractor(backbone), datamodule=datamodule, return_predictions=False)
+        unfinished = plan_jobs(items, variants, folders)
     failures = pd.concat([read_failures(folder, views) for folder, views in zip(folders, variants, strict=True)])
     failures = failures[failures["item_id"].isin(items["item_id"])].drop_duplicates("item_id").reset_index(drop=True)
     return ExtractionSummary(
         folders=folders,
         items=len(items),
         already_cached=len(items) - len(jobs),
-        extracted=len(jobs) - len(failures),
+        extracted=len(jobs) - len(unfinished),
         failures=failures,
         seconds=time.monotonic() - started,
     )

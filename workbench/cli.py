@@ -27,7 +27,7 @@ from ensembles.export import SubmissionError, write_zip
 from ensembles.report import Table as ReportTable
 from ensembles.report import write_report
 from features.cache import CacheError, family_variants
-from features.extract import ExtractionSummary, extract
+from features.extract import ExtractionSummary, extract, group_leader
 from features.views import split_variants, view_family
 from tracks import LayoutError, Track, get_track, list_tracks
 from workbench import bench
@@ -124,6 +124,8 @@ def cmd_extract(cfg: ExtractConfig) -> int:
         devices=cfg.devices,
         strategy=cfg.strategy,
     )
+    if not group_leader():
+        return 0  # rank 0 reports for the group; a rank Lightning started that exits non-zero gets the group killed
     return report_extraction(summary, cfg.views)
 
 
@@ -444,6 +446,8 @@ def cmd_demo(values: dict[str, str]) -> int:
     extract_cfg = build(ExtractConfig, values, track.defaults)
     announce("extract", extract_cfg)
     status = stage("extract", lambda: cmd_extract(extract_cfg))
+    if not group_leader():
+        return 0  # a rank that DDP started for the extraction re-ran this command; the rest is rank 0's
     train_cfg = build(TrainConfig, values, track.defaults)
     announce("train", train_cfg)
     run, summary = stage("train", lambda: _train(train_cfg, range(train_cfg.folds)))
@@ -532,6 +536,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         errors.print(f"[red]unknown command {name!r}[/]\n{usage()}")
         return EXIT_USAGE
     command = COMMANDS[name]
+    console.quiet = not group_leader()  # the ranks a DDP launcher starts re-run this command: rank 0 alone speaks
     quiet_lightning()
     try:
         values = parse_words(words)
