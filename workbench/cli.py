@@ -97,11 +97,12 @@ def cmd_synth(cfg: SynthConfig) -> int:
 def cmd_extract(cfg: ExtractConfig) -> int:
     track = get_track(cfg.track)
     items = track.read_items(cfg.data_dir)
+    views = track.test_views(cfg.views)
     summary = extract(
         items,
         track.name,
         cfg.feature_specs(track.media),
-        cfg.views,
+        views,
         cache_root=cfg.cache,
         batch_size=cfg.batch,
         workers=cfg.workers,
@@ -109,7 +110,7 @@ def cmd_extract(cfg: ExtractConfig) -> int:
         devices=cfg.devices,
         strategy=cfg.strategy,
     )
-    return report_extraction(summary, cfg.views)
+    return report_extraction(summary, views)
 
 
 def report_extraction(summary: ExtractionSummary, views: Sequence[str]) -> int:
@@ -282,7 +283,7 @@ def check_budget(track: Track, pipeline: Pipeline) -> None:
 def cmd_profile(cfg: ProfileConfig) -> int:
     track = get_track(cfg.track)
     families = [view_family(spec) for spec in cfg.feature_specs(track.media)]
-    pipeline = Pipeline.of(cfg, track, split_variants(families, cfg.views))
+    pipeline = Pipeline.of(cfg, track, split_variants(families, track.test_views(cfg.views)))
     costs, total = cost_table(track, pipeline)
     console.print(costs)
     limits = budget_rows(track, total)
