@@ -92,6 +92,9 @@ def test_images_refuse_temporal_views_and_tracks_check_their_declaration(tmp_pat
     TimedImages.tta_views = ("center", "s0")
     with pytest.raises(ValueError, match="s0 belong to none of the view families resize"):
         check_test_views(TimedImages)
+    TimedImages.tta_views, TimedImages.demo_views = ("center", "tl"), ("center@t0.5",)
+    with pytest.raises(ValueError, match="track timed_images: demo_views center@t0.5: .*no time axis"):
+        check_test_views(TimedImages)
 
 
 def submitted(out: Path) -> pd.Series:

@@ -38,14 +38,16 @@ def register_track(cls: type[Track]) -> type[Track]:
 
 
 def check_test_views(track: type[Track]) -> None:
-    """A track's declared test-time views must each belong to one of its default view families, every family must get
-    one, and only video may shift key frames in time: a bad declaration fails when the track is loaded."""
+    """A track's declared test-time (and demo) views must each belong to one of its default view families, every family
+    must get one, and only video may shift key frames in time: a bad declaration fails when the track is loaded."""
     families = [FAMILIES.get(name) for name in str(track.defaults.get("view", DEFAULT_FAMILY)).split("+")]
-    try:
-        split_variants(families, track.tta_views)
-        check_time_axis(track.tta_views, track.media)
-    except ValueError as error:
-        raise ValueError(f"track {track.name}: tta_views {', '.join(track.tta_views)}: {error}") from None
+    for name in ("tta_views", "demo_views"):
+        views = getattr(track, name)
+        try:
+            split_variants(families, views or track.tta_views)
+            check_time_axis(views, track.media)
+        except ValueError as error:
+            raise ValueError(f"track {track.name}: {name} {', '.join(views)}: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,9 @@ class Track:
     # The test-time views extraction computes (and profile costs) unless `views=` says otherwise; a run predicts
     # every view it was trained on and a submission averages them (or the subset `tta=` names).
     tta_views: ClassVar[tuple[str, ...]] = ("center", "hflip")
+    # The demo's views where they must be fewer than tta_views to keep the demo quick (empty: tta_views); each view
+    # costs a backbone pass per frame and adds training rows.
+    demo_views: ClassVar[tuple[str, ...]] = ()
 
     def test_views(self, asked: Sequence[str]) -> tuple[str, ...]:
         """The views asked for, or the track's declared test-time views when none are."""

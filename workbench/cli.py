@@ -315,6 +315,8 @@ def score_submission(cfg: ScoreConfig) -> dict[str, float | str]:
 def cmd_demo(values: dict[str, str]) -> int:
     """Synthesise (if absent), extract, train every fold, train the shuffled-label control, submit, score."""
     track = get_track(values.get("track", "kvq"))
+    if track.demo_views and "views" not in values:
+        values = {**values, "views": ",".join(track.demo_views)}
     timings: dict[str, float] = {}
 
     def stage(name: str, fn: Callable[[], object]) -> object:
