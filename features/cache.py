@@ -3,7 +3,8 @@
 Layout: `<root>/<track>/<backbone>__<view family><side>__<hash>/` holding `manifest.json`, `part-*.parquet` (rows
 `item_id, view, t, time, feature`) and `failures-*.parquet` (rows `item_id, path, reason, time`). The hash covers
 everything that changes a vector (`FeatureSpec.identity`), so two configurations never share a folder; the variants of
-a view family (`center`, `hflip`, fragment draws) are rows, so asking for more of them later adds rows to the same set.
+a view family (`center`, `hflip`, corner crops, fragment draws, temporal offsets) are rows, so asking for more of them
+later adds rows to the same set: given the spec, a variant's name fully determines its pixels (see features.views).
 
 Parts are only ever written whole (temporary name, then rename) and never rewritten, so a killed run leaves at most
 a stale temporary file, which no reader globs for.
@@ -40,7 +41,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from features.decode import DECODERS
-from features.views import view_family
+from features.views import DEFAULT_FAMILY, view_family
 from workbench.atomic import atomic_path, write_text
 
 SCHEMA_VERSION = 2  # 2: vectors as fixed-size binary (1: Arrow fixed-size lists)
@@ -66,7 +67,7 @@ class FeatureSpec:
     frames: int = 8
     fps: float = 1.0
     phase: float = 0.0
-    view: str = "resize"
+    view: str = DEFAULT_FAMILY
     size: int = 224
     grid: int = 7
     patch: int = 32

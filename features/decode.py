@@ -12,6 +12,7 @@ RGB. An image is a clip of one frame (T=1), so views and the cache treat both me
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -46,6 +47,10 @@ class FrameSampling:
 
     def targets(self) -> np.ndarray:
         return (np.arange(self.frames) + self.phase) / self.fps
+
+    def shifted(self, offset: float) -> FrameSampling:
+        """The same sampling `offset` of a period later, wrapping within the period (a temporal test-time view)."""
+        return dataclasses.replace(self, phase=(self.phase + offset) % 1.0)
 
 
 @dataclass

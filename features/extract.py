@@ -2,7 +2,8 @@
 prediction-writer callback that streams Parquet parts into the cache.
 
 One run fills one or several feature sets that differ only in their view family (aesthetic + fragments + native of
-a 4K image, say): each item is decoded once and every family cuts its views from that one decode.
+a 4K image, say): each item is decoded once (once per temporal offset its variants ask for) and every family cuts its
+views from that decode.
 DataLoader workers decode and build views while the model runs; the writer flushes a part every `part_items` items
 or `flush_seconds`, whichever comes first, so memory stays flat and a kill loses at most that much work. The model's
 process keeps to the cores the workers leave it (`model_threads`). A rerun
@@ -44,7 +45,7 @@ from features.cache import (
     write_part,
 )
 from features.decode import DECODERS, Decoder, FrameSampling, MediaError
-from features.views import ViewFamily, split_variants, view_family
+from features.views import Variant, ViewFamily, check_time_axis, split_variants, view_family
 from workbench.atomic import remove_stale_temporaries
 
 
@@ -59,9 +60,37 @@ class Job:
         return [s for s, views in enumerate(self.views) if views]
 
 
+Rendered = list[list[tuple[str, torch.Tensor, np.ndarray]]]  # per feature set: (variant, pixels [T, 3, S, S], times)
+
+
+def render_item(
+    decoder: Decoder,
+    path: str,
+    sampling: FrameSampling,
+    families: Sequence[ViewFamily],
+    variants: Sequence[tuple[str, ...]],
+) -> Rendered:
+    """Per feature set, each of its variants' frames with their times. The media are decoded once per distinct
+    temporal offset among the variants asked for (once, when none is shifted), and each family renders its geometries
+    from the frames of their offset."""
+    parsed = [[Variant.parse(name) for name in names] for names in variants]
+    offsets = sorted({v.offset for views in parsed for v in views})
+    clips = {offset: decoder.read(path, sampling.shifted(offset)) for offset in offsets}
+    rendered = []
+    for family, names, views in zip(families, variants, parsed, strict=True):
+        out = {}
+        for offset, clip in clips.items():
+            here = [(name, v.geometry) for name, v in zip(names, views) if v.offset == offset]
+            if here:
+                pixels = family.render(clip.frames, [geometry for _, geometry in here])
+                out.update({name: (frames, clip.times) for (name, _), frames in zip(here, pixels)})
+        rendered.append([(name, *out[name]) for name in names])
+    return rendered
+
+
 class MediaDataset(Dataset):
-    """One item per index: decoded once, then every variant each feature set still lacks; or the reason it cannot be
-    read."""
+    """One item per index: every variant each feature set still lacks (see render_item); or the reason the item
+    cannot be read."""
 
     def __init__(self, jobs: Sequence[Job], decoder: Decoder, sampling: FrameSampling, families: Sequence[ViewFamily]):
         self.jobs = list(jobs)
@@ -77,32 +106,30 @@ class MediaDataset(Dataset):
         if not job.sets:  # padding that gives an idle rank a batch: nothing to decode or write
             return {"job": job, "pixels": [None] * len(self.families), "times": None, "error": None}
         try:
-            clip = self.decoder.read(job.path, self.sampling)
-            pixels = [f.render(clip.frames, views) if views else None for f, views in zip(self.families, job.views)]
+            views = render_item(self.decoder, job.path, self.sampling, self.families, job.views)
         except MediaError as error:
             return {"job": job, "error": error.reason}
         except Exception as error:  # a decoder crash on one file must not end a run of thousands
             return {"job": job, "error": f"{type(error).__name__}: {error}"}
-        return {"job": job, "pixels": pixels, "times": clip.times, "error": None}
+        return {"job": job, "views": views, "error": None}
 
 
 def collate(samples: list[dict]) -> dict:
     """Per feature set, the frames of every variant of every readable item in one tensor, with per-row bookkeeping
-    beside it (sets differ in image size, so they cannot share a tensor)."""
+    beside it (sets differ in image size, so they cannot share a tensor; variants of another temporal offset may
+    have fewer frames near a clip's end)."""
     ok = [s for s in samples if s["error"] is None]
     sets = []
     for index in range(len(samples[0]["job"].views)):
         rows = {"item_id": [], "view": [], "t": [], "time": []}
         pixels = []
         for sample in ok:
-            if sample["pixels"][index] is None:
-                continue
-            views, frames = sample["pixels"][index].shape[:2]
-            rows["item_id"] += [sample["job"].item_id] * (views * frames)
-            rows["view"] += [v for v in sample["job"].views[index] for _ in range(frames)]
-            rows["t"] += list(range(frames)) * views
-            rows["time"] += sample["times"].tolist() * views
-            pixels.append(sample["pixels"][index].flatten(0, 1))
+            for view, frames, times in sample["views"][index]:
+                rows["item_id"] += [sample["job"].item_id] * len(frames)
+                rows["view"] += [view] * len(frames)
+                rows["t"] += range(len(frames))
+                rows["time"] += times.tolist()
+                pixels.append(frames)
         sets.append({"pixels": torch.cat(pixels) if pixels else torch.empty(0), "rows": rows})
     failures = [
         {"item_id": s["job"].item_id, "path": s["job"].path, "reason": s["error"], "sets": s["job"].sets}
@@ -316,6 +343,7 @@ def extract(
     common = specs[0]
     families = [view_family(spec) for spec in specs]
     variants = split_variants(families, views)
+    check_time_axis(views, common.media)
     folders = [cache_dir(cache_root, track, spec) for spec in specs]
     backbone = create_backbone(common.backbone, weights=common.weights)
     leader = group_leader()

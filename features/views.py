@@ -1,9 +1,20 @@
 """View families: how the decoded frames of one item become the square images a backbone sees.
 
 A family is a geometry (`resize`, `aesthetic`, `native`, `salient`, `fragments`) and one feature set in the cache; its
-variants are rows of that set: `center` and `hflip` for the crop families, seeded draws `s0`, `s1`, ... (optionally
-`s0-hflip`) for fragments. A family's parameters are the fields of its dataclass, named as in `FeatureSpec`, so the
+variants are rows of that set. A family's parameters are the fields of its dataclass, named as in `FeatureSpec`, so the
 cache key covers exactly the geometry that changes its pixels.
+
+Variant names (parsed here and nowhere else) are `<geometry>[@t<offset>]`:
+  * crop families: `center` and its mirror `hflip`; `resize` and `native` also take the windows anchored at a corner,
+    `tl`, `tr`, `bl`, `br`, each mirrorable (`tl-hflip`). `resize` keeps a square of the short side, so on a landscape
+    frame `tl`/`bl` are its left end and `tr`/`br` its right end, on a portrait frame `tl`/`tr` the top and `bl`/`br`
+    the bottom: `tl` and `br` are the start and end of the long side (the three crops of video test-time views).
+  * fragments: seeded draws `s0`, `s1`, ..., each mirrorable (`s0-hflip`).
+  * `@t<offset>` (video only): the same geometry on key frames sampled `offset` of a sampling period later (the phase
+    shifted, wrapping within the period), `center@t0.5` halfway between the spec's own key frames. The offset is
+    written in its shortest decimal form, so one set of pixels has one name.
+Given the FeatureSpec (which fixes the frames, fps, phase and geometry), a variant's name fully determines its pixels:
+that is why variants can be rows under one cache key.
 
 Memory: frames arrive as one uint8 (or uint16) array, which may be a 3840-wide image. Families cut views of it first
 and convert only what they keep to float; a whole-frame resize runs on the uint8 array itself (torch's antialiased
@@ -27,6 +38,7 @@ from scipy import ndimage
 from workbench.registry import Registry
 
 FAMILIES: Registry[type[ViewFamily]] = Registry("view family")
+DEFAULT_FAMILY = "resize"
 
 
 def register_family(name: str) -> Callable[[type[ViewFamily]], type[ViewFamily]]:
@@ -43,17 +55,56 @@ def view_family(spec: Any) -> ViewFamily:
     return cls(**{f.name: getattr(spec, f.name) for f in dataclasses.fields(cls)})
 
 
-def split_variants(families: Sequence[ViewFamily], views: Sequence[str]) -> list[tuple[str, ...]]:
+@dataclass(frozen=True)
+class Variant:
+    """A variant's name split into the geometry a family renders and the shift of its key frames."""
+
+    geometry: str
+    offset: float = 0.0  # fraction of a sampling period the key frames are sampled later; 0: the spec's own frames
+
+    @classmethod
+    def parse(cls, name: str) -> Variant:
+        geometry, at, shift = name.partition("@t")
+        if not at:
+            return cls(name)
+        try:
+            offset = float(shift)
+        except ValueError:
+            offset = None
+        if not geometry or offset is None or not 0 < offset < 1 or str(offset) != shift:
+            raise ValueError(
+                f"view {name!r}: a temporal offset is written <view>@t<x> with 0 < x < 1 in its shortest decimal "
+                f"form, e.g. center@t0.5"
+            )
+        return cls(geometry, offset)
+
+
+def check_time_axis(views: Sequence[str], media: str) -> None:
+    """Temporal offsets shift key frames: only video has them to shift."""
+    shifted = [v for v in views if Variant.parse(v).offset]
+    if shifted and media != "video":
+        raise ValueError(
+            f"view(s) {', '.join(shifted)} shift key frames in time (@t), but {media} media have no time axis; "
+            f"drop the @t part"
+        )
+
+
+def split_variants(families: Sequence[ViewFamily | type[ViewFamily]], views: Sequence[str]) -> list[tuple[str, ...]]:
     """The variants each family takes from `views`, in their given order; every view must belong to some family and
-    every family must get one, so `views=center,hflip,s0,s1` serves aesthetic+fragments at once."""
+    every family must get one, so `views=center,hflip,s0,s1` serves aesthetic+fragments at once. A family is matched
+    on a view's geometry, whatever its temporal offset."""
     if len(set(views)) != len(views):
         raise ValueError(f"views {list(views)} name a view twice")
     names = ", ".join(f.name for f in families)
-    orphans = [v for v in views if not any(f.accepts(v) for f in families)]
+    geometry = {v: Variant.parse(v).geometry for v in views}
+    orphans = [v for v in views if not any(f.accepts(geometry[v]) for f in families)]
     if orphans:
         takes = "; ".join(f"{f.name} takes {f.variant_help}" for f in families)
-        raise ValueError(f"view(s) {', '.join(orphans)} belong to none of the view families {names} ({takes})")
-    chosen = [tuple(v for v in views if f.accepts(v)) for f in families]
+        raise ValueError(
+            f"view(s) {', '.join(orphans)} belong to none of the view families {names} ({takes}; on video, any of "
+            f"them shifted in time as <view>@t<x>)"
+        )
+    chosen = [tuple(v for v in views if f.accepts(geometry[v])) for f in families]
     for family, variants in zip(families, chosen, strict=True):
         if not variants:
             raise ValueError(
@@ -104,23 +155,46 @@ class ViewFamily(abc.ABC):
     def side(self) -> int:
         """The side of the square images the family makes."""
 
+    @classmethod
     @abc.abstractmethod
-    def accepts(self, variant: str) -> bool: ...
+    def accepts(cls, geometry: str) -> bool:
+        """Whether the family renders this geometry (a variant's name without its temporal offset)."""
 
     @abc.abstractmethod
-    def render(self, frames: np.ndarray, variants: Sequence[str]) -> torch.Tensor:
-        """[T, H, W, 3] uint8/uint16 -> [V, T, 3, side, side] float32 in [0, 1], one row per variant."""
+    def render(self, frames: np.ndarray, geometries: Sequence[str]) -> torch.Tensor:
+        """[T, H, W, 3] uint8/uint16 -> [V, T, 3, side, side] float32 in [0, 1], one row per geometry."""
 
 
-_FLIPS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"center": lambda x: x, "hflip": lambda x: x.flip(-1)}
+CORNERS = ("tl", "tr", "bl", "br")
+_CROP = re.compile(r"center|hflip|(tl|tr|bl|br)(-hflip)?")
+
+
+def crop_parts(geometry: str) -> tuple[str, bool] | None:
+    """(position, mirrored) of a crop variant: `center`, `hflip` (the centre mirrored), a corner, a mirrored corner
+    (`tl-hflip`); None for a name of no crop."""
+    match = _CROP.fullmatch(geometry)
+    if match is None:
+        return None
+    if geometry in ("center", "hflip"):
+        return "center", geometry == "hflip"
+    return match[1], match[2] is not None
+
+
+def anchor(position: str, height: int, width: int, side: int) -> tuple[int, int]:
+    """(top, left) of a side x side window at the centre of the frame or against one of its corners."""
+    if position == "center":
+        return (height - side) // 2, (width - side) // 2
+    vertical, horizontal = position
+    return (0 if vertical == "t" else height - side), (0 if horizontal == "l" else width - side)
 
 
 @dataclass(frozen=True)
 class CropFamily(ViewFamily):
-    """One square image per frame; the variants are that image and its mirror."""
+    """One square image per frame and position; the variants are those images and their mirrors."""
 
     size: int
-    variant_help: ClassVar[str] = ", ".join(_FLIPS)
+    positions: ClassVar[tuple[str, ...]] = ("center",)
+    variant_help: ClassVar[str] = "center, hflip"
 
     def __post_init__(self):
         if self.size < 1:
@@ -130,28 +204,46 @@ class CropFamily(ViewFamily):
     def side(self) -> int:
         return self.size
 
-    def accepts(self, variant: str) -> bool:
-        return variant in _FLIPS
+    @classmethod
+    def accepts(cls, geometry: str) -> bool:
+        parts = crop_parts(geometry)
+        return parts is not None and parts[0] in cls.positions
 
-    def render(self, frames: np.ndarray, variants: Sequence[str]) -> torch.Tensor:
-        base = self.base(frames)
-        return torch.stack([_FLIPS[v](base) for v in variants])
+    def render(self, frames: np.ndarray, geometries: Sequence[str]) -> torch.Tensor:
+        parts = [crop_parts(g) for g in geometries]
+        crops = {position: self.crop(frames, position) for position, _ in parts}
+        return torch.stack([crops[position].flip(-1) if mirrored else crops[position] for position, mirrored in parts])
 
     @abc.abstractmethod
-    def base(self, frames: np.ndarray) -> torch.Tensor:
-        """[T, H, W, 3] -> [T, 3, size, size]."""
+    def crop(self, frames: np.ndarray, position: str) -> torch.Tensor:
+        """[T, H, W, 3] -> [T, 3, size, size], the image at `position` (one of `positions`)."""
+
+
+@dataclass(frozen=True)
+class WindowFamily(CropFamily):
+    """A square window of the frame resized to `size`: at the centre, or against a corner."""
+
+    positions: ClassVar[tuple[str, ...]] = ("center", *CORNERS)
+    variant_help: ClassVar[str] = "center, hflip, corners tl, tr, bl, br, each optionally mirrored (tl-hflip)"
+
+    @abc.abstractmethod
+    def window(self, height: int, width: int) -> int:
+        """The side of the window cut from a height x width frame."""
+
+    def crop(self, frames: np.ndarray, position: str) -> torch.Tensor:
+        height, width = frames.shape[1:3]
+        side = self.window(height, width)
+        return square(frames, *anchor(position, height, width, side), side, self.size)
 
 
 @register_family("resize")
 @dataclass(frozen=True)
-class Resize(CropFamily):
-    """The centre square of side min(H, W) resized to `size`: a short-side resize and centre crop, resampling only the
-    kept square (the key-frame view of the video tracks)."""
+class Resize(WindowFamily):
+    """The square of side min(H, W) resized to `size`: a short-side resize and crop, resampling only the kept square
+    (the key-frame view of the video tracks); its corner windows are the ends of the long side."""
 
-    def base(self, frames: np.ndarray) -> torch.Tensor:
-        height, width = frames.shape[1:3]
-        side = min(height, width)
-        return square(frames, (height - side) // 2, (width - side) // 2, side, self.size)
+    def window(self, height: int, width: int) -> int:
+        return min(height, width)
 
 
 @register_family("aesthetic")
@@ -160,20 +252,18 @@ class Aesthetic(CropFamily):
     """The whole frame resized to size x size: composition and colour survive whole; the aspect ratio is given up
     rather than a third of a 16:9 picture."""
 
-    def base(self, frames: np.ndarray) -> torch.Tensor:
+    def crop(self, frames: np.ndarray, position: str) -> torch.Tensor:
         return resample(frames, (self.size, self.size))
 
 
 @register_family("native")
 @dataclass(frozen=True)
-class Native(CropFamily):
-    """The centre size x size crop at native resolution (pixel-level distortions intact); a frame smaller than `size`
-    gives its centre square, upsampled."""
+class Native(WindowFamily):
+    """The size x size crop at native resolution (pixel-level distortions intact), at the centre or a corner; a frame
+    smaller than `size` gives its square of the short side, upsampled."""
 
-    def base(self, frames: np.ndarray) -> torch.Tensor:
-        height, width = frames.shape[1:3]
-        side = min(self.size, height, width)
-        return square(frames, (height - side) // 2, (width - side) // 2, side, self.size)
+    def window(self, height: int, width: int) -> int:
+        return min(self.size, height, width)
 
 
 SALIENCY_THUMBNAIL = 128  # long side of the map: spectral residual works on the coarse scale (Hou & Zhang used 64)
@@ -215,7 +305,7 @@ class Salient(CropFamily):
     """The native-resolution size x size crop centred on what a spectral-residual saliency map finds most salient
     (one window for all frames of a clip). The UHD-IQA winner's released "saliency" view was a plain centre crop."""
 
-    def base(self, frames: np.ndarray) -> torch.Tensor:
+    def crop(self, frames: np.ndarray, position: str) -> torch.Tensor:
         height, width = frames.shape[1:3]
         side = min(self.size, height, width)
         saliency = saliency_map(frames)
@@ -249,8 +339,9 @@ class Fragments(ViewFamily):
     def side(self) -> int:
         return self.grid * self.patch
 
-    def accepts(self, variant: str) -> bool:
-        return _DRAW.fullmatch(variant) is not None
+    @classmethod
+    def accepts(cls, geometry: str) -> bool:
+        return _DRAW.fullmatch(geometry) is not None
 
     def origins(self, height: int, width: int, draw: int) -> tuple[np.ndarray, np.ndarray]:
         """Top and left [grid, grid] of every patch of a draw; patch (i, j) lies inside cell (i, j)."""
@@ -261,7 +352,7 @@ class Fragments(ViewFamily):
         left = cells[None, :] * cell_w + rng.integers(0, cell_w - self.patch + 1, size=(self.grid, self.grid))
         return top, left
 
-    def render(self, frames: np.ndarray, variants: Sequence[str]) -> torch.Tensor:
+    def render(self, frames: np.ndarray, geometries: Sequence[str]) -> torch.Tensor:
         height, width = frames.shape[1:3]
         if min(height, width) < self.side:  # too small for the lattice: upsample it, as FAST-VQA does
             scale = self.side / min(height, width)
@@ -270,8 +361,8 @@ class Fragments(ViewFamily):
             height, width = size
         offsets = np.arange(self.patch)
         views = []
-        for variant in variants:
-            draw, flip = _DRAW.fullmatch(variant).groups()
+        for geometry in geometries:
+            draw, flip = _DRAW.fullmatch(geometry).groups()
             top, left = self.origins(height, width, int(draw))
             rows = top[:, :, None, None] + offsets[:, None]  # [grid, grid, patch, 1]
             cols = left[:, :, None, None] + offsets[None, :]  # [grid, grid, 1, patch]

@@ -15,7 +15,15 @@ import torch
 import torch.nn.functional as F
 
 from features.cache import Features, FeatureSpec, concat_features, family_variants
-from features.views import FAMILIES, saliency_map, salient_window, split_variants, view_family
+from features.views import (
+    FAMILIES,
+    Variant,
+    check_time_axis,
+    saliency_map,
+    salient_window,
+    split_variants,
+    view_family,
+)
 
 
 def family(view: str, **geometry):
@@ -82,6 +90,44 @@ def test_native_crop_is_the_exact_centre_and_flips():
     np.testing.assert_array_equal(rows[:, 0], np.arange(118, 182))
     np.testing.assert_array_equal(cols[0], np.arange(218, 282))
     assert torch.equal(out[1], out[0].flip(-1))
+
+
+@pytest.mark.parametrize(("corner", "top", "left"), [("tl", 0, 0), ("tr", 0, 436), ("bl", 236, 0), ("br", 236, 436)])
+def test_native_corner_windows_touch_their_corner(corner, top, left):
+    out = family("native", size=64).render(coordinates(300, 500), ["center", corner, f"{corner}-hflip"])
+    rows, cols = read_back(out[1, 0])
+    np.testing.assert_array_equal(rows[:, 0], np.arange(top, top + 64))
+    np.testing.assert_array_equal(cols[0], np.arange(left, left + 64))
+    assert not torch.equal(out[1], out[0])
+    assert torch.equal(out[2], out[1].flip(-1))
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "start", "end"), [(200, 400, (0, 0), (0, 200)), (400, 200, (0, 0), (200, 0))]
+)
+def test_resize_corners_are_the_ends_of_the_long_side(height, width, start, end):
+    """A square of the short side, copied as is (size = short side): tl and br hold the two ends of the long side,
+    on a landscape frame (left, right) and on a portrait one (top, bottom); center lies between them."""
+    out = family("resize", size=200).render(coordinates(height, width), ["tl", "br", "center"])
+    for view, (top, left) in zip(out, (start, end, ((height - 200) // 2, (width - 200) // 2))):
+        rows, cols = read_back(view[0])
+        assert (rows[0, 0], cols[0, 0]) == (top, left) and (rows[-1, -1], cols[-1, -1]) == (top + 199, left + 199)
+
+
+def test_variant_names_parse_in_one_grammar():
+    assert Variant.parse("tl-hflip") == Variant("tl-hflip", 0.0)
+    assert Variant.parse("s1-hflip@t0.25") == Variant("s1-hflip", 0.25)
+    for bad in ("center@t0.50", "center@t1", "center@t0", "center@t.5", "@t0.5", "center@tx"):
+        with pytest.raises(ValueError, match="shortest decimal form"):
+            Variant.parse(bad)
+    families = [family("aesthetic", size=32), family("native", size=32)]
+    both = [("center", "hflip@t0.5"), ("center", "tl", "hflip@t0.5")]  # aesthetic has no corners
+    assert split_variants(families, ["center", "tl", "hflip@t0.5"]) == both
+    with pytest.raises(ValueError, match="view.s. center-hflip belong to none"):  # the centre's mirror is `hflip`
+        split_variants(families, ["center", "tl", "center-hflip"])
+    check_time_axis(["center", "s0"], "image")
+    with pytest.raises(ValueError, match="center@t0.5 shift key frames in time .* image media have no time axis"):
+        check_time_axis(["center", "center@t0.5"], "image")
 
 
 def test_aesthetic_keeps_the_whole_frame_and_resize_its_centre_square():

@@ -16,6 +16,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
+from features.views import DEFAULT_FAMILY, FAMILIES, check_time_axis, split_variants
 from workbench import metrics
 from workbench.atomic import write_bytes
 from workbench.registry import Registry
@@ -32,7 +33,21 @@ class LayoutError(ValueError):
 
 
 def register_track(cls: type[Track]) -> type[Track]:
+    check_test_views(cls)
     return TRACKS.register(cls.name)(cls)
+
+
+def check_test_views(track: type[Track]) -> None:
+    """A track's declared test-time (and demo) views must each belong to one of its default view families, every family
+    must get one, and only video may shift key frames in time: a bad declaration fails when the track is loaded."""
+    families = [FAMILIES.get(name) for name in str(track.defaults.get("view", DEFAULT_FAMILY)).split("+")]
+    for name in ("tta_views", "demo_views"):
+        views = getattr(track, name)
+        try:
+            split_variants(families, views or track.tta_views)
+            check_time_axis(views, track.media)
+        except ValueError as error:
+            raise ValueError(f"track {track.name}: {name} {', '.join(views)}: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -124,6 +139,16 @@ class Track:
     # the scorer is raw PLCC or absolute (RMSE, MAE); `submit calibration=` overrides it.
     calibrate: ClassVar[str] = "none"
     budget: ClassVar[Budget | None] = None  # the challenge's limit on the model, checked at submit
+    # The test-time views extraction computes (and profile costs) unless `views=` says otherwise; a run predicts
+    # every view it was trained on and a submission averages them (or the subset `tta=` names).
+    tta_views: ClassVar[tuple[str, ...]] = ("center", "hflip")
+    # The demo's views where they must be fewer than tta_views to keep the demo quick (empty: tta_views); each view
+    # costs a backbone pass per frame and adds training rows.
+    demo_views: ClassVar[tuple[str, ...]] = ()
+
+    def test_views(self, asked: Sequence[str]) -> tuple[str, ...]:
+        """The views asked for, or the track's declared test-time views when none are."""
+        return tuple(asked) or self.tta_views
 
     def read_items(self, data: Path) -> pd.DataFrame:
         """The items table of the organiser's layout under `data`."""

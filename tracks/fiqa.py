@@ -90,6 +90,8 @@ class FIQA(CorrelationTrack):
     submission = SubmissionFormat("predictions.csv", "image_name", ("score",), readme="readme.txt")
     calibrate = "logistic4"
     budget = Budget(flops=0.5e9, params=5e6)
+    # Faces come centred: the mirror is a free second view, while the corner windows of a portrait cut the face.
+    tta_views = ("center", "hflip")
     # The head trains for more steps than the spine's default: a few hundred items give few steps per epoch.
     defaults = {"frames": 1, "view": "resize", "size": 352, "items": 200, "epochs": 60, "lr": 3e-3, "batch": 16}
 

@@ -60,13 +60,15 @@ class UHDIQA(CorrelationTrack):
     submission = SubmissionFormat("predictions.csv", "image_name", ("quality_mos",), readme="readme.txt")
     calibrate = "logistic4"
     budget = Budget(macs=50e9)
+    # Each family takes its own: aesthetic and salient the image and its mirror, native also the windows at two
+    # opposite corners (detail away from the centre), fragments four seeded draws; paired by index, four views.
+    tta_views = ("center", "hflip", "tl", "br", "s0", "s1", "s2", "s3")
     defaults = {
         "frames": 1,
         "view": "aesthetic+fragments+native+salient",
         "size": 480,
         "grid": 15,
         "patch": 32,
-        "views": ("center", "hflip", "s0", "s1", "s2", "s3"),
         "items": 60,
         "epochs": 60,  # more steps than the spine's default: a few hundred training rows give few per epoch
         "lr": 3e-3,

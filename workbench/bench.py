@@ -57,7 +57,7 @@ from workbench.losses import CombinedLoss
 from workbench.train import TrainingData, open_or_create_run, predict, run_summary, train_fold
 
 Progress = Callable[[str], None]
-VIEWS = ("center", "hflip")  # the extraction default: every key frame is seen twice
+VIEWS = ("center", "hflip")  # a frame and its mirror: every key frame is seen twice
 BATCH_ITEMS = 1  # clips per batch: a 10 s clip's 16 images keep a CPU busy, and the pipeline fills in one clip
 WORKERS = 1  # DataLoader workers decoding while the model runs: one per spare core on this 2-core machine
 PART_ITEMS = 256  # items per cache part, as the extraction writer flushes them

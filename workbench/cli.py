@@ -112,11 +112,12 @@ def cmd_synth(cfg: SynthConfig) -> int:
 def cmd_extract(cfg: ExtractConfig) -> int:
     track = get_track(cfg.track)
     items = track.read_items(cfg.data_dir)
+    views = track.test_views(cfg.views)
     summary = extract(
         items,
         track.name,
         cfg.feature_specs(track.media),
-        cfg.views,
+        views,
         cache_root=cfg.cache,
         batch_size=cfg.batch,
         workers=cfg.workers,
@@ -126,7 +127,7 @@ def cmd_extract(cfg: ExtractConfig) -> int:
     )
     if not group_leader():
         return 0  # rank 0 reports for the group; a rank Lightning started that exits non-zero gets the group killed
-    return report_extraction(summary, cfg.views)
+    return report_extraction(summary, views)
 
 
 def report_extraction(summary: ExtractionSummary, views: Sequence[str]) -> int:
@@ -399,7 +400,7 @@ def check_budget(track: Track, *pipelines: Pipeline) -> None:
 def cmd_profile(cfg: ProfileConfig) -> int:
     track = get_track(cfg.track)
     families = [view_family(spec) for spec in cfg.feature_specs(track.media)]
-    pipeline = Pipeline.of(cfg, track, split_variants(families, cfg.views))
+    pipeline = Pipeline.of(cfg, track, split_variants(families, track.test_views(cfg.views)))
     costs, total = cost_table(track, pipeline)
     console.print(costs)
     limits = budget_rows(track, total)
@@ -431,6 +432,8 @@ def score_submission(cfg: ScoreConfig) -> dict[str, float | str]:
 def cmd_demo(values: dict[str, str]) -> int:
     """Synthesise (if absent), extract, train every fold, train the shuffled-label control, submit, score."""
     track = get_track(values.get("track", "kvq"))
+    if track.demo_views and "views" not in values:
+        values = {**values, "views": ",".join(track.demo_views)}
     timings: dict[str, float] = {}
 
     def stage(name: str, fn: Callable[[], object]) -> object:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from features.cache import FeatureSpec
+from features.views import DEFAULT_FAMILY
 
 T = TypeVar("T")
 
@@ -44,7 +45,7 @@ class FeatureConfig(TrackConfig):
     frames: int = 8
     fps: float = 1.0
     phase: float = 0.0
-    view: str = "resize"  # view family, or families joined by '+'
+    view: str = DEFAULT_FAMILY  # view family, or families joined by '+'
     size: int = 224  # side of the crop families (resize, aesthetic, native, salient)
     grid: int = 7  # fragments: grid x grid patches of patch x patch native pixels
     patch: int = 32
@@ -63,12 +64,9 @@ class FeatureConfig(TrackConfig):
         return tuple(FeatureSpec(**common, media=media, view=family) for family in families)
 
 
-DEFAULT_VIEWS = ("center", "hflip")
-
-
 @dataclass(frozen=True)
 class ExtractConfig(FeatureConfig):
-    views: tuple[str, ...] = DEFAULT_VIEWS  # variants; each view family takes those it knows
+    views: tuple[str, ...] = ()  # variants, each view family taking those it knows; empty: the track's tta_views
     batch: int = 4  # items per batch
     workers: int = 1  # DataLoader processes decoding ahead of the model
     devices: int = 1
@@ -101,7 +99,9 @@ class TrainConfig(HeadConfig, FeatureConfig):
 
 @dataclass(frozen=True)
 class ProfileConfig(HeadConfig, FeatureConfig):
-    views: tuple[str, ...] = DEFAULT_VIEWS  # the test-time variants: each is one backbone pass per frame
+    views: tuple[
+        str, ...
+    ] = ()  # the test-time variants, one backbone pass per frame each; empty: the track's tta_views
 
 
 @dataclass(frozen=True)

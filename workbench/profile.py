@@ -21,6 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from features.backbones import Backbone, create_backbone
 from features.cache import FeatureSpec
 from features.decode import DECODERS, FrameSampling
+from features.extract import render_item
 from features.views import view_family
 from tracks import Track
 from workbench.config import ProfileConfig, TrainConfig
@@ -119,11 +120,11 @@ class Pipeline:
         head = self.head_module().eval()
 
         def run(path: str) -> None:
-            clip = decoder.read(path, sampling)
+            rendered = render_item(decoder, path, sampling, self.families, self.variants)
             with torch.no_grad():
-                for family, variants in zip(self.families, self.variants, strict=True):
-                    self.backbone(family.render(clip.frames, variants).flatten(0, 1))
-                frames = len(clip.frames)
+                for views in rendered:
+                    self.backbone(torch.cat([pixels for _, pixels, _ in views]))
+                frames = max(len(pixels) for views in rendered for _, pixels, _ in views)
                 x = torch.zeros(self.views, frames, head.mean.numel())  # pairing the variants is bookkeeping, not work
                 head(x, torch.ones(self.views, frames, dtype=torch.bool))
 
