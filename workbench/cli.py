@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import optuna
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -23,7 +24,7 @@ from features.cache import CacheError, family_variants
 from features.extract import ExtractionSummary, extract
 from features.views import split_variants, view_family
 from tracks import LayoutError, Track, get_track, list_tracks
-from workbench import bench
+from workbench import bench, sweep
 from workbench.config import (
     BenchConfig,
     ConfigError,
@@ -31,6 +32,8 @@ from workbench.config import (
     ProfileConfig,
     ScoreConfig,
     SubmitConfig,
+    SweepBestConfig,
+    SweepConfig,
     SynthConfig,
     TrainConfig,
     as_dict,
@@ -373,6 +376,47 @@ def cmd_bench(cfg: BenchConfig) -> int:
     return 0
 
 
+def cmd_sweep(cfg: SweepConfig) -> int:
+    """Runs this worker's trials, then shows the study: its best trials beside the default configuration's."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial is printed here, with the run
+
+    def show(trial: optuna.trial.FrozenTrial) -> None:
+        score = f"{trial.value:.4f}" if trial.value is not None else trial.state.name.lower()
+        seconds = trial.duration.total_seconds() if trial.duration else 0.0
+        console.print(f"  trial {trial.number}: {score} in {seconds:.1f}s, run {trial.user_attrs.get('run', '-')}")
+
+    study = sweep.run_worker(cfg, show)
+    trials = study.get_trials(deepcopy=False)
+    finished = sorted((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: -t.value)
+    default = sweep.default_trial(study)
+    shown = [*finished[:10], *([default] if default and default not in finished[:10] else [])]
+    keys = ["head", "features", "lr", "epochs"]
+    rows = [
+        [t.number, t.state.name.lower(), t.value if t.value is not None else "-", t.user_attrs.get("run", "-")]
+        + [fmt(t.params.get(k, "-")) for k in keys]
+        for t in shown
+    ]
+    console.print(table(f"study {study.study_name}", ["trial", "state", "score", "run", *keys], rows))
+    counts = {state: sum(t.state.name.lower() == state for t in trials) for state in ("complete", "pruned", "fail")}
+    best = finished[0] if finished else None
+    base = default.value if default and default.value is not None else None
+    gain = best.value - base if best and base is not None else "-"
+    summary = [[base if base is not None else "-", best.value if best else "-", best.number if best else "-", gain]]
+    columns = ["default config", "best", "best trial", "gain"]
+    console.print(table("best against the default", [*columns, *counts], [summary[0] + list(counts.values())]))
+    return 0
+
+
+def cmd_sweep_best(cfg: SweepBestConfig) -> int:
+    """Trains the best trial's configuration into a normal run; where the trial finished every fold, that is its run."""
+    trial, config = sweep.best_trial(cfg)
+    console.print(f"best trial {trial.number} of {sweep.study_name(cfg.track, cfg.study)}: score {trial.value:.4f}")
+    run, summary = _train(config, range(config.folds))
+    console.print(fold_table(run, summary))
+    console.print(f"[bold green]{run.id}[/]: `just submit track={cfg.track} run={run.id}`")
+    return 0
+
+
 @dataclass(frozen=True)
 class Command:
     config: type | None
@@ -390,6 +434,8 @@ COMMANDS: dict[str, Command] = {
     "profile": Command(ProfileConfig, cmd_profile, "parameters and GMACs per item of the pipeline, against the budget"),
     "demo": Command(None, cmd_demo, "synth, extract, train, control, submit and score on demo data"),
     "bench": Command(BenchConfig, cmd_bench, "the benchmark suite: each figure against its bound or baseline"),
+    "sweep": Command(SweepConfig, cmd_sweep, "an Optuna study over heads, losses, optimiser and feature sets"),
+    "sweep-best": Command(SweepBestConfig, cmd_sweep_best, "train the best trial of a sweep into a run for submit"),
 }
 DEMO_KEYS = known_keys(SynthConfig, ExtractConfig, TrainConfig, SubmitConfig) - {"out", "run", "fold", "shuffle_labels"}
 
