@@ -122,6 +122,11 @@ class FeatureSet:
     name: str
     fields: dict[str, object]
 
+    @classmethod
+    def of(cls, name: str, cfg: TrainConfig) -> FeatureSet:
+        """The feature set `cfg` selects, named `name`."""
+        return cls(name, {field: getattr(cfg, field) for field in SELECTING})
+
 
 def manifest_fields(manifest: dict, base: TrainConfig) -> dict[str, object]:
     """The FeatureConfig fields that select the cache a manifest describes; fields its key leaves out (the geometry
@@ -144,7 +149,7 @@ def cached_feature_sets(base: TrainConfig) -> list[FeatureSet]:
             f"the default configuration's features ({', '.join(s.key() for s in own)}) are not cached under {root}: "
             "run `just extract` with the same words first; the sweep measures its trials against them"
         )
-    default = FeatureSet("+".join(spec.key() for spec in own), {f: getattr(base, f) for f in SELECTING})
+    default = FeatureSet.of("+".join(spec.key() for spec in own), base)
     sets = [default]
     for manifest_path in sorted(root.glob("*/manifest.json")):
         manifest = json.loads(manifest_path.read_text())
@@ -171,19 +176,17 @@ class SearchSpace:
     def suggest(self, trial: optuna.Trial) -> TrainConfig:
         base = self.base
         head = trial.suggest_categorical("head", sorted({*HEADS, base.head}))
-        # The linear head's hidden layer is a low-rank bottleneck without activation: width and dropout matter for
-        # the MLP only, so a linear trial keeps the default's and the sampler does not learn from noise there.
-        hidden, dropout = base.hidden, base.dropout
+        # The linear head's hidden layer is a bottleneck without activation, the same linear map at any width: the
+        # width is searched for the MLP only, so a linear trial keeps the default's and no trial is spent on it.
+        hidden = base.hidden
         if head == "mlp":
             hidden = trial.suggest_int("hidden", min(32, base.hidden), max(512, base.hidden), log=True)
-            dropout = trial.suggest_float("dropout", 0.0, max(0.5, base.dropout))
+        dropout = trial.suggest_float("dropout", 0.0, max(0.5, base.dropout))
         base_weights = CombinedLoss.from_spec(base.loss).weights
         weights = {
             term: trial.suggest_float(f"loss_{term}", 0.0, max(1.0, base_weights.get(term, 0.0)))
             for term in self.loss_terms
         }
-        if not any(weights.values()):
-            raise optuna.TrialPruned("every loss weight is 0: nothing to train on")
         chosen = {s.name: s for s in self.feature_sets}[
             trial.suggest_categorical("features", [s.name for s in self.feature_sets])
         ]
@@ -207,9 +210,9 @@ class SearchSpace:
         weights = CombinedLoss.from_spec(base.loss).weights
         params = {f"loss_{term}": weights.get(term, 0.0) for term in self.loss_terms}
         params |= {"head": base.head, "features": self.feature_sets[0].name, "lr": base.lr, "wd": base.wd}
-        params |= {"epochs": base.epochs, "batch": base.batch}
+        params |= {"epochs": base.epochs, "batch": base.batch, "dropout": base.dropout}
         if base.head == "mlp":
-            params |= {"hidden": base.hidden, "dropout": base.dropout}
+            params["hidden"] = base.hidden
         return params
 
 
