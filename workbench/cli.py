@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -380,31 +381,37 @@ def cmd_sweep(cfg: SweepConfig) -> int:
     """Runs this worker's trials, then shows the study: its best trials beside the default configuration's."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial is printed here, with the run
 
-    def show(trial: optuna.trial.FrozenTrial) -> None:
-        score = f"{trial.value:.4f}" if trial.value is not None else trial.state.name.lower()
+    def show(trial: FrozenTrial) -> None:
+        # A pruned trial's value is its last report, the mean score of the folds it finished.
+        score = "-" if trial.value is None else f"{trial.value:.4f}"
         seconds = trial.duration.total_seconds() if trial.duration else 0.0
-        console.print(f"  trial {trial.number}: {score} in {seconds:.1f}s, run {trial.user_attrs.get('run', '-')}")
+        run = trial.user_attrs.get("run", "-")
+        console.print(f"  trial {trial.number} {trial.state.name.lower()}: {score} in {seconds:.1f}s, run {run}")
 
     study = sweep.run_worker(cfg, show)
     trials = study.get_trials(deepcopy=False)
-    finished = sorted((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: -t.value)
+    finished = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: -t.value)
     default = sweep.default_trial(study)
-    shown = [*finished[:10], *([default] if default and default not in finished[:10] else [])]
+    shown = finished[:10] + [t for t in [default] if t is not None and t not in finished[:10]]
     keys = ["head", "features", "lr", "epochs"]
     rows = [
-        [t.number, t.state.name.lower(), t.value if t.value is not None else "-", t.user_attrs.get("run", "-")]
-        + [fmt(t.params.get(k, "-")) for k in keys]
+        [t.number, t.state.name.lower(), dash(t.value), t.user_attrs.get("run", "-"), *(t.params.get(k) for k in keys)]
         for t in shown
     ]
     console.print(table(f"study {study.study_name}", ["trial", "state", "score", "run", *keys], rows))
-    counts = {state: sum(t.state.name.lower() == state for t in trials) for state in ("complete", "pruned", "fail")}
+    default_score = default.value if default is not None and default.state == TrialState.COMPLETE else None
     best = finished[0] if finished else None
-    base = default.value if default and default.value is not None else None
-    gain = best.value - base if best and base is not None else "-"
-    summary = [[base if base is not None else "-", best.value if best else "-", best.number if best else "-", gain]]
-    columns = ["default config", "best", "best trial", "gain"]
-    console.print(table("best against the default", [*columns, *counts], [summary[0] + list(counts.values())]))
+    gain = best.value - default_score if best is not None and default_score is not None else None
+    states = ("complete", "pruned", "fail", "running")
+    counts = [sum(t.state.name.lower() == state for t in trials) for state in states]
+    columns = ["default config", "best", "best trial", "gain", *states]
+    row = [dash(default_score), dash(best and best.value), dash(best and best.number), dash(gain), *counts]
+    console.print(table("best against the default (pooled out-of-fold score)", columns, [row]))
     return 0
+
+
+def dash(value: object) -> object:
+    return "-" if value is None else value
 
 
 def cmd_sweep_best(cfg: SweepBestConfig) -> int:
