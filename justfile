@@ -27,6 +27,14 @@ train-fold *args:
 train *args:
     @{{python}} -m workbench train "$@"
 
+# an Optuna study over heads, losses, optimiser and cached feature sets: track=<t> trials=<n> [storage=<url>] [study=<name>]
+sweep *args:
+    @{{python}} -m workbench sweep "$@"
+
+# train the best trial of a sweep into a run for submit: track=<t> [storage=<url>] [study=<name>]
+sweep-best *args:
+    @{{python}} -m workbench sweep-best "$@"
+
 # blend runs, calibrate, write submissions/<name>/ (zip, report): track=<t> [runs=<id>,<id>] [blend=auto] [calibration=]
 submit *args:
     @{{python}} -m workbench submit "$@"

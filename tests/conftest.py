@@ -1,9 +1,15 @@
-"""Shared fixtures: tiny real media, generated on the spot (no files are shipped for them)."""
+"""Shared fixtures: tiny real media and caches, generated on the spot (no files are shipped for them)."""
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -47,3 +53,89 @@ def two_kvq_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], l
         assert main(["train", *common, *features, f"head={head}", "epochs=8", "folds=3"]) == 0
     run_ids = sorted(p.name for p in (runs / "kvq").iterdir() if p.is_dir())
     return [common[0], common[2]], run_ids
+
+
+@pytest.fixture(scope="session")
+def cached_kvq(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """A KVQ label layout (60 training videos from 20 sources, 6 test videos; no media files) with two feature sets
+    written straight into the cache: `size=32` holds a noisy copy of the score, `size=48` pure noise. Returns the
+    words that select it (data=, cache=, frames=, size=32); heads train on it in a fraction of a second."""
+    from features.cache import cache_dir, ensure_manifest, part_schema, write_part
+    from workbench.config import FeatureConfig
+
+    folder = tmp_path_factory.mktemp("cached-kvq")
+    data, cache = folder / "data", folder / "cache"
+    data.mkdir()
+    rng = np.random.default_rng(7)
+    train = pd.DataFrame({"filename": [f"train/{i:04d}.mp4" for i in range(60)], "score": rng.uniform(1, 5, 60)})
+    train.to_csv(data / "train_data.csv", index=False)
+    test = pd.DataFrame({"filename": [f"test/{i:04d}.mp4" for i in range(6)], "score": np.nan})
+    test.to_csv(data / "test_data.csv", index=False)
+    ids = [*train["filename"], *test["filename"]]
+    pd.DataFrame({"filename": ids, "source": [f"s{i // 3}" for i in range(len(ids))]}).to_csv(
+        data / "sources.csv", index=False
+    )
+    scores = np.concatenate([train["score"], rng.uniform(1, 5, len(test))])
+    views, frames, dim = ("center", "hflip"), 2, 6
+    rows = len(ids) * len(views) * frames
+    for size, signal in ((32, 1.0), (48, 0.0)):
+        (spec,) = FeatureConfig(track="kvq", frames=frames, size=size).feature_specs("video")
+        target = cache_dir(cache, "kvq", spec)
+        ensure_manifest(target, spec, {"name": "synthetic"}, dim, {})
+        score = np.repeat(scores, len(views) * frames)[:, None]
+        feature = signal * score * np.linspace(1, -1, dim) + rng.normal(0, 0.5, (rows, dim))
+        columns = {
+            "item_id": np.repeat(ids, len(views) * frames),
+            "view": np.tile(np.repeat(views, frames), len(ids)),
+            "t": np.tile(np.arange(frames), len(ids) * len(views)),
+            "time": np.tile(np.arange(frames, dtype=np.float32), len(ids) * len(views)),
+            "feature": feature,
+        }
+        write_part(target, columns, part_schema(dim, "float32"))
+    return [f"data={data}", f"cache={cache}", f"frames={frames}", "size=32"]
+
+
+SWEEP_STORAGES = ["sqlite", "journal", "postgresql"]
+SWEEP_WORDS = ["folds=3", "epochs=4", "prune_after=1"]  # tiny trials; the pruner starts after one finished trial
+
+
+def storage_word(kind: str, folder: Path) -> str:
+    """The storage= a user would give: empty (the SQLite file under the runs folder), a journal file, a database."""
+    if kind == "sqlite":
+        return ""
+    if kind == "journal":
+        return f"journal:{folder / 'shared' / 'sweep.journal'}"
+    url = os.environ.get("VQA_TEST_POSTGRES")
+    if not url:
+        pytest.skip("VQA_TEST_POSTGRES is unset: `.ci/postgres start` starts a throwaway server and prints it")
+    return url
+
+
+@dataclass
+class Study:
+    """A fresh study in one kind of storage: the words that name it (for sweep and sweep-best), the words of the
+    sweep's default configuration, and a handle for the test to inspect it."""
+
+    words: list[str]
+    train_words: list[str]
+    load: Callable[[], Any]  # -> optuna.Study
+
+    def sweep(self, trials: int, *words: str) -> list[str]:
+        """The command line of a worker running `trials` trials; `words` change the default configuration."""
+        changed = {word.partition("=")[0] for word in words}
+        kept = [word for word in self.train_words if word.partition("=")[0] not in changed]
+        return ["sweep", *self.words, *kept, *words, f"trials={trials}"]
+
+
+@pytest.fixture(params=SWEEP_STORAGES)
+def study(request: pytest.FixtureRequest, cached_kvq: list[str], tmp_path: Path) -> Study:
+    import optuna
+
+    from workbench import sweep
+
+    storage = storage_word(request.param, tmp_path)
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    paths, features = cached_kvq[:2], cached_kvq[2:]
+    words = [*paths, f"runs_dir={tmp_path / 'runs'}", f"storage={storage}", f"study={name}", "heartbeat=1"]
+    handle = sweep.open_storage(storage, str(tmp_path / "runs"), "kvq", heartbeat=1)
+    return Study(words, [*features, *SWEEP_WORDS], lambda: optuna.load_study(study_name=name, storage=handle))

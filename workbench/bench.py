@@ -11,7 +11,7 @@ one repeat, not one side of the comparison. The rows, numbered as in BENCHMARKS.
 3. reading a track's features from the cache against `np.load` of the same array from an `.npy` file;
 4. the 10-fold head training of a run against a bare PyTorch loop doing the same work;
 5. peak resident memory of a large extraction against a small one, each in a process of its own;
-6. the overhead of an Optuna trial (storage, pruning, bookkeeping) against the trial's own training.
+6. the overhead of a trial of our sweep (storage, pruning, bookkeeping) against the trial's own fold training.
 
 Media are synthetic (synth.video) and kept under `<root>/media`, so a rerun skips generating them.
 """
@@ -50,6 +50,7 @@ from features.extract import extract
 from features.views import ViewFamily, view_family
 from synth.video import encode_mp4, render_source
 from tracks import get_track
+from workbench import sweep
 from workbench.config import BenchConfig, TrainConfig
 from workbench.folds import grouped_folds
 from workbench.heads import create_head
@@ -89,7 +90,7 @@ SIZES = {
     "full": Sizes(),
     "quick": Sizes(
         clips=1, extraction_items=8, seconds=3, repeats=1, train_items=500, epochs=4, memory_items=(10, 50), trials=2,
-        trial_folds=1,
+        trial_folds=2,
     ),
 }  # fmt: skip
 
@@ -446,53 +447,44 @@ def training_rows(sizes: Sizes, cfg: BenchConfig, root: Path, progress: Progress
     ]
 
 
-def sweep_seconds(sizes: Sizes, data: TrainingData, runs: Path, storage: str | None) -> tuple[float, float]:
-    """Wall seconds of `trials` Optuna trials, and of the training inside them. A trial trains `trial_folds` folds,
-    reporting after each and asking whether to prune, as a sweep between folds would."""
-    study = optuna.create_study(storage=storage, direction="maximize", pruner=optuna.pruners.MedianPruner())
-    training = []
-
-    def objective(trial: optuna.Trial) -> float:
-        lr = trial.suggest_float("lr", 1e-4, 1e-2, log=True)
-        train = train_config(sizes, runs, f"trial-{trial.number}", lr=lr)
-        scores = []
-        with timed() as spent:
-            run = open_or_create_run(train, data)
-            for fold in range(sizes.trial_folds):
-                scores.append(train_fold(train, data, run, fold)["score"])
-                trial.report(float(np.mean(scores)), fold)
-                if trial.should_prune():
-                    break
-        training.append(spent.wall)
-        return float(np.mean(scores))
-
+def sweep_seconds(sizes: Sizes, data: TrainingData, scratch: Path, storage: str) -> tuple[float, float]:
+    """Wall seconds of `trials` trials of our sweep, and of the fold training inside them. The sweep is what `just
+    sweep` runs once the features are loaded: the storage with a heartbeat thread per trial, the study and its
+    default trial, a report and a pruning check per fold, each trial's run folder, its user attributes and its
+    pooled out-of-fold summary."""
+    base = train_config(sizes, scratch / "runs", "", folds=sizes.trial_folds)
+    space = sweep.SearchSpace(base, (sweep.FeatureSet.of(data.feature_key, base),))
+    objective = sweep.Objective(space, load=lambda cfg: data)
     with timed() as total:
+        study, _ = sweep.open_study(
+            sweep.open_storage(storage, str(scratch), "kvq", heartbeat=30), "bench", space, seed=0, prune_after=1
+        )
         study.optimize(objective, n_trials=sizes.trials)
-    return total.wall, sum(training)
+    return total.wall, objective.training_seconds
 
 
 def sweep_rows(sizes: Sizes, cfg: BenchConfig, root: Path, progress: Progress) -> list[Row]:
-    data = training_data(sizes)
+    data = training_data(replace(sizes, folds=sizes.trial_folds))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rows = []
-    for storage in ("in-memory", "sqlite"):
-        progress(f"Optuna, {storage} storage, {sizes.trials} trial(s)")
+    for storage in ("sqlite", "journal"):
+        progress(f"our sweep, {storage} storage, {sizes.trials} trial(s)")
         with tempfile.TemporaryDirectory(dir=root) as scratch:
-            url = None if storage == "in-memory" else f"sqlite:///{Path(scratch) / 'sweep.db'}"
-            total, training = sweep_seconds(sizes, data, Path(scratch), url)
+            word = "" if storage == "sqlite" else f"journal:{Path(scratch) / 'sweep.journal'}"  # "": the default
+            total, training = sweep_seconds(sizes, data, Path(scratch), word)
         overhead = (total - training) / sizes.trials
         ratio = overhead / (training / sizes.trials)
         rows.append(
             Row(
                 "6",
-                f"Optuna trial overhead, {storage} storage",
+                f"sweep trial overhead, {storage} storage",
                 f"{overhead * 1000:.0f} ms/trial",
-                f"{training / sizes.trials:.1f} s/trial of training ({sizes.trial_folds} folds)",
+                f"{training / sizes.trials:.1f} s/trial of fold training ({sizes.trial_folds} folds)",
                 ratio,
                 "< 0.1",
                 ratio < 0.1,
-                "suggest, a report and a pruning check per fold, the trial's bookkeeping; the sweep command "
-                "itself does not exist yet",
+                "workbench.sweep as `just sweep` runs it, features in memory: storage, heartbeats, a report and a "
+                "pruning check per fold, run folders and summaries, against the train_fold calls inside its trials",
             )
         )
     return rows

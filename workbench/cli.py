@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pandas as pd
+from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -30,7 +32,7 @@ from features.cache import CacheError, family_variants
 from features.extract import ExtractionSummary, extract, group_leader
 from features.views import split_variants, view_family
 from tracks import LayoutError, Track, get_track, list_tracks
-from workbench import bench
+from workbench import bench, sweep
 from workbench.atomic import write_text
 from workbench.config import (
     BenchConfig,
@@ -39,6 +41,8 @@ from workbench.config import (
     ProfileConfig,
     ScoreConfig,
     SubmitConfig,
+    SweepBestConfig,
+    SweepConfig,
     SynthConfig,
     TrainConfig,
     as_dict,
@@ -494,6 +498,53 @@ def cmd_bench(cfg: BenchConfig) -> int:
     return 0
 
 
+def cmd_sweep(cfg: SweepConfig) -> int:
+    """Runs this worker's trials, then shows the study: its best trials beside the default configuration's."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial is printed here, with the run
+
+    def show(trial: FrozenTrial) -> None:
+        # A pruned trial's value is its last report, the mean score of the folds it finished.
+        score = "-" if trial.value is None else f"{trial.value:.4f}"
+        seconds = trial.duration.total_seconds() if trial.duration else 0.0
+        run = trial.user_attrs.get("run", "-")
+        console.print(f"  trial {trial.number} {trial.state.name.lower()}: {score} in {seconds:.1f}s, run {run}")
+
+    study = sweep.run_worker(cfg, show)
+    trials = study.get_trials(deepcopy=False)
+    finished = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: -t.value)
+    default = sweep.default_trial(study)
+    shown = finished[:10] + [t for t in [default] if t is not None and t not in finished[:10]]
+    keys = ["head", "features", "lr", "epochs"]
+    rows = [
+        [t.number, t.state.name.lower(), dash(t.value), t.user_attrs.get("run", "-"), *(t.params.get(k) for k in keys)]
+        for t in shown
+    ]
+    console.print(table(f"study {study.study_name}", ["trial", "state", "score", "run", *keys], rows))
+    default_score = default.value if default is not None and default.state == TrialState.COMPLETE else None
+    best = finished[0] if finished else None
+    gain = best.value - default_score if best is not None and default_score is not None else None
+    states = ("complete", "pruned", "fail", "running")
+    counts = [sum(t.state.name.lower() == state for t in trials) for state in states]
+    columns = ["default config", "best", "best trial", "gain", *states]
+    row = [dash(default_score), dash(best and best.value), dash(best and best.number), dash(gain), *counts]
+    console.print(table("best against the default (pooled out-of-fold score)", columns, [row]))
+    return 0
+
+
+def dash(value: object) -> object:
+    return "-" if value is None else value
+
+
+def cmd_sweep_best(cfg: SweepBestConfig) -> int:
+    """Trains the best trial's configuration into a normal run; where the trial finished every fold, that is its run."""
+    trial, config = sweep.best_trial(cfg)
+    console.print(f"best trial {trial.number} of {sweep.study_name(cfg.track, cfg.study)}: score {trial.value:.4f}")
+    run, summary = _train(config, range(config.folds))
+    console.print(fold_table(run, summary))
+    console.print(f"[bold green]{run.id}[/]: `just submit track={cfg.track} runs={run.id}`")
+    return 0
+
+
 @dataclass(frozen=True)
 class Command:
     config: type | None
@@ -511,6 +562,8 @@ COMMANDS: dict[str, Command] = {
     "profile": Command(ProfileConfig, cmd_profile, "parameters and GMACs per item of the pipeline, against the budget"),
     "demo": Command(None, cmd_demo, "synth, extract, train, control, submit and score on demo data"),
     "bench": Command(BenchConfig, cmd_bench, "the benchmark suite: each figure against its bound or baseline"),
+    "sweep": Command(SweepConfig, cmd_sweep, "an Optuna study over heads, losses, optimiser and feature sets"),
+    "sweep-best": Command(SweepBestConfig, cmd_sweep_best, "train the best trial of a sweep into a run for submit"),
 }
 DEMO_KEYS = known_keys(SynthConfig, ExtractConfig, TrainConfig, SubmitConfig) - {
     "out",

@@ -98,6 +98,31 @@ class TrainConfig(HeadConfig, FeatureConfig):
 
 
 @dataclass(frozen=True)
+class StudyConfig(TrackConfig):
+    """Where a sweep's study lives (see workbench.sweep.open_storage)."""
+
+    storage: str = ""  # empty: runs_dir/<track>/sweeps.db (SQLite); a database URL; journal:<file> or <file>.log
+    study: str = ""  # empty: <track>-sweep
+    heartbeat: int = 30  # seconds between a running trial's heartbeats; silent for twice as long, it is marked FAIL
+    cache: str = "cache"
+    runs_dir: str = "runs"
+
+
+@dataclass(frozen=True)
+class SweepConfig(StudyConfig, TrainConfig):
+    """The words of `train` give the default configuration, trial 0 of a new study and the centre of its ranges."""
+
+    trials: int = 20  # trials this worker runs; workers on one study add up
+    prune_after: int = 3  # finished trials before the median pruner starts comparing folds
+    sampler_seed: int = -1  # -1: drawn per worker, so two workers do not propose the same trials
+
+
+@dataclass(frozen=True)
+class SweepBestConfig(StudyConfig):
+    pass
+
+
+@dataclass(frozen=True)
 class ProfileConfig(HeadConfig, FeatureConfig):
     views: tuple[
         str, ...

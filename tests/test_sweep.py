@@ -1,0 +1,66 @@
+"""Sweeps over every storage: two worker processes share one study and every trial is recorded once; a clearly bad
+trial is pruned between folds; every trial is a run with out-of-fold predictions; sweep-best gives submit a run.
+
+The `study` fixture (conftest.py) gives each test a fresh study in each kind of storage."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from optuna.trial import TrialState
+
+from workbench import sweep
+from workbench.cli import main
+from workbench.runs import Run
+
+ROOT = Path(__file__).parents[1]
+
+
+def worker(words: list[str]) -> subprocess.Popen:
+    command = [sys.executable, "-m", "workbench", *words]
+    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_two_workers_share_a_study_and_the_best_trial_submits(study, cached_kvq, tmp_path, capsys):
+    workers = [worker(study.sweep(2)), worker(study.sweep(3))]  # started together: both race to create the study
+    for process in workers:
+        output, _ = process.communicate()
+        assert process.returncode == 0, output
+
+    trials = study.load().get_trials()
+    assert sorted(t.number for t in trials) == list(range(5))  # 2 + 3, each recorded once, none lost
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    (default,) = [t for t in trials if t.user_attrs.get(sweep.DEFAULT_ATTR)]
+    assert default.number == 0 and default.params["head"] == "linear" and default.params["epochs"] == 4
+    runs = tmp_path / "runs" / "kvq"
+    for trial in trials:  # every trial is a run, with out-of-fold predictions for each fold it finished
+        run = Run(runs / trial.user_attrs["run"])
+        assert run.folds_done() == sorted(trial.intermediate_values)
+        assert set(run.predictions("oof")["fold"]) == set(run.folds_done())
+        if trial.state == TrialState.COMPLETE:
+            assert trial.value == json.loads((run.path / "scores.json").read_text())["oof"]["score"]
+
+    best = max((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    run = best.user_attrs["run"]
+    capsys.readouterr()
+    assert main(["sweep-best", *study.words]) == 0
+    assert f"run {run}: fold(s) [0, 1, 2] already finished" in capsys.readouterr().out  # the trial's own run
+    zips = tmp_path / "zips"
+    assert main(["submit", cached_kvq[0], f"runs_dir={tmp_path / 'runs'}", f"run={run}", f"out={zips}"]) == 0
+    assert (zips / f"kvq-{run}.zip").is_file()
+
+
+def test_a_clearly_bad_trial_is_pruned_after_its_first_fold(study, tmp_path):
+    assert main(study.sweep(2)) == 0
+    sets = study.load().user_attrs[sweep.SPACE_ATTR]["feature_sets"]
+    noise = next(s["name"] for s in sets if s["fields"]["size"] == 48)  # the cached set without signal
+    study.load().enqueue_trial({**study.load().trials[0].params, "features": noise})
+
+    assert main(study.sweep(1)) == 0
+
+    bad = study.load().trials[-1]
+    assert bad.params["features"] == noise and bad.state == TrialState.PRUNED
+    assert Run(tmp_path / "runs" / "kvq" / bad.user_attrs["run"]).folds_done() == [0]
