@@ -103,8 +103,6 @@ class MediaDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         job = self.jobs[index]
-        if not job.sets:  # padding that gives an idle rank a batch: nothing to decode or write
-            return {"job": job, "pixels": [None] * len(self.families), "times": None, "error": None}
         try:
             views = render_item(self.decoder, job.path, self.sampling, self.families, job.views)
         except MediaError as error:
