@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +20,32 @@ import pytest
 from synth.video import encode_mp4, render_source
 
 TINY_WIDTH, TINY_HEIGHT, TINY_FRAMES, TINY_FPS = 64, 48, 16, 8  # 2 s clips: two key frames at 1 fps
+
+
+def kill_when(words: list[str], finished: Path, pattern: str) -> None:
+    """Runs `python -m workbench <words>` and SIGKILLs it once a file matching `pattern` exists under `finished` (the
+    first finished fold, say): a real process killed at a point the test chooses."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "workbench", *words],
+        cwd=Path(__file__).parents[1],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 300  # a guard against a hung child, not a timing check
+        while not list(finished.glob(pattern)):
+            assert child.poll() is None, f"{words[0]} ended before it was killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+
+
+@pytest.fixture
+def kill_cli_when() -> Callable[[list[str], Path, str], None]:
+    """`kill_cli_when(words, folder, pattern)`: see kill_when."""
+    return kill_when
 
 
 @pytest.fixture(scope="session")
@@ -78,12 +108,12 @@ def cached_kvq(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     scores = np.concatenate([train["score"], rng.uniform(1, 5, len(test))])
     views, frames, dim = ("center", "hflip"), 2, 6
     rows = len(ids) * len(views) * frames
-    for size, signal in ((32, 1.0), (48, 0.0)):
+    for size, strength in ((32, 1.0), (48, 0.0)):
         (spec,) = FeatureConfig(track="kvq", frames=frames, size=size).feature_specs("video")
         target = cache_dir(cache, "kvq", spec)
         ensure_manifest(target, spec, {"name": "synthetic"}, dim, {})
         score = np.repeat(scores, len(views) * frames)[:, None]
-        feature = signal * score * np.linspace(1, -1, dim) + rng.normal(0, 0.5, (rows, dim))
+        feature = strength * score * np.linspace(1, -1, dim) + rng.normal(0, 0.5, (rows, dim))
         columns = {
             "item_id": np.repeat(ids, len(views) * frames),
             "view": np.tile(np.repeat(views, frames), len(ids)),

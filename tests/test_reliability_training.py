@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -27,25 +22,11 @@ def prepared(tmp_path_factory):
     return folder, [f"data={data}", f"cache={cache}", f"runs_dir={folder / 'runs'}"]
 
 
-def test_a_killed_training_run_redoes_only_unfinished_folds(prepared):
+def test_a_killed_training_run_redoes_only_unfinished_folds(prepared, kill_cli_when):
     folder, common = prepared
     words = [*common, *WORDS, "epochs=120"]  # long enough folds that the kill lands between two of them
-    child = subprocess.Popen(
-        [sys.executable, "-m", "workbench", "train", *words],
-        cwd=Path(__file__).parents[1],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     runs = folder / "runs" / "kvq"
-    try:
-        deadline = time.monotonic() + 300  # a guard against a hung child, not a timing check
-        while not list(runs.glob("*/fold-0/score.json")):
-            assert child.poll() is None, "training ended before it was killed"
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait()
+    kill_cli_when(["train", *words], runs, "*/fold-0/score.json")
     (run,) = runs.iterdir()
     finished = {p.parent.name for p in run.glob("fold-*/score.json")}
     assert "fold-0" in finished and len(finished) < 3, "the kill must land mid-run"

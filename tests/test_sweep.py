@@ -49,8 +49,8 @@ def test_two_workers_share_a_study_and_the_best_trial_submits(study, cached_kvq,
     assert main(["sweep-best", *study.words]) == 0
     assert f"run {run}: fold(s) [0, 1, 2] already finished" in capsys.readouterr().out  # the trial's own run
     zips = tmp_path / "zips"
-    assert main(["submit", cached_kvq[0], f"runs_dir={tmp_path / 'runs'}", f"run={run}", f"out={zips}"]) == 0
-    assert (zips / f"kvq-{run}.zip").is_file()
+    assert main(["submit", cached_kvq[0], f"runs_dir={tmp_path / 'runs'}", f"runs={run}", f"out={zips}"]) == 0
+    assert (zips / f"kvq-{run}" / f"kvq-{run}.zip").is_file()
 
 
 def test_a_clearly_bad_trial_is_pruned_after_its_first_fold(study, tmp_path):

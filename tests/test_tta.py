@@ -98,7 +98,7 @@ def test_images_refuse_temporal_views_and_tracks_check_their_declaration(tmp_pat
 
 
 def submitted(out: Path) -> pd.Series:
-    (path,) = out.glob("kvq-*.zip")
+    (path,) = out.glob("kvq-*/kvq-*.zip")
     with zipfile.ZipFile(path) as archive, archive.open("prediction.csv") as handle:
         return pd.read_csv(handle).set_index("filename")["score"]
 
