@@ -15,6 +15,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -343,6 +344,70 @@ def test_parts_read_back_exactly_into_the_dense_array(tmp_path, dtype):
     got = read_features(dense, items.tolist(), views.tolist(), frames)
     assert got.mask.all()
     np.testing.assert_array_equal(got.x, x)
+
+
+def dense_parts(folder: Path, x: np.ndarray, write) -> None:
+    """x [items, 1, frames, dim] as parts of two items each, rows in the order the dense array holds them."""
+    items, _, frames, dim = x.shape
+    for start in range(0, items, 2):
+        block = np.arange(start, min(start + 2, items))
+        columns = {
+            "item_id": np.repeat([f"v{i}" for i in block], frames),
+            "view": np.full(len(block) * frames, "center"),
+            "t": np.tile(np.arange(frames), len(block)),
+            "time": np.tile(np.arange(frames, dtype=np.float32), len(block)),
+            "feature": x[block, 0].reshape(-1, dim),
+        }
+        write(folder, columns)
+
+
+def test_vectors_are_copied_straight_from_the_file_and_other_layouts_decode_alike(tmp_path, monkeypatch):
+    """write_part's layout (one required, PLAIN, uncompressed page) is read without PyArrow's decoder; a part with
+    nullable vectors (the schema before), or with its vectors over many pages, declines that path and reads the same."""
+    x = np.random.default_rng(3).standard_normal((5, 1, 3, 64)).astype(np.float32)
+    ids = [f"v{i}" for i in range(5)]
+    schema = part_schema(64, "float32")
+    nullable = schema.set(4, schema.field("feature").with_nullable(True))
+
+    def pyarrow_default(folder, columns, schema, **options):
+        vectors = pa.FixedSizeBinaryArray.from_buffers(
+            schema.field("feature").type,
+            len(columns["feature"]),
+            [None, pa.py_buffer(np.ascontiguousarray(columns["feature"]))],
+        )
+        arrays = [*(pa.array(columns[name], type=schema.field(name).type) for name in schema.names[:4]), vectors]
+        folder.mkdir(exist_ok=True)
+        pq.write_table(
+            pa.Table.from_arrays(arrays, schema=schema), folder / f"part-{columns['item_id'][0]}.parquet", **options
+        )
+
+    layouts = {
+        "ours": lambda folder, columns: write_part(folder, columns, schema),
+        "nullable": lambda folder, columns: pyarrow_default(folder, columns, nullable, compression="none"),
+        "small pages": lambda folder, columns: pyarrow_default(folder, columns, schema, compression="none",
+                                                               data_page_size=256),
+        "compressed": lambda folder, columns: pyarrow_default(folder, columns, schema, compression="zstd"),
+    }  # fmt: skip
+    straight = []
+    read_into = cache._read_into
+    monkeypatch.setattr(cache, "_read_into", lambda *args: straight.append(read_into(*args)) or straight[-1])
+    for name, write in layouts.items():
+        folder = tmp_path / name.replace(" ", "-")
+        folder.mkdir()
+        dense_parts(folder, x, write)
+        straight.clear()
+        np.testing.assert_array_equal(read_features(folder, ids, ["center"], 3).x, x, err_msg=name)
+        assert straight == [name == "ours"] * 3, name  # three parts, each in the order of the array
+        straight.clear()
+        np.testing.assert_array_equal(read_features(folder, ids[::-1], None, 3).x, x[::-1], err_msg=name)
+        assert straight == [name == "ours"], name  # the one-item part still fills a block; the others no longer
+
+
+def test_a_view_not_cached_is_named_with_those_that_are(tmp_path):
+    x = np.zeros((2, 1, 1, 4), dtype=np.float32)
+    dense_parts(tmp_path, x, lambda folder, columns: write_part(folder, columns, part_schema(4, "float32")))
+    with pytest.raises(CacheError, match=r"view\(s\) hflip not cached \(cached: center\)"):
+        read_features(tmp_path, ["v0", "v1"], ["center", "hflip"], 1)
 
 
 def test_the_model_keeps_to_the_cores_the_workers_leave():
