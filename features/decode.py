@@ -68,8 +68,9 @@ def _rgb_format(video_format: av.VideoFormat) -> str:
     return "rgb48le" if high_bit_depth else "rgb24"
 
 
-def sample_video(path: str, sampling: FrameSampling) -> Clip:
-    """Decodes `path` once, front to back, keeping the first frame at or after each target time."""
+def sample_video(path: str, sampling: FrameSampling, threads: int = 0) -> Clip:
+    """Decodes `path` once, front to back, keeping the first frame at or after each target time, on `threads`
+    FFmpeg threads (0: as many as FFmpeg likes)."""
     try:
         container = av.open(path)
     except (av.FFmpegError, OSError) as error:
@@ -79,6 +80,7 @@ def sample_video(path: str, sampling: FrameSampling) -> Clip:
             raise MediaError(path, "no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        stream.thread_count = threads
         codec = stream.codec_context
         targets = sampling.targets()
         start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
@@ -207,13 +209,15 @@ def read_image(path: str) -> Clip:
 
 @dataclass(frozen=True)
 class Decoder:
-    """How a track's media become a clip; `identity` goes into the cache key, so a change of decoding is a new key."""
+    """How a track's media become a clip: `read(path, sampling, threads)`, `threads` 0 leaving the count to the
+    library; `identity` goes into the cache key, so a change of decoding is a new key (the thread count changes no
+    pixel and is not in it)."""
 
-    read: Callable[[str, FrameSampling], Clip]
+    read: Callable[[str, FrameSampling, int], Clip]
     identity: str
 
 
-def _image_clip(path: str, sampling: FrameSampling) -> Clip:
+def _image_clip(path: str, sampling: FrameSampling, threads: int = 0) -> Clip:
     """`read_image` under the decoders' signature (a module function, so DataLoader workers can pickle it)."""
     return read_image(path)
 

@@ -5,8 +5,8 @@ One run fills one or several feature sets that differ only in their view family 
 a 4K image, say): each item is decoded once (once per temporal offset its variants ask for) and every family cuts its
 views from that decode.
 DataLoader workers decode and build views while the model runs; the writer flushes a part every `part_items` items
-or `flush_seconds`, whichever comes first, so memory stays flat and a kill loses at most that much work. The model's
-process keeps to the cores the workers leave it (`model_threads`). A rerun
+or `flush_seconds`, whichever comes first, so memory stays flat and a kill loses at most that much work. On the CPU
+the backbone runs as several single-threaded streams beside the workers (`single_threaded_ops`, `cpu_streams`). A rerun
 computes only the (item, variant) pairs each set lacks; media that cannot be read are recorded with their reason in
 the failures table of every set that asked for them, and the run goes on. One extraction at a time holds a cache
 folder (see features.cache.exclusive).
@@ -22,6 +22,7 @@ import importlib.metadata
 import os
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import torch
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import BasePredictionWriter, RichProgressBar
 from torch.utils.data import DataLoader, Dataset
 
@@ -69,13 +71,14 @@ def render_item(
     sampling: FrameSampling,
     families: Sequence[ViewFamily],
     variants: Sequence[tuple[str, ...]],
+    threads: int = 0,
 ) -> Rendered:
-    """Per feature set, each of its variants' frames with their times. The media are decoded once per distinct
-    temporal offset among the variants asked for (once, when none is shifted), and each family renders its geometries
-    from the frames of their offset."""
+    """Per feature set, each of its variants' frames with their times. The media are decoded (on `threads` decoder
+    threads, 0 for the library's choice) once per distinct temporal offset among the variants asked for (once, when
+    none is shifted), and each family renders its geometries from the frames of their offset."""
     parsed = [[Variant.parse(name) for name in names] for names in variants]
     offsets = sorted({v.offset for views in parsed for v in views})
-    clips = {offset: decoder.read(path, sampling.shifted(offset)) for offset in offsets}
+    clips = {offset: decoder.read(path, sampling.shifted(offset), threads) for offset in offsets}
     rendered = []
     for family, names, views in zip(families, variants, parsed, strict=True):
         out = {}
@@ -92,11 +95,19 @@ class MediaDataset(Dataset):
     """One item per index: every variant each feature set still lacks (see render_item); or the reason the item
     cannot be read."""
 
-    def __init__(self, jobs: Sequence[Job], decoder: Decoder, sampling: FrameSampling, families: Sequence[ViewFamily]):
+    def __init__(
+        self,
+        jobs: Sequence[Job],
+        decoder: Decoder,
+        sampling: FrameSampling,
+        families: Sequence[ViewFamily],
+        decode_threads: int = 0,
+    ):
         self.jobs = list(jobs)
         self.decoder = decoder
         self.sampling = sampling
         self.families = list(families)
+        self.decode_threads = decode_threads
 
     def __len__(self) -> int:
         return len(self.jobs)
@@ -104,7 +115,7 @@ class MediaDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         job = self.jobs[index]
         try:
-            views = render_item(self.decoder, job.path, self.sampling, self.families, job.views)
+            views = render_item(self.decoder, job.path, self.sampling, self.families, job.views, self.decode_threads)
         except MediaError as error:
             return {"job": job, "error": error.reason}
         except Exception as error:  # a decoder crash on one file must not end a run of thousands
@@ -165,17 +176,37 @@ class MediaDataModule(pl.LightningDataModule):
 
 
 class FeatureExtractor(pl.LightningModule):
-    """The recipe around a frozen backbone: run it on each set's frames in chunks, hand rows to the writer."""
+    """The recipe around a frozen backbone: run it on each set's frames, at most `chunk` to a forward pass, and hand
+    rows to the writer. With `streams` > 1 (on the CPU, see cpu_streams) the frames are shared among that many
+    threads, each running the backbone on its share."""
 
-    def __init__(self, backbone: Backbone, chunk: int = 64):
+    def __init__(self, backbone: Backbone, chunk: int = 64, streams: int = 1):
         super().__init__()
         self.backbone = backbone
         self.chunk = chunk
+        self.streams = streams
+        self._pool: ThreadPoolExecutor | None = None
+
+    def on_predict_start(self) -> None:
+        if self.streams > 1:
+            self._pool = ThreadPoolExecutor(self.streams, thread_name_prefix="backbone")
+
+    def on_predict_end(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():  # grad mode is per thread: the stream threads do not inherit Lightning's
+            return self.backbone(pixels)
 
     def encode(self, pixels: torch.Tensor) -> np.ndarray:
         if not len(pixels):
             return np.empty((0, self.backbone.dim), np.float32)
-        return torch.cat([self.backbone(part) for part in pixels.split(self.chunk)]).float().cpu().numpy()
+        if self._pool is None:
+            return torch.cat([self(part) for part in pixels.split(self.chunk)]).float().cpu().numpy()
+        share = min(self.chunk, -(-len(pixels) // self.streams))
+        return torch.cat(list(self._pool.map(self, pixels.split(share)))).float().cpu().numpy()
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         sets = [{"rows": part["rows"], "features": self.encode(part["pixels"])} for part in batch["sets"]]
@@ -257,19 +288,19 @@ def library_versions() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def model_threads(workers: int, processes: int = 1) -> Iterator[None]:
-    """Torch threads of each of `processes` model processes limited to its share of the cores less the decoding
-    workers it feeds, for the run's duration.
+def single_threaded_ops() -> Iterator[None]:
+    """Torch ops on one thread each for the run's duration; the backbone's parallelism on the CPU is its streams
+    (cpu_streams) instead.
 
-    Both sides are multi-threaded (FFmpeg's frame threads, torch's OpenMP), and OpenMP threads spin at their barriers:
-    on 2 cores, a model on 2 threads beside a decoding worker made extraction 1.8 times slower than on 1 thread.
-    OMP_NUM_THREADS is set too: Lightning's DDP launcher otherwise resets the count to cores / processes, forgetting
-    the workers, and the ranks it starts inherit the variable.
+    The decoding workers and the model share the cores. OpenMP threads spin at their barriers, so a model on 2 threads
+    beside a decoding worker made extraction 1.8 times slower than on 1 thread (2 cores, 1080p); single-threaded ops
+    in several Python threads (torch releases the GIL) never wait for each other, and the OS gives each side the cores
+    it can use. OMP_NUM_THREADS is set too: Lightning's DDP launcher otherwise resets the count to cores / processes,
+    and the ranks it starts inherit the variable.
     """
     before, variable = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
-    threads = max(1, min(before, len(os.sched_getaffinity(0)) // processes - workers))
-    torch.set_num_threads(threads)
-    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
     try:
         yield
     finally:
@@ -278,6 +309,23 @@ def model_threads(workers: int, processes: int = 1) -> Iterator[None]:
             del os.environ["OMP_NUM_THREADS"]
         else:
             os.environ["OMP_NUM_THREADS"] = variable
+
+
+def cpu_streams(trainer: pl.Trainer) -> int:
+    """Backbone streams per model process: its share of the cores on the CPU (10 s clips, resnet18, 2 cores, 2
+    decoding workers: 0.71 s a clip at 720p against 0.89 with the backbone on one stream), one on an accelerator."""
+    if not isinstance(trainer.accelerator, CPUAccelerator):
+        return 1
+    return max(1, len(os.sched_getaffinity(0)) // trainer.num_devices)
+
+
+def decode_threads(workers: int) -> int:
+    """Decoder threads per DataLoader worker: one where several workers decode, FFmpeg's own count otherwise.
+
+    Parallel over items is cheaper than parallel within one: frame threads cost FFmpeg 14-18% more CPU for the same
+    frames (10 s H.264 clips at 720p and 1080p), CPU the model could use. A lone worker keeps them, since they borrow
+    the cores the model leaves idle when decoding is the slower side (1080p on 2 cores)."""
+    return 1 if workers > 1 else 0
 
 
 def group_leader() -> bool:
@@ -356,7 +404,7 @@ def extract(
         jobs = plan_jobs(items, variants, folders)
         if jobs:
             sampling = FrameSampling(frames=common.frames, fps=common.fps, phase=common.phase)
-            dataset = MediaDataset(jobs, DECODERS.get(common.media), sampling, families)
+            dataset = MediaDataset(jobs, DECODERS.get(common.media), sampling, families, decode_threads(workers))
             writer = ParquetPartWriter(folders, part_schema(backbone.dim, common.dtype), part_items, flush_seconds)
             trainer = pl.Trainer(
                 accelerator=accelerator,
@@ -369,8 +417,9 @@ def extract(
                 callbacks=[writer] + ([RichProgressBar()] if progress else []),
             )
             datamodule = MediaDataModule(dataset, batch_size, workers)
-            with model_threads(workers, processes=trainer.num_devices):
-                trainer.predict(FeatureExtractor(backbone), datamodule=datamodule, return_predictions=False)
+            with single_threaded_ops():
+                extractor = FeatureExtractor(backbone, streams=cpu_streams(trainer))
+                trainer.predict(extractor, datamodule=datamodule, return_predictions=False)
         unfinished = plan_jobs(items, variants, folders)
     failures = pd.concat([read_failures(folder, views) for folder, views in zip(folders, variants, strict=True)])
     failures = failures[failures["item_id"].isin(items["item_id"])].drop_duplicates("item_id").reset_index(drop=True)

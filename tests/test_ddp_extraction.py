@@ -16,10 +16,9 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 from features.cache import FAILURE_GLOB, PART_GLOB, read_failures, read_features
-from features.extract import extract, model_threads
+from features.extract import cpu_streams, extract
 from tracks import get_track
 from workbench.config import ExtractConfig, build
 
@@ -138,15 +137,9 @@ def refuse_trainer(*args, **kwargs):
     raise AssertionError("a Trainer was built with every item cached")
 
 
-def test_each_rank_keeps_to_its_share_of_the_cores(monkeypatch):
-    """Two ranks on two cores take one thread each; Lightning's launcher and the ranks it starts read the count from
-    OMP_NUM_THREADS."""
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    cores, before = len(os.sched_getaffinity(0)), torch.get_num_threads()
-    torch.set_num_threads(cores)
-    try:
-        with model_threads(workers=0, processes=cores):
-            assert (torch.get_num_threads(), os.environ["OMP_NUM_THREADS"]) == (1, "1")
-        assert torch.get_num_threads() == cores and "OMP_NUM_THREADS" not in os.environ
-    finally:
-        torch.set_num_threads(before)
+def test_each_rank_keeps_to_its_share_of_the_cores():
+    """Ranks on the CPU split the cores: as many ranks as cores run one backbone stream each, with torch ops on one
+    thread (single_threaded_ops, which also sets OMP_NUM_THREADS for the ranks Lightning's launcher starts)."""
+    cores = len(os.sched_getaffinity(0))
+    trainer = lightning.pytorch.Trainer(accelerator="cpu", devices=cores, strategy="ddp", logger=False)
+    assert cpu_streams(trainer) == 1

@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import av
+import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -37,7 +38,14 @@ from features.cache import (
     write_part,
 )
 from features.decode import FrameSampling, MediaError, sample_video
-from features.extract import ExtractionSummary, extract, model_threads
+from features.extract import (
+    ExtractionSummary,
+    FeatureExtractor,
+    cpu_streams,
+    decode_threads,
+    extract,
+    single_threaded_ops,
+)
 from features.views import view_family
 from synth.video import encode_mp4, render_source
 
@@ -410,13 +418,29 @@ def test_a_view_not_cached_is_named_with_those_that_are(tmp_path):
         read_features(tmp_path, ["v0", "v1"], ["center", "hflip"], 1)
 
 
-def test_the_model_keeps_to_the_cores_the_workers_leave():
+def test_torch_ops_keep_to_one_thread_during_extraction_and_streams_share_the_cores(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     before, cores = torch.get_num_threads(), len(os.sched_getaffinity(0))
-    with model_threads(workers=cores):
-        assert torch.get_num_threads() == 1
-    with model_threads(workers=0):
-        assert torch.get_num_threads() == min(before, cores)
-    assert torch.get_num_threads() == before
+    with single_threaded_ops():
+        assert (torch.get_num_threads(), os.environ["OMP_NUM_THREADS"]) == (1, "1")
+    assert torch.get_num_threads() == before and "OMP_NUM_THREADS" not in os.environ
+    assert cpu_streams(pl.Trainer(accelerator="cpu", devices=1, logger=False)) == cores
+
+
+@pytest.mark.parametrize("backbone", ["quality_stats", "test_resnet"])
+def test_streams_give_the_vectors_of_one_pass(backbone):
+    """Frames shared among threads (7 frames over 3 streams: shares of 3, 3 and 1) come back in order, as one
+    forward pass over them all gives them."""
+    pixels = torch.rand(7, 3, 32, 32)
+    extractor = FeatureExtractor(create_backbone(backbone, weights="random"), streams=3)
+    alone = extractor.encode(pixels)
+    extractor.on_predict_start()
+    try:
+        shared = extractor.encode(pixels)
+    finally:
+        extractor.on_predict_end()
+    assert shared.shape == alone.shape == (7, extractor.backbone.dim)
+    np.testing.assert_allclose(shared, alone, rtol=1e-5, atol=1e-6)
 
 
 # ------------------------------------------------------------------------------------------------------- decoding
@@ -461,7 +485,7 @@ def test_a_short_video_gives_fewer_frames(tmp_path):
     assert frame_indices(sample_video(str(path), FrameSampling(frames=8, phase=0.5))) == [4]
 
 
-def test_skipping_non_reference_frames_leaves_the_key_frames_bit_identical(tmp_path):
+def test_skipping_frames_or_threads_leaves_the_key_frames_bit_identical(tmp_path):
     path = tmp_path / "moving.mp4"
     encode_mp4(render_source(5, 64, 48, 40), path, fps=8, crf=30)
     sampling = FrameSampling(frames=8, fps=2.0, phase=0.25)
@@ -472,9 +496,11 @@ def test_skipping_non_reference_frames_leaves_the_key_frames_bit_identical(tmp_p
         assert sum(1 for _ in container.decode(video=0)) < len(decoded)  # x264's B-frames: there is something to skip
     times = np.array([t for t, _ in decoded])
     expected = [int(np.argmax(times + 1e-6 >= target)) for target in sampling.targets()]
-    clip = sample_video(str(path), sampling)
-    np.testing.assert_array_equal(clip.frames, np.stack([decoded[i][1] for i in expected]))
-    np.testing.assert_allclose(clip.times, times[expected])
+    for threads in (0, 1, 3):  # FFmpeg's own count, and the one thread each of several DataLoader workers
+        clip = sample_video(str(path), sampling, threads)
+        np.testing.assert_array_equal(clip.frames, np.stack([decoded[i][1] for i in expected]))
+        np.testing.assert_allclose(clip.times, times[expected])
+    assert [decode_threads(workers) for workers in (0, 1, 2, 8)] == [0, 0, 1, 1]
 
 
 def encode_with(frames: np.ndarray, path: Path, codec: str, pix_fmt: str, fps: int = 8) -> None:

@@ -37,9 +37,9 @@ def numbered_clip(tmp_path_factory) -> str:
 
 
 def counting(decoder: Decoder, calls: list[FrameSampling]) -> Decoder:
-    def read(path: str, sampling: FrameSampling):
+    def read(path: str, sampling: FrameSampling, threads: int = 0):
         calls.append(sampling)
-        return decoder.read(path, sampling)
+        return decoder.read(path, sampling, threads)
 
     return Decoder(read, decoder.identity)
 

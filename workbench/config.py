@@ -68,7 +68,7 @@ class FeatureConfig(TrackConfig):
 class ExtractConfig(FeatureConfig):
     views: tuple[str, ...] = ()  # variants, each view family taking those it knows; empty: the track's tta_views
     batch: int = 4  # items per batch
-    workers: int = 1  # DataLoader processes decoding ahead of the model
+    workers: int = 2  # DataLoader processes decoding ahead of the model, one decoder thread each
     devices: int = 1
     accelerator: str = "auto"
     strategy: str = "auto"
