@@ -40,8 +40,9 @@ def test_two_workers_share_a_study_and_the_best_trial_submits(study, cached_kvq,
         run = Run(runs / trial.user_attrs["run"])
         assert run.folds_done() == sorted(trial.intermediate_values)
         assert set(run.predictions("oof")["fold"]) == set(run.folds_done())
-        if trial.state == TrialState.COMPLETE:
+        if trial.state == TrialState.COMPLETE:  # reports are pooled out-of-fold scores, the last one the value
             assert trial.value == json.loads((run.path / "scores.json").read_text())["oof"]["score"]
+            assert trial.intermediate_values[max(trial.intermediate_values)] == trial.value
 
     best = max((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
     run = best.user_attrs["run"]
@@ -53,7 +54,7 @@ def test_two_workers_share_a_study_and_the_best_trial_submits(study, cached_kvq,
     assert (zips / f"kvq-{run}" / f"kvq-{run}.zip").is_file()
 
 
-def test_a_clearly_bad_trial_is_pruned_after_its_first_fold(study, tmp_path):
+def test_a_clearly_bad_trial_is_pruned_after_its_second_fold(study, tmp_path):
     assert main(study.sweep(2)) == 0
     sets = study.load().user_attrs[sweep.SPACE_ATTR]["feature_sets"]
     noise = next(s["name"] for s in sets if s["fields"]["size"] == 48)  # the cached set without signal
@@ -63,4 +64,5 @@ def test_a_clearly_bad_trial_is_pruned_after_its_first_fold(study, tmp_path):
 
     bad = study.load().trials[-1]
     assert bad.params["features"] == noise and bad.state == TrialState.PRUNED
-    assert Run(tmp_path / "runs" / "kvq" / bad.user_attrs["run"]).folds_done() == [0]
+    assert sweep.PRUNE_FROM_FOLD == 1 and list(bad.intermediate_values) == [0, 1]  # first checked after fold 1
+    assert Run(tmp_path / "runs" / "kvq" / bad.user_attrs["run"]).folds_done() == [0, 1]

@@ -113,7 +113,7 @@ class SweepConfig(StudyConfig, TrainConfig):
     """The words of `train` give the default configuration, trial 0 of a new study and the centre of its ranges."""
 
     trials: int = 20  # trials this worker runs; workers on one study add up
-    prune_after: int = 3  # finished trials before the median pruner starts comparing folds
+    prune_after: int = 3  # finished trials before the pruner starts comparing folds
     sampler_seed: int = -1  # -1: drawn per worker, so two workers do not propose the same trials
 
 

@@ -160,6 +160,17 @@ class TrainingData:
     def test_index(self) -> np.ndarray:
         return np.flatnonzero(self.folds < 0)
 
+    def labelled(self) -> pd.DataFrame:
+        """The items with their labels in the target columns (NaN for test items)."""
+        return self.items.assign(**{t: self.labels[:, i] for i, t in enumerate(self.track.targets)})
+
+
+def oof_score(run: Run, data: TrainingData) -> float:
+    """The track's score of the out-of-fold predictions of the run's finished folds pooled, views averaged."""
+    return float(
+        data.track.selection_score(view_mean(run.predictions("oof"), data.track.targets), data.labelled())["score"]
+    )
+
 
 def read_feature_sets(cfg: TrainConfig, track: Track, item_ids: list[str]) -> tuple[Features, str]:
     """The features of every view family of `cfg`, side by side (see concat_features), and their joined cache key."""
@@ -300,8 +311,7 @@ def run_summary(run: Run, data: TrainingData) -> dict:
     map fitted on those predictions (written to the run) and the score after it, which is in sample for the map's few
     parameters. The run's report (scatter, fold bars, this table) lands in its folder."""
     targets = data.track.targets
-    oof = view_mean(run.predictions("oof"), targets)
-    labelled = data.items.assign(**{t: data.labels[:, i] for i, t in enumerate(targets)})
+    oof, labelled = view_mean(run.predictions("oof"), targets), data.labelled()
     summary = {"oof": data.track.selection_score(oof, labelled), "folds": run.fold_scores(), "run": run.id}
     truth = labelled.set_index("item_id")
     if data.track.calibrate != "none":
