@@ -13,6 +13,7 @@ RGB. An image is a clip of one frame (T=1), so views and the cache treat both me
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -30,6 +31,13 @@ class MediaError(Exception):
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+
+
+def unreadable(path: str, what: str, error: Exception) -> MediaError:
+    """The decoder's own words, except for an empty file: FFmpeg and Pillow both call that invalid data."""
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        return MediaError(path, "empty file (0 bytes)")
+    return MediaError(path, f"{what} ({type(error).__name__}: {error})")
 
 
 @dataclass(frozen=True)
@@ -74,7 +82,7 @@ def sample_video(path: str, sampling: FrameSampling, threads: int = 0) -> Clip:
     try:
         container = av.open(path)
     except (av.FFmpegError, OSError) as error:
-        raise MediaError(path, f"cannot open ({type(error).__name__}: {error})") from error
+        raise unreadable(path, "cannot open", error) from error
     with container:
         if not container.streams.video:
             raise MediaError(path, "no video stream")
@@ -198,7 +206,7 @@ def read_image(path: str) -> Clip:
             info = {"width": image.width, "height": image.height, "mode": image.mode, "format": image.format}
             pixels = _pyav_pixels(path) if _is_16bit_png(path) else _pillow_pixels(image)
     except (OSError, SyntaxError, ValueError, av.FFmpegError, Image.DecompressionBombError) as error:
-        raise MediaError(path, f"cannot read image ({type(error).__name__}: {error})") from error
+        raise unreadable(path, "cannot read image", error) from error
     if orientation in _UPRIGHT:
         pixels = np.ascontiguousarray(_UPRIGHT[orientation](pixels))
     return Clip(frames=pixels[None], times=np.zeros(1, dtype=np.float32), info=info)

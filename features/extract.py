@@ -422,7 +422,9 @@ def extract(
                 trainer.predict(extractor, datamodule=datamodule, return_predictions=False)
         unfinished = plan_jobs(items, variants, folders)
     failures = pd.concat([read_failures(folder, views) for folder, views in zip(folders, variants, strict=True)])
-    failures = failures[failures["item_id"].isin(items["item_id"])].drop_duplicates("item_id").reset_index(drop=True)
+    failures = failures[failures["item_id"].isin(items["item_id"])].drop_duplicates("item_id")
+    position = pd.Series(np.arange(len(items)), index=items["item_id"])  # the label file's order, run after run
+    failures = failures.sort_values("item_id", key=lambda ids: ids.map(position)).reset_index(drop=True)
     return ExtractionSummary(
         folders=folders,
         items=len(items),

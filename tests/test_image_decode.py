@@ -105,7 +105,13 @@ def test_unreadable_images_raise_with_the_reason(tmp_path):
     Image.fromarray(RGB).save(tmp_path / "whole.jpg")
     whole = (tmp_path / "whole.jpg").read_bytes()
     (tmp_path / "torn.jpg").write_bytes(whole[: len(whole) // 3])
-    reasons = {"text.jpg": "cannot identify", "missing.jpg": "No such file", "torn.jpg": "(?i)truncated"}
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    reasons = {
+        "text.jpg": "cannot identify",
+        "missing.jpg": "No such file",
+        "torn.jpg": "(?i)truncated",
+        "empty.jpg": r"empty file \(0 bytes\)",
+    }
     for name, reason in reasons.items():
         with pytest.raises(MediaError, match=reason) as caught:
             read_image(str(tmp_path / name))

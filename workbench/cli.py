@@ -65,6 +65,7 @@ from workbench.train import (
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)  # unwrapped, so a path or id in a message stays whole
 EXIT_USAGE, EXIT_FAILURES = 2, 3
+FAILURES_SHOWN = 20  # rows of the failures table printed; the cache keeps them all
 
 
 def announce(command: str, config: object) -> None:
@@ -154,11 +155,14 @@ def report_extraction(summary: ExtractionSummary, views: Sequence[str]) -> int:
         )
     )
     if len(summary.failures):
+        shown = (
+            f", the first {FAILURES_SHOWN} of {len(summary.failures)}" if len(summary.failures) > FAILURES_SHOWN else ""
+        )
         console.print(
             table(
-                "failures (recorded in the cache's failures table; fix or remove these items, then rerun)",
+                f"failures{shown} (recorded in the cache's failures table; fix or remove these items, then rerun)",
                 ["item", "reason"],
-                summary.failures[["item_id", "reason"]].head(20).to_numpy().tolist(),
+                summary.failures[["item_id", "reason"]].head(FAILURES_SHOWN).to_numpy().tolist(),
             )
         )
         return EXIT_FAILURES
