@@ -173,3 +173,16 @@ def test_the_command_line_reports_failures_in_its_table_and_exit_status(tmp_path
     assert "train/0002.mp4" in out and "Invalid" in out  # the reason, as FFmpeg gives it
     assert main(words) == EXIT_FAILURES  # still failing on a rerun: still reported, nothing else recomputed
     assert "train/0002.mp4" in capsys.readouterr().out
+
+
+def test_a_long_failures_table_says_how_many_it_leaves_out(capsys):
+    from features.extract import ExtractionSummary
+    from workbench.cli import EXIT_FAILURES, FAILURES_SHOWN, report_extraction
+
+    names = [f"train/{i:04d}.mp4" for i in range(FAILURES_SHOWN + 5)]
+    failures = pd.DataFrame({"item_id": names, "reason": "no video stream"})
+    summary = ExtractionSummary([Path("cache")], len(names), 0, 0, failures, seconds=1.0)
+    assert report_extraction(summary, ["center"]) == EXIT_FAILURES
+    out = capsys.readouterr().out
+    assert f"the first {FAILURES_SHOWN} of {len(names)}" in out
+    assert names[FAILURES_SHOWN - 1] in out and names[FAILURES_SHOWN] not in out
