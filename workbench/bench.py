@@ -399,7 +399,7 @@ def train_bare(cfg: TrainConfig, data: TrainingData, folds: Sequence[int]) -> No
         train_y = y[train_idx].repeat_interleave(views, dim=0)
         usable = len(train_x) - len(train_x) % cfg.batch if len(train_x) > cfg.batch else len(train_x)
         val_ids = data.items["item_id"].to_numpy()[val_idx]
-        labelled = data.items.assign(score=data.labels[:, 0])
+        labelled = data.labelled()
         best, best_state = -math.inf, None
         for _ in range(cfg.epochs):
             head.train()

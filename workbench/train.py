@@ -160,9 +160,11 @@ class TrainingData:
     def test_index(self) -> np.ndarray:
         return np.flatnonzero(self.folds < 0)
 
-    def labelled(self) -> pd.DataFrame:
-        """The items with their labels in the target columns (NaN for test items)."""
-        return self.items.assign(**{t: self.labels[:, i] for i, t in enumerate(self.track.targets)})
+    def labelled(self, labels: np.ndarray | None = None) -> pd.DataFrame:
+        """The items with `labels` ([items, targets]; the true ones by default) in the target columns (NaN for test
+        items)."""
+        labels = self.labels if labels is None else labels
+        return self.items.assign(**{t: labels[:, i] for i, t in enumerate(self.track.targets)})
 
 
 def oof_score(run: Run, data: TrainingData) -> float:
@@ -262,7 +264,7 @@ def train_fold(cfg: TrainConfig, data: TrainingData, run: Run, fold: int, progre
     val_ids = data.items["item_id"].to_numpy()[val_idx]
 
     def scorer(labels: np.ndarray) -> Scorer:
-        labelled = data.items.assign(**{t: labels[:, i] for i, t in enumerate(targets)})
+        labelled = data.labelled(labels)
         return lambda pred: data.track.selection_score(
             pd.DataFrame(pred, index=val_ids, columns=list(targets)), labelled
         )
