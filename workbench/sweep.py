@@ -7,10 +7,8 @@ same words, so every study measures its best against the default.
 
 Pruning reports per fold, not through optuna-integration's Lightning callback: the callback reports per epoch inside
 one `Trainer.fit`, so it would compare epochs of different folds as one step and stop a fold half-trained, leaving
-a fold folder without predictions. One report per finished fold prunes at the granularity the run folder keeps,
-and a fold of a head on cached features costs seconds. The report is the score of the finished folds' out-of-fold
-predictions pooled, the same number the trial's value is at the end; a mean of fold scores disagreed with it (on
-the demo, folds near 0.80 pooled to 0.63) and moved with one fold's few items.
+a fold folder without predictions. One report per finished fold (what it reports: see `Objective`) prunes at the
+granularity the run folder keeps, and a fold of a head on cached features costs seconds.
 
 Storage (`storage=`): empty is a SQLite file under the runs folder; a database URL (`postgresql://...`) or a journal
 file (`journal:<path>` or a path ending `.log`) lets workers on several machines share the study; a second
