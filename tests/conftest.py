@@ -148,7 +148,15 @@ class Study:
 
     words: list[str]
     train_words: list[str]
-    load: Callable[[], Any]  # -> optuna.Study
+    storage: str  # the storage= word
+    runs_dir: str
+    name: str
+    handle: Any  # the opened storage
+
+    def load(self) -> Any:  # -> optuna.Study
+        import optuna
+
+        return optuna.load_study(study_name=self.name, storage=self.handle)
 
     def sweep(self, trials: int, *words: str) -> list[str]:
         """The command line of a worker running `trials` trials; `words` change the default configuration."""
@@ -159,8 +167,6 @@ class Study:
 
 @pytest.fixture(params=SWEEP_STORAGES)
 def study(request: pytest.FixtureRequest, cached_kvq: list[str], tmp_path: Path) -> Study:
-    import optuna
-
     from workbench import sweep
 
     storage = storage_word(request.param, tmp_path)
@@ -168,4 +174,4 @@ def study(request: pytest.FixtureRequest, cached_kvq: list[str], tmp_path: Path)
     paths, features = cached_kvq[:2], cached_kvq[2:]
     words = [*paths, f"runs_dir={tmp_path / 'runs'}", f"storage={storage}", f"study={name}", "heartbeat=1"]
     handle = sweep.open_storage(storage, str(tmp_path / "runs"), "kvq", heartbeat=1)
-    return Study(words, [*features, *SWEEP_WORDS], lambda: optuna.load_study(study_name=name, storage=handle))
+    return Study(words, [*features, *SWEEP_WORDS], storage, str(tmp_path / "runs"), name, handle)
