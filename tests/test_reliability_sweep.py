@@ -10,15 +10,17 @@ from optuna.trial import TrialState
 from workbench.cli import main
 
 LONG = "epochs=24"  # long enough folds that the kill lands inside the trial, between two of its folds
+BEATING = "heartbeat=1"  # a trial silent for 2 s is stale (the other sweep tests keep the default, 30 s, so that a
+# worker slowed by the CPU it shares is never taken for a dead one)
 
 
 def test_a_killed_worker_s_trial_is_failed_and_the_study_goes_on(study, tmp_path, kill_cli_when):
-    kill_cli_when(study.sweep(1, LONG), tmp_path / "runs" / "kvq", "*/fold-0/score.json")
+    kill_cli_when(study.sweep(1, LONG, BEATING), tmp_path / "runs" / "kvq", "*/fold-0/score.json")
     (killed,) = study.load().trials
     assert killed.state == TrialState.RUNNING, "the kill must land mid-trial"
-    time.sleep(3)  # the killed trial's last heartbeat is now older than the grace period (twice heartbeat=1)
+    time.sleep(3)  # the killed trial's last heartbeat is now older than the grace period, 2 s
 
-    assert main(study.sweep(2, LONG)) == 0
+    assert main(study.sweep(2, LONG, BEATING)) == 0
 
     first, *others = study.load().trials
     assert first.number == killed.number and first.state == TrialState.FAIL
