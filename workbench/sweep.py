@@ -126,8 +126,8 @@ def open_storage(storage: str, runs_dir: str, track: str, heartbeat: int) -> Bas
 def immediate_sqlite_transactions(storage: RDBStorage) -> None:
     """Every transaction on the SQLite file takes its write lock when it begins. Optuna claims a queued trial by
     reading it as WAITING and writing RUNNING under `SELECT ... FOR UPDATE`, which SQLite ignores: two workers could
-    both read WAITING and both run the trial (on the demo, 2-9 of 80 queued trials were claimed twice by two
-    workers), and the second to finish fails with "Cannot tell a COMPLETE trial". A transaction begun IMMEDIATE
+    both read WAITING and both run the trial (two processes claiming 80 queued trials claimed 2 to 9 of them twice),
+    and the second to finish fails with "Cannot tell a COMPLETE trial". A transaction begun IMMEDIATE
     holds the lock from its read to its commit, so the second worker reads RUNNING and moves on."""
     sqlalchemy.event.listen(storage.engine, "begin", lambda connection: connection.exec_driver_sql("BEGIN IMMEDIATE"))
 
@@ -245,7 +245,7 @@ class Objective:
     pruning between folds; returns the run's pooled out-of-fold score, the last of those reports. Training data are
     loaded once per feature set in this process.
 
-    Pooled, not the mean of fold scores: the two part where folds' models disagree in offset or scale (a raw PLCC
+    Pooled, not the mean of fold scores: the two differ where folds' models disagree in offset or scale (a raw PLCC
     pools them as one), and on the KVQ demo a trial with fold scores near 0.80 pooled to 0.63; the pruner should
     compare what the study maximises."""
 
