@@ -23,6 +23,9 @@ from synth.impairment import Sampler, combined_quality, sample_distortions
 PRISTINE_CRF = 18  # libx264 at this crf is visually lossless: the codec adds no perceived loss
 MAX_CRF = 51
 X264_PRESET = "veryfast"  # ~3x faster than libx264's default "medium" at a similar size on these clips
+# Macroblock-tree rate control off: with it, libx264 as PyAV bundles it encoded the same frames to different bytes
+# from run to run (even on one thread), so the demo's data and scores changed between identical runs.
+X264_PARAMS = "mbtree=0"
 
 
 @dataclass(frozen=True)
@@ -272,7 +275,9 @@ def encode_mp4(frames: np.ndarray, path: str | os.PathLike, fps: int = 8, crf: i
     partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
     try:
         with av.open(str(partial), mode="w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=fps, options={"crf": str(crf), "preset": X264_PRESET})
+            stream = container.add_stream(
+                "libx264", rate=fps, options={"crf": str(crf), "preset": X264_PRESET, "x264-params": X264_PARAMS}
+            )
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
             for frame in frames:
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
