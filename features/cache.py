@@ -1,13 +1,22 @@
 """The feature cache: one folder per feature set, Parquet parts of per-frame rows, a manifest, a failures table.
 
 Layout: `<root>/<track>/<backbone>__<view family><side>__<hash>/` holding `manifest.json`, `part-*.parquet` (rows
-`item_id, view, t, time, feature`) and `failures-*.parquet` (rows `item_id, path, reason, time`). The hash covers
-everything that changes a vector (`FeatureSpec.identity`), so two configurations never share a folder; the variants of
-a view family (`center`, `hflip`, corner crops, fragment draws, temporal offsets) are rows, so asking for more of them
-later adds rows to the same set: given the spec, a variant's name fully determines its pixels (see features.views).
+`item_id, media, view, t, time, feature`) and `failures-*.parquet` (rows `item_id, media, path, reason, time`). The
+hash covers everything that changes a vector (`FeatureSpec.identity`), so two configurations never share a folder;
+the variants of a view family (`center`, `hflip`, corner crops, fragment draws, temporal offsets) are rows, so asking
+for more of them later adds rows to the same set: given the spec, a variant's name fully determines its pixels (see
+features.views).
 
-Parts are only ever written whole (temporary name, then rename) and never rewritten, so a killed run leaves at most
-a stale temporary file, which no reader globs for.
+Every row carries `media`, the fingerprint of the file it was made from (features.fingerprint), and is served only
+while the item's file has that fingerprint: a reader passes the current ones and is refused, with the stale items
+named, where a row was made from other bytes. Before an extraction plans, the rows of items whose file changed are
+dropped (`drop_stale`), so the cache holds one row per (item, variant, frame), always of the current file; a failure,
+too, applies only to the file it was recorded for.
+
+Parts are only ever written whole (temporary name, then rename), so a killed run leaves at most a stale temporary file,
+which no reader globs for. Dropping rows rewrites a part as its next generation (`part-x.g1.parquet` replaces
+`part-x.parquet`) before the old one is unlinked; readers take only the newest generation of each part (`live_parts`),
+so a kill between the two steps leaves nothing read twice.
 
 A vector is stored as one fixed-size binary value (its float32 or float16 bytes; the field's metadata names the
 dtype and dimension), not as Arrow's fixed-size list: Parquet has no fixed-size list and writes one as a nested LIST
@@ -46,20 +55,34 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from features.decode import DECODERS
+from features.fingerprint import UNREADABLE
 from features.views import DEFAULT_FAMILY, view_family
 from workbench.atomic import atomic_path, write_text
 
-SCHEMA_VERSION = 2  # 2: vectors as fixed-size binary (1: Arrow fixed-size lists)
+SCHEMA_VERSION = 3  # 3: rows bound to their media's fingerprint (2: vectors as fixed-size binary; 1: fixed-size lists)
 PART_GLOB = "part-*.parquet"
 FAILURE_GLOB = "failures-*.parquet"
 DTYPES = ("float32", "float16")
 KEY_COLUMNS = ["item_id", "view", "t"]
+DICTIONARY_COLUMNS = ["item_id", "media", "view"]
 DEFAULT_PAGE_BYTES = 1 << 20  # PyArrow's own page size
 MAX_PAGE_BYTES = 1 << 30  # a page's size is a 32-bit integer in Parquet; a part larger than this reads through PyArrow
 
 
 class CacheError(RuntimeError):
     """A feature cache that is missing, or that does not match the configuration asked for."""
+
+
+class StaleFeatures(CacheError):
+    """Cached rows made from other bytes than the items' files hold now."""
+
+    def __init__(self, folder: Path, stale: Sequence[str]):
+        shown = ", ".join(stale[:5]) + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")
+        super().__init__(
+            f"{folder}: {len(stale)} item(s) changed on disk (or went missing) since their features were cached: "
+            f"{shown}. Run `just extract` with the same words to re-extract them; nothing was trained on them."
+        )
+        self.stale = list(stale)
 
 
 @dataclass(frozen=True)
@@ -178,10 +201,32 @@ def ensure_manifest(folder: Path, spec: FeatureSpec, backbone_identity: dict, di
     return manifest
 
 
+def older_caches(folder: Path, spec: FeatureSpec) -> list[Path]:
+    """Sibling folders holding the same feature set as written by an older schema: never read, since their rows are
+    not bound to their media; named so that a user knows to rebuild them and can free their space."""
+    older = []
+    for manifest in sorted(folder.parent.glob(f"{folder.name.rsplit('__', 1)[0]}__*/manifest.json")):
+        found = json.loads(manifest.read_text()).get("spec", {})
+        same = {k: v for k, v in found.items() if k != "schema"} == {
+            k: v for k, v in spec.identity().items() if k != "schema"
+        }
+        if same and found.get("schema", 0) < SCHEMA_VERSION:
+            older.append(manifest.parent)
+    return older
+
+
 def read_manifest(folder: Path, spec: FeatureSpec) -> dict:
     """The manifest of a cache that must exist and match `spec`."""
     path = folder / "manifest.json"
     if not path.is_file():
+        older = older_caches(folder, spec)
+        if older:
+            raise CacheError(
+                f"no features cached in {folder}; {older[0]} holds them as an older version of the workbench wrote "
+                f"them (schema {json.loads((older[0] / 'manifest.json').read_text())['spec'].get('schema')}, rows not "
+                f"bound to their media files), which cannot be trusted: run `just extract` with the same settings to "
+                f"rebuild them, and delete {older[0]} to free its space"
+            )
         raise CacheError(
             f"no features cached in {folder} (no manifest.json): run `just extract` with the same settings first"
         )
@@ -205,7 +250,14 @@ def part_schema(dim: int, dtype: str) -> pa.Schema:
         metadata={"dtype": dtype, "dim": str(dim)},
     )
     return pa.schema(
-        [("item_id", pa.string()), ("view", pa.string()), ("t", pa.int16()), ("time", pa.float32()), vector]
+        [
+            ("item_id", pa.string()),
+            ("media", pa.string()),
+            ("view", pa.string()),
+            ("t", pa.int16()),
+            ("time", pa.float32()),
+            vector,
+        ]
     )
 
 
@@ -237,8 +289,11 @@ def write_part(folder: Path, columns: dict[str, np.ndarray], schema: pa.Schema, 
             arrays.append(pa.FixedSizeBinaryArray.from_buffers(field.type, len(values), [None, pa.py_buffer(values)]))
         else:
             arrays.append(pa.array(columns[field.name], type=field.type))
-    table = pa.Table.from_arrays(arrays, schema=schema)
     final = folder / f"{prefix}-{uuid.uuid4().hex}.parquet"
+    return _write_table(pa.Table.from_arrays(arrays, schema=schema), final)
+
+
+def _write_table(table: pa.Table, final: Path) -> Path:
     # One page for the whole vector column, so its values lie in one run of bytes (see _value_runs).
     page = min(max(table.nbytes + 1, DEFAULT_PAGE_BYTES), MAX_PAGE_BYTES)
     with atomic_path(final) as tmp:
@@ -247,33 +302,83 @@ def write_part(folder: Path, columns: dict[str, np.ndarray], schema: pa.Schema, 
             table,
             tmp,
             compression="none",
-            use_dictionary=["item_id", "view"],
+            use_dictionary=DICTIONARY_COLUMNS,
             write_statistics=KEY_COLUMNS,
             data_page_size=page,
         )
     return final
 
 
+def _generation(part: Path) -> tuple[str, int]:
+    """(the part's name without its generation, the generation): `part-x.g2.parquet` -> (`part-x`, 2)."""
+    stem, _, generation = part.name.removesuffix(".parquet").partition(".g")
+    return stem, int(generation or 0)
+
+
+def live_parts(folder: Path, glob: str = PART_GLOB) -> list[Path]:
+    """The parts to read: of each part rewritten by drop_stale, its newest generation alone."""
+    newest: dict[str, tuple[int, Path]] = {}
+    for part in folder.glob(glob):
+        stem, generation = _generation(part)
+        if stem not in newest or generation > newest[stem][0]:
+            newest[stem] = (generation, part)
+    return sorted(part for _, part in newest.values())
+
+
+def drop_stale(folder: Path, media: dict[str, str]) -> set[str]:
+    """Removes the rows of the items in `media` (item id -> its file's fingerprint now) that were made from other
+    bytes, and returns those items. Only an extraction holding the folder's lock calls it (see features.extract).
+
+    An item whose file cannot be read now (an unmounted disk, a folder moved away) keeps its rows: they are not
+    served while it is so (they match no fingerprint), and are again when the same bytes are back."""
+    stale: set[str] = set()
+    changed = {item: fingerprint for item, fingerprint in media.items() if fingerprint != UNREADABLE}
+    for part in live_parts(folder):
+        keys = pq.read_table(part, columns=["item_id", "media"]).to_pydict()
+        gone = [changed.get(item, had) != had for item, had in zip(keys["item_id"], keys["media"])]
+        if not any(gone):
+            continue
+        stale.update(item for item, drop in zip(keys["item_id"], gone) if drop)
+        if not all(gone):
+            stem, generation = _generation(part)
+            kept = pq.read_table(part).filter(pa.array([not drop for drop in gone]))
+            _write_table(kept, part.with_name(f"{stem}.g{generation + 1}.parquet"))
+        part.unlink()
+    for old in set(folder.glob(PART_GLOB)) - set(live_parts(folder)):  # a kill between writing and unlinking
+        old.unlink()
+    return stale
+
+
 def _read(folder: Path, glob: str, columns: list[str] | None = None) -> pa.Table | None:
-    files = sorted(folder.glob(glob))
+    files = live_parts(folder, glob)
     if not files:
         return None
     return ds.dataset(files, format="parquet").to_table(columns=columns)
 
 
-def cached_views(folder: Path) -> pd.DataFrame:
-    """The (item_id, view) pairs present in the cache."""
-    table = _read(folder, PART_GLOB, ["item_id", "view"])
+def cached_views(folder: Path, media: dict[str, str] | None = None) -> pd.DataFrame:
+    """The (item_id, view) pairs present in the cache; with `media` (item id -> fingerprint now), only those made
+    from the items' current files."""
+    table = _read(folder, PART_GLOB, ["item_id", "media", "view"])
     if table is None:
-        return pd.DataFrame({"item_id": pd.Series(dtype=str), "view": pd.Series(dtype=str)})
-    return table.to_pandas().drop_duplicates(ignore_index=True)
+        return pd.DataFrame({name: pd.Series(dtype=str) for name in ("item_id", "media", "view")})
+    pairs = table.to_pandas().drop_duplicates(ignore_index=True)
+    if media is not None:
+        pairs = pairs[pairs["item_id"].map(media) == pairs["media"]].reset_index(drop=True)
+    return pairs
 
 
 def write_failures(folder: Path, failures: list[dict], prefix: str = "failures") -> Path:
-    columns = {key: [f[key] for f in failures] for key in ("item_id", "path", "reason")}
+    columns = {key: [f[key] for f in failures] for key in ("item_id", "media", "path", "reason")}
     columns["time"] = [time.time()] * len(failures)
     schema = pa.schema(
-        [("item_id", pa.string()), ("path", pa.string()), ("reason", pa.string()), ("time", pa.float64())]
+        [
+            ("item_id", pa.string()),
+            ("media", pa.string()),
+            ("path", pa.string()),
+            ("reason", pa.string()),
+            ("time", pa.float64()),
+        ]
     )
     final = folder / f"{prefix}-{uuid.uuid4().hex}.parquet"
     with atomic_path(final) as tmp:
@@ -281,14 +386,17 @@ def write_failures(folder: Path, failures: list[dict], prefix: str = "failures")
     return final
 
 
-def read_failures(folder: Path, views: Sequence[str] | None = None) -> pd.DataFrame:
-    """The latest failure of every item not cached in all of `views` (in any view when None): an item cached in
-    one view whose file fails when a new view is asked for is still a failure."""
+def read_failures(folder: Path, media: dict[str, str], views: Sequence[str] | None = None) -> pd.DataFrame:
+    """The latest failure of every item in `media` (item id -> fingerprint now) recorded for its file as it is now
+    and not cached in all of `views` (in any view when None): an item cached in one view whose file fails when a new
+    view is asked for is still a failure; a file repaired since it failed is not."""
     table = _read(folder, FAILURE_GLOB)
     if table is None:
-        return pd.DataFrame(columns=["item_id", "path", "reason", "time"])
-    failures = table.to_pandas().sort_values("time").drop_duplicates("item_id", keep="last")
-    have = cached_views(folder)
+        return pd.DataFrame(columns=["item_id", "media", "path", "reason", "time"])
+    failures = table.to_pandas()
+    failures = failures[failures["item_id"].map(media) == failures["media"]]
+    failures = failures.sort_values("time").drop_duplicates("item_id", keep="last")
+    have = cached_views(folder, media)
     if views is None:
         cached = have["item_id"].unique()
     else:
@@ -320,20 +428,45 @@ def _positions(column: pa.ChunkedArray, where: dict[str, int]) -> np.ndarray:
     return np.concatenate(positions) if positions else np.empty(0, dtype=np.intp)
 
 
-def read_features(folder: Path, item_ids: list[str], views: list[str] | None, frames: int) -> Features:
-    """Every requested item's per-frame features, scattered into a dense array; no Python loop over rows. With the
-    views named, every part is opened once, its keys and vectors read by one thread; with none named, the views
-    cached are gathered from every part first."""
-    files = sorted(folder.glob(PART_GLOB))
+@dataclass(frozen=True)
+class _Wanted:
+    """Where each wanted row goes, and which media it must have been made from."""
+
+    items: dict[str, int]  # item id -> position
+    views: dict[str, int]  # view -> position
+    media: dict[str, int]  # fingerprint -> code
+    item_media: np.ndarray  # per item position, the code of its fingerprint now
+
+
+def read_features(
+    folder: Path, item_ids: list[str], views: list[str] | None, frames: int, media: Sequence[str]
+) -> Features:
+    """Every requested item's per-frame features, scattered into a dense array; no Python loop over rows. `media`
+    holds each item's fingerprint now (features.fingerprint): a row made from other bytes is refused (StaleFeatures,
+    naming the items), never served. With the views named, every part is opened once, its keys and vectors read by
+    one thread; with none named, the views cached are gathered from every part first."""
+    files = live_parts(folder)
     if not files:
         raise CacheError(f"no features cached in {folder}: run `just extract` first")
+    if len(media) != len(item_ids):
+        raise ValueError(f"{len(item_ids)} items but {len(media)} fingerprints")
+    codes = {fingerprint: k for k, fingerprint in enumerate(dict.fromkeys(media))}
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
         views = list(views) if views else sorted(set().union(*pool.map(_part_views, files)))
         dim = vector_layout(pq.read_schema(files[0]).field("feature"))[1]
         x = np.empty((len(item_ids), len(views), frames, dim), dtype=np.float32)
         mask = np.zeros((len(item_ids), len(views), frames), dtype=bool)
-        where = {item: k for k, item in enumerate(item_ids)}, {view: k for k, view in enumerate(views)}
-        available = set().union(*pool.map(lambda file: _scatter_part(file, where, x, mask), files))
+        where = _Wanted(
+            {item: k for k, item in enumerate(item_ids)},
+            {view: k for k, view in enumerate(views)},
+            codes,
+            np.array([codes[fingerprint] for fingerprint in media], dtype=np.intp),
+        )
+        held, stale = zip(*pool.map(lambda file: _scatter_part(file, where, x, mask), files))
+    stale = np.unique(np.concatenate(stale))
+    if len(stale):
+        raise StaleFeatures(folder, [item_ids[k] for k in stale])
+    available = set().union(*held)
     unknown = [v for v in views if v not in available]
     if unknown:
         raise CacheError(f"{folder}: view(s) {', '.join(unknown)} not cached (cached: {', '.join(sorted(available))})")
@@ -408,29 +541,31 @@ def _read_into(file: Path, part: pq.ParquetFile, block: np.ndarray) -> bool:
     return True
 
 
-def _scatter_part(
-    file: Path, where: tuple[dict[str, int], dict[str, int]], x: np.ndarray, mask: np.ndarray
-) -> set[str]:
-    """Reads one part, copies its wanted rows into x and mask, and returns the views it holds. Parts share no rows
-    except the duplicates of distributed padding, whose vectors agree, so threads writing at once cannot disagree.
+def _scatter_part(file: Path, where: _Wanted, x: np.ndarray, mask: np.ndarray) -> tuple[set[str], np.ndarray]:
+    """Reads one part, copies its wanted rows into x and mask, and returns the views it holds and the positions of
+    the wanted items it holds rows of made from other media (stale, and not copied). Parts share no rows, so threads
+    writing at once cannot disagree.
 
     A part's rows are usually one run of consecutive rows of x (items in the order asked, every frame present):
     the vectors are then read from the file straight into that block (see _read_into), or else decoded by PyArrow
     and block-copied, which releases the GIL, where a fancy-indexed copy holds it and serialises the threads.
     """
-    part = pq.ParquetFile(file, memory_map=True, read_dictionary=["item_id", "view"])
-    table = part.read(columns=KEY_COLUMNS, use_threads=False)
+    part = pq.ParquetFile(file, memory_map=True, read_dictionary=DICTIONARY_COLUMNS)
+    table = part.read(columns=[*KEY_COLUMNS, "media"], use_threads=False)
     views, frames = x.shape[1:3]
-    item, view = (_positions(table[name], lookup) for name, lookup in zip(("item_id", "view"), where))
+    item, view = _positions(table["item_id"], where.items), _positions(table["view"], where.views)
+    asked = item >= 0
+    stale = asked & (_positions(table["media"], where.media) != where.item_media[np.where(asked, item, 0)])
     t = table["t"].to_numpy()
-    keep = (item >= 0) & (view >= 0) & (t < frames)
+    keep = asked & ~stale & (view >= 0) & (t < frames)
     rows = (item * views + view) * frames + t
     mask.reshape(-1)[rows[keep]] = True
     flat, field = x.reshape(-1, x.shape[-1]), part.schema_arrow.field("feature")
     one_block = len(rows) and keep.all() and (np.diff(rows) == 1).all()
     held = set(pc.unique(table["view"]).to_pylist())
+    stale_items = np.unique(item[stale])
     if one_block and vector_layout(field)[0] == x.dtype and _read_into(file, part, flat[rows[0] : rows[-1] + 1]):
-        return held
+        return held, stale_items
     start = 0
     for chunk in part.read(columns=["feature"], use_threads=False)["feature"].chunks:
         span = slice(start, start + len(chunk))
@@ -440,7 +575,7 @@ def _scatter_part(
             flat[target[0] : target[0] + len(target)] = values
         else:
             flat[target[wanted]] = values[wanted]
-    return held
+    return held, stale_items
 
 
 def concat_features(sets: Sequence[Features]) -> Features:

@@ -9,7 +9,8 @@ or `flush_seconds`, whichever comes first, so memory stays flat and a kill loses
 the backbone runs as several single-threaded streams beside the workers (`single_threaded_ops`, `cpu_streams`). A rerun
 computes only the (item, variant) pairs each set lacks; media that cannot be read are recorded with their reason in
 the failures table of every set that asked for them, and the run goes on. One extraction at a time holds a cache
-folder (see features.cache.exclusive).
+folder (see features.cache.exclusive). Every item's file is fingerprinted first (features.fingerprint): rows and
+failures are written with it, and the rows of an item whose file has changed since are dropped and extracted again.
 
 With `devices=<n> strategy=ddp` Lightning starts n-1 more processes that re-run the same command; every rank plans,
 rank 0 alone holds the locks, the jobs come from rank 0's plan and each rank writes its own parts (see `extract`).
@@ -39,6 +40,7 @@ from features.cache import (
     FeatureSpec,
     cache_dir,
     cached_views,
+    drop_stale,
     ensure_manifest,
     exclusive,
     part_schema,
@@ -47,6 +49,7 @@ from features.cache import (
     write_part,
 )
 from features.decode import DECODERS, Decoder, FrameSampling, MediaError
+from features.fingerprint import fingerprints
 from features.views import Variant, ViewFamily, check_time_axis, split_variants, view_family
 from workbench.atomic import remove_stale_temporaries
 
@@ -55,6 +58,7 @@ from workbench.atomic import remove_stale_temporaries
 class Job:
     item_id: str
     path: str
+    media: str  # the file's fingerprint when the run planned: rows and failures are bound to it
     views: tuple[tuple[str, ...], ...]  # per feature set, the variants it still lacks (empty: none)
 
     @property
@@ -130,18 +134,25 @@ def collate(samples: list[dict]) -> dict:
     ok = [s for s in samples if s["error"] is None]
     sets = []
     for index in range(len(samples[0]["job"].views)):
-        rows = {"item_id": [], "view": [], "t": [], "time": []}
+        rows = {"item_id": [], "media": [], "view": [], "t": [], "time": []}
         pixels = []
         for sample in ok:
             for view, frames, times in sample["views"][index]:
                 rows["item_id"] += [sample["job"].item_id] * len(frames)
+                rows["media"] += [sample["job"].media] * len(frames)
                 rows["view"] += [view] * len(frames)
                 rows["t"] += range(len(frames))
                 rows["time"] += times.tolist()
                 pixels.append(frames)
         sets.append({"pixels": torch.cat(pixels) if pixels else torch.empty(0), "rows": rows})
     failures = [
-        {"item_id": s["job"].item_id, "path": s["job"].path, "reason": s["error"], "sets": s["job"].sets}
+        {
+            "item_id": s["job"].item_id,
+            "media": s["job"].media,
+            "path": s["job"].path,
+            "reason": s["error"],
+            "sets": s["job"].sets,
+        }
         for s in samples
         if s["error"]
     ]
@@ -161,7 +172,7 @@ class MediaDataModule(pl.LightningDataModule):
         so no job is done twice, but it refuses a rank without a job: fewer jobs than ranks are topped up with idle
         ones."""
         jobs = self.trainer.strategy.broadcast(self.dataset.jobs, src=0)
-        idle = Job(item_id="", path="", views=tuple(() for _ in self.dataset.families))
+        idle = Job(item_id="", path="", media="", views=tuple(() for _ in self.dataset.families))
         self.dataset.jobs = jobs + [idle] * (self.trainer.world_size - len(jobs))
 
     def predict_dataloader(self) -> DataLoader:
@@ -272,6 +283,7 @@ class ExtractionSummary:
     items: int
     already_cached: int
     extracted: int
+    changed: int  # of those extracted, items whose cached rows were of another file (re-downloaded, repaired, ...)
     failures: pd.DataFrame = field(repr=False)
     seconds: float
 
@@ -338,16 +350,17 @@ def group_leader() -> bool:
 
 
 def plan_jobs(items: pd.DataFrame, variants: Sequence[tuple[str, ...]], folders: Sequence[Path]) -> list[Job]:
-    """Each item with, per feature set, the variants the cache still lacks for it."""
-    have = [cached_views(folder).groupby("item_id")["view"].agg(set).to_dict() for folder in folders]
+    """Each item with, per feature set, the variants the cache still lacks for its file as it is now (`media`)."""
+    media = dict(zip(items["item_id"], items["media"]))
+    have = [cached_views(folder, media).groupby("item_id")["view"].agg(set).to_dict() for folder in folders]
     jobs = []
-    for item_id, path in zip(items["item_id"], items["path"]):
+    for item_id, path, fingerprint in zip(items["item_id"], items["path"], items["media"]):
         missing = tuple(
             tuple(v for v in views if v not in cached.get(item_id, ()))
             for views, cached in zip(variants, have, strict=True)
         )
         if any(missing):
-            jobs.append(Job(item_id, path, missing))
+            jobs.append(Job(item_id, path, fingerprint, missing))
     return jobs
 
 
@@ -375,7 +388,8 @@ def extract(
     flush_seconds: float = 10.0,
 ) -> ExtractionSummary:
     """Fills the caches of `specs` (one feature set, or several differing in their view family) for `items`
-    (columns item_id, path); each set takes the variants of `views` its family accepts.
+    (columns item_id, path); each set takes the variants of `views` its family accepts. The files' fingerprints are
+    memoised in `cache_root` (features.fingerprint).
 
     Under DDP every rank runs this function. Rank 0 holds the locks from before it plans until every rank's parts are
     on disk (the writer's barrier), and starts the other ranks only inside `trainer.predict`, after its plan: they
@@ -393,6 +407,9 @@ def extract(
     folders = [cache_dir(cache_root, track, spec) for spec in specs]
     backbone = create_backbone(common.backbone, weights=common.weights)
     leader = group_leader()
+    items = items.assign(media=fingerprints(items["path"].tolist(), cache_root))
+    media = dict(zip(items["item_id"], items["media"]))
+    changed: set[str] = set()
     with contextlib.ExitStack() as locks:
         if leader:  # in path order, so two runs sharing some of their sets cannot deadlock
             for folder in sorted(folders):
@@ -401,6 +418,7 @@ def extract(
             ensure_manifest(folder, spec, backbone.identity(), backbone.dim, library_versions())
             if leader:
                 remove_stale_temporaries(folder)
+                changed |= drop_stale(folder, media)
         jobs = plan_jobs(items, variants, folders)
         if jobs:
             sampling = FrameSampling(frames=common.frames, fps=common.fps, phase=common.phase)
@@ -421,7 +439,7 @@ def extract(
                 extractor = FeatureExtractor(backbone, streams=cpu_streams(trainer))
                 trainer.predict(extractor, datamodule=datamodule, return_predictions=False)
         unfinished = plan_jobs(items, variants, folders)
-    failures = pd.concat([read_failures(folder, views) for folder, views in zip(folders, variants, strict=True)])
+    failures = pd.concat([read_failures(folder, media, views) for folder, views in zip(folders, variants, strict=True)])
     failures = failures[failures["item_id"].isin(items["item_id"])].drop_duplicates("item_id")
     position = pd.Series(np.arange(len(items)), index=items["item_id"])  # the label file's order, run after run
     failures = failures.sort_values("item_id", key=lambda ids: ids.map(position)).reset_index(drop=True)
@@ -430,6 +448,7 @@ def extract(
         items=len(items),
         already_cached=len(items) - len(jobs),
         extracted=len(jobs) - len(unfinished),
+        changed=len(changed - {job.item_id for job in unfinished}),
         failures=failures,
         seconds=time.monotonic() - started,
     )

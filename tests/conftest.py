@@ -87,10 +87,12 @@ def two_kvq_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], l
 
 @pytest.fixture(scope="session")
 def cached_kvq(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    """A KVQ label layout (60 training videos from 20 sources, 6 test videos; no media files) with two feature sets
-    written straight into the cache: `size=32` holds a noisy copy of the score, `size=48` pure noise. Returns the
-    words that select it (data=, cache=, frames=, size=32); heads train on it in a fraction of a second."""
+    """A KVQ label layout (60 training videos from 20 sources, 6 test videos; the media are a few random bytes each,
+    decoded by nobody) with two feature sets written straight into the cache, bound to those files: `size=32` holds a
+    noisy copy of the score, `size=48` pure noise. Returns the words that select it (data=, cache=, frames=,
+    size=32); heads train on it in a fraction of a second."""
     from features.cache import cache_dir, ensure_manifest, part_schema, write_part
+    from features.fingerprint import file_digest
     from workbench.config import FeatureConfig
 
     folder = tmp_path_factory.mktemp("cached-kvq")
@@ -102,6 +104,10 @@ def cached_kvq(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     test = pd.DataFrame({"filename": [f"test/{i:04d}.mp4" for i in range(6)], "score": np.nan})
     test.to_csv(data / "test_data.csv", index=False)
     ids = [*train["filename"], *test["filename"]]
+    for item in ids:
+        (data / item).parent.mkdir(exist_ok=True)
+        (data / item).write_bytes(rng.bytes(64))
+    media = [file_digest(data / item) for item in ids]
     pd.DataFrame({"filename": ids, "source": [f"s{i // 3}" for i in range(len(ids))]}).to_csv(
         data / "sources.csv", index=False
     )
@@ -116,6 +122,7 @@ def cached_kvq(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
         feature = strength * score * np.linspace(1, -1, dim) + rng.normal(0, 0.5, (rows, dim))
         columns = {
             "item_id": np.repeat(ids, len(views) * frames),
+            "media": np.repeat(media, len(views) * frames),
             "view": np.tile(np.repeat(views, frames), len(ids)),
             "t": np.tile(np.arange(frames), len(ids) * len(views)),
             "time": np.tile(np.arange(frames, dtype=np.float32), len(ids) * len(views)),

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from test_extraction import media_of
 
 from features.cache import FAILURE_GLOB, PART_GLOB, read_failures, read_features
 from features.extract import cpu_streams, extract
@@ -71,14 +72,19 @@ def extract_on_two_ranks(data: Path, root: Path) -> tuple[int, list[str]]:
 def row_keys(folder: Path, parts: set[str] | None = None) -> pd.DataFrame:
     """The keys of every row of the parts named (all when None), each part read on its own."""
     files = [f for f in sorted(folder.glob(PART_GLOB)) if parts is None or f.name in parts]
-    return pd.concat([pq.read_table(f, columns=ROW_KEY).to_pandas() for f in files], ignore_index=True)
+    return pd.concat([pq.read_table(f, columns=[*ROW_KEY, "media"]).to_pandas() for f in files], ignore_index=True)
 
 
-def assert_same_cache(folder: Path, reference: Path, item_ids: list[str]) -> None:
+def assert_same_cache(folder: Path, reference: Path, data: Path, item_ids: list[str]) -> None:
+    """The same rows and vectors as the one-process reference, every row bound to its file in `data`, which holds
+    the same bytes as the reference's data folder at another path."""
     keys = row_keys(folder)
     assert not keys.duplicated().any(), keys[keys.duplicated(keep=False)]
+    assert (keys["media"] == keys["item_id"].map(media_of(TRACK.read_items(data)))).all()  # every rank agrees
     assert set(zip(keys["item_id"], keys["view"])) == {(i, v) for i in item_ids for v in CONFIG.views}
-    got, want = (read_features(f, item_ids, list(CONFIG.views), SPEC.frames) for f in (folder, reference))
+    now = media_of(TRACK.read_items(data))
+    media = [now[item] for item in item_ids]
+    got, want = (read_features(f, item_ids, list(CONFIG.views), SPEC.frames, media) for f in (folder, reference))
     np.testing.assert_array_equal(got.mask, want.mask)
     assert got.mask.any(axis=-1).all()
     np.testing.assert_allclose(got.x, want.x, rtol=1e-5, atol=1e-6)
@@ -101,14 +107,14 @@ def test_two_ranks_share_the_missing_items_and_write_each_once(data, reference, 
     status, row = extract_on_two_ranks(tmp_path / "data", tmp_path / "cache")
 
     assert status == 3, row  # finished, some media failed
-    assert row[:5] == ["12", "center,hflip", "7", "4", "1"]
+    assert row[:6] == ["12", "center,hflip", "7", "4", "0", "1"]
     written = {f.name for f in folder.glob(PART_GLOB)} - before
     assert prefixes(written) == {"part-r0", "part-r1"}
     assert prefixes({f.name for f in folder.glob(FAILURE_GLOB)}) == {"failures-r1"}
-    assert read_failures(folder)["item_id"].tolist() == [broken["item_id"]]
+    assert read_failures(folder, media_of(items))["item_id"].tolist() == [broken["item_id"]]
     new_keys = row_keys(folder, written)
     assert set(new_keys["item_id"]) == set(items["item_id"].iloc[7:]) - {broken["item_id"]}
-    assert_same_cache(folder, reference, [i for i in items["item_id"] if i != broken["item_id"]])
+    assert_same_cache(folder, reference, tmp_path / "data", [i for i in items["item_id"] if i != broken["item_id"]])
 
 
 def test_a_lone_missing_item_leaves_rank_1_idle_then_a_rerun_finds_all(data, reference, tmp_path, monkeypatch):
@@ -120,11 +126,11 @@ def test_a_lone_missing_item_leaves_rank_1_idle_then_a_rerun_finds_all(data, ref
 
     status, row = extract_on_two_ranks(data, tmp_path)
 
-    assert (status, row[:5]) == (0, ["12", "center,hflip", "11", "1", "0"])
+    assert (status, row[:6]) == (0, ["12", "center,hflip", "11", "1", "0", "0"])
     written = {f.name for f in folder.glob(PART_GLOB)} - before
     assert prefixes(written) == {"part-r0"}
     assert set(row_keys(folder, written)["item_id"]) == {items["item_id"].iloc[11]}
-    assert_same_cache(folder, reference, items["item_id"].tolist())
+    assert_same_cache(folder, reference, data, items["item_id"].tolist())
 
     # In-process is safe here only because nothing is left to extract: a Trainer would re-run pytest as rank 1.
     monkeypatch.setattr(lightning.pytorch, "Trainer", refuse_trainer)

@@ -46,6 +46,7 @@ from features.extract import (
     extract,
     single_threaded_ops,
 )
+from features.fingerprint import fingerprints
 from features.views import view_family
 from synth.video import encode_mp4, render_source
 
@@ -57,6 +58,22 @@ ROW_KEY = ["item_id", "view", "t"]
 
 def run(items: pd.DataFrame, root: Path, views=("center",), spec: FeatureSpec = SPEC) -> ExtractionSummary:
     return extract(items, TRACK, spec, list(views), cache_root=root, batch_size=2, workers=0, progress=False)
+
+
+def media_of(items: pd.DataFrame) -> dict[str, str]:
+    """Each item's file fingerprint now, as readers of the cache pass it."""
+    return dict(zip(items["item_id"], fingerprints(items["path"].tolist())))
+
+
+def read_items(folder: Path, items: pd.DataFrame, views, frames: int = SPEC.frames):
+    """The features of `items` as they are now on disk."""
+    ids = items["item_id"].tolist()
+    return read_features(folder, ids, views, frames, [media_of(items)[i] for i in ids])
+
+
+def fake_media(ids) -> np.ndarray:
+    """A stand-in fingerprint per item id, for parts written directly."""
+    return np.char.add("m-", np.asarray(ids, dtype=str))
 
 
 def part_rows(folder: Path) -> pd.DataFrame:
@@ -88,7 +105,7 @@ def test_extraction_writes_one_row_set_per_item_and_view(tiny_videos, tmp_path):
     for part in summary.folder.glob(PART_GLOB):
         assert vector_layout(pq.read_schema(part).field("feature")) == (np.dtype("float32"), QualityStats.dim)
 
-    features = read_features(summary.folder, list(items["item_id"]), views, frames=SPEC.frames)
+    features = read_items(summary.folder, items, views)
     assert features.x.shape == (3, 2, SPEC.frames, QualityStats.dim)
     assert features.mask[..., :KEY_FRAMES].all() and not features.mask[..., KEY_FRAMES:].any()
     assert np.isfinite(features.x).all() and not features.x[~features.mask].any()
@@ -204,7 +221,7 @@ def test_killed_run_resumes_without_losing_or_duplicating_items(tiny_videos, tmp
     rows = part_rows(folder)
     assert_one_row_set_per_item_and_view(rows, items["item_id"], ["center"])
     assert len(rows) == len(items) * KEY_FRAMES
-    features = read_features(folder, list(items["item_id"]), ["center"], frames=SLOW_SPEC.frames)
+    features = read_items(folder, items, ["center"], SLOW_SPEC.frames)
     assert features.mask[..., :KEY_FRAMES].all() and not features.mask[..., KEY_FRAMES:].any()
 
 
@@ -231,7 +248,7 @@ def test_unreadable_media_are_recorded_skipped_and_retried(tiny_videos, tmp_path
     assert summary.failures["item_id"].tolist() == [i for i in items["item_id"] if i in failing]  # label order
     assert summary.extracted == len(items) - len(failing)
     assert set(cached_views(summary.folder)["item_id"]) == set(items["item_id"]) - failing
-    failures = read_failures(summary.folder).set_index("item_id")
+    failures = read_failures(summary.folder, media_of(items)).set_index("item_id")
     assert set(failures.index) == failing
     assert (failures["path"] == failures.index.map(lambda name: str(bad[name]))).all()
     assert "Invalid data" in failures.at["text", "reason"]
@@ -245,24 +262,30 @@ def test_unreadable_media_are_recorded_skipped_and_retried(tiny_videos, tmp_path
     assert again.already_cached == len(items) - len(failing)  # failures are not cached: they are retried
     assert again.extracted == 1
     assert set(again.failures["item_id"]) == failing - {"missing"}
-    assert set(read_failures(again.folder)["item_id"]) == failing - {"missing"}
+    assert set(read_failures(again.folder, media_of(items))["item_id"]) == failing - {"missing"}
     attempts = pd.concat([pq.read_table(f).to_pandas() for f in again.folder.glob(FAILURE_GLOB)])
     assert attempts["item_id"].value_counts().to_dict() == {name: 2 if name != "missing" else 1 for name in failing}
 
 
-def test_a_failure_for_a_new_view_of_a_cached_item_is_reported(tiny_videos, tmp_path):
+def test_an_item_whose_file_went_missing_is_a_failure_until_the_same_bytes_are_back(tiny_videos, tmp_path):
     items = tiny_videos(2)
     run(items, tmp_path, ["center"])
-    Path(items["path"].iloc[1]).unlink()
+    gone = Path(items["path"].iloc[1])
+    content = gone.read_bytes()
+    gone.unlink()
 
     wider = run(items, tmp_path, ["center", "hflip"])
     assert list(wider.failures["item_id"]) == ["clip001"]
     assert "No such file" in wider.failures["reason"].iloc[0]
     assert wider.extracted == 1
-    assert list(read_failures(wider.folder, ["center", "hflip"])["item_id"]) == ["clip001"]
-    # In the views it has, the item is cached and nothing failed.
+    assert list(read_failures(wider.folder, media_of(items), ["center", "hflip"])["item_id"]) == ["clip001"]
+    # Its rows are neither served nor deleted while the file is away: it fails in the views it has too.
     narrow = run(items, tmp_path, ["center"])
-    assert (narrow.already_cached, len(narrow.failures)) == (2, 0)
+    assert (narrow.already_cached, list(narrow.failures["item_id"])) == (1, ["clip001"])
+    assert set(part_rows(narrow.folder)["item_id"]) == {"clip000", "clip001"}
+    gone.write_bytes(content)  # the same bytes, back: served again, nothing extracted
+    back = run(items, tmp_path, ["center"])
+    assert (back.already_cached, back.extracted, len(back.failures)) == (2, 0, 0)
 
 
 # ------------------------------------------------------------------------------------------------------ manifests
@@ -299,6 +322,7 @@ def test_a_failed_part_write_leaves_neither_part_nor_temporary(tiny_videos, tmp_
     folder = tmp_path / "direct"
     columns = {
         "item_id": np.array(["a"]),
+        "media": fake_media(["a"]),
         "view": np.array(["center"]),
         "t": np.array([0]),
         "time": np.array([0.0]),
@@ -328,9 +352,10 @@ def test_parts_read_back_exactly_into_the_dense_array(tmp_path, dtype):
     rows = rng.permutation(np.argwhere(present))
     for i, v, t in (block.T for block in np.array_split(rows, 3)):
         columns = {"item_id": items[i], "view": views[v], "t": t, "time": t.astype(np.float32), "feature": x[i, v, t]}
-        write_part(tmp_path, columns, part_schema(dim, dtype))
+        write_part(tmp_path, {**columns, "media": fake_media(items[i])}, part_schema(dim, dtype))
 
-    got = read_features(tmp_path, ["v5", "v0", "never", "v3"], ["hflip"], frames=2)
+    asked = ["v5", "v0", "never", "v3"]
+    got = read_features(tmp_path, asked, ["hflip"], 2, fake_media(asked))
     known = [0, 1, 3]
     mask = np.zeros((4, 1, 2), dtype=bool)
     mask[known] = present[[5, 0, 3]][:, [1], :2]
@@ -340,7 +365,7 @@ def test_parts_read_back_exactly_into_the_dense_array(tmp_path, dtype):
     assert got.x.dtype == np.float32 and got.views == ["hflip"]
     np.testing.assert_array_equal(got.mask, mask)
     np.testing.assert_array_equal(got.x, expected)
-    every = read_features(tmp_path, items.tolist(), None, frames)
+    every = read_features(tmp_path, items.tolist(), None, frames, fake_media(items))
     assert every.views == ["center", "hflip"]
     np.testing.assert_array_equal(every.x, np.where(present[..., None], x, 0.0))
 
@@ -348,8 +373,8 @@ def test_parts_read_back_exactly_into_the_dense_array(tmp_path, dtype):
     for block in np.array_split(np.arange(7), 2):
         i, v, t = (index.ravel() for index in np.meshgrid(block, [0, 1], np.arange(frames), indexing="ij"))
         columns = {"item_id": items[i], "view": views[v], "t": t, "time": t.astype(np.float32), "feature": x[i, v, t]}
-        write_part(dense, columns, part_schema(dim, dtype))
-    got = read_features(dense, items.tolist(), views.tolist(), frames)
+        write_part(dense, {**columns, "media": fake_media(items[i])}, part_schema(dim, dtype))
+    got = read_features(dense, items.tolist(), views.tolist(), frames, fake_media(items))
     assert got.mask.all()
     np.testing.assert_array_equal(got.x, x)
 
@@ -359,8 +384,10 @@ def dense_parts(folder: Path, x: np.ndarray, write) -> None:
     items, _, frames, dim = x.shape
     for start in range(0, items, 2):
         block = np.arange(start, min(start + 2, items))
+        ids = np.repeat([f"v{i}" for i in block], frames)
         columns = {
-            "item_id": np.repeat([f"v{i}" for i in block], frames),
+            "item_id": ids,
+            "media": fake_media(ids),
             "view": np.full(len(block) * frames, "center"),
             "t": np.tile(np.arange(frames), len(block)),
             "time": np.tile(np.arange(frames, dtype=np.float32), len(block)),
@@ -375,7 +402,8 @@ def test_vectors_are_copied_straight_from_the_file_and_other_layouts_decode_alik
     x = np.random.default_rng(3).standard_normal((5, 1, 3, 64)).astype(np.float32)
     ids = [f"v{i}" for i in range(5)]
     schema = part_schema(64, "float32")
-    nullable = schema.set(4, schema.field("feature").with_nullable(True))
+    feature = schema.get_field_index("feature")
+    nullable = schema.set(feature, schema.field("feature").with_nullable(True))
 
     def pyarrow_default(folder, columns, schema, **options):
         vectors = pa.FixedSizeBinaryArray.from_buffers(
@@ -383,7 +411,7 @@ def test_vectors_are_copied_straight_from_the_file_and_other_layouts_decode_alik
             len(columns["feature"]),
             [None, pa.py_buffer(np.ascontiguousarray(columns["feature"]))],
         )
-        arrays = [*(pa.array(columns[name], type=schema.field(name).type) for name in schema.names[:4]), vectors]
+        arrays = [*(pa.array(columns[name], type=schema.field(name).type) for name in schema.names[:feature]), vectors]
         folder.mkdir(exist_ok=True)
         pq.write_table(
             pa.Table.from_arrays(arrays, schema=schema), folder / f"part-{columns['item_id'][0]}.parquet", **options
@@ -404,10 +432,11 @@ def test_vectors_are_copied_straight_from_the_file_and_other_layouts_decode_alik
         folder.mkdir()
         dense_parts(folder, x, write)
         straight.clear()
-        np.testing.assert_array_equal(read_features(folder, ids, ["center"], 3).x, x, err_msg=name)
+        np.testing.assert_array_equal(read_features(folder, ids, ["center"], 3, fake_media(ids)).x, x, err_msg=name)
         assert straight == [name == "ours"] * 3, name  # three parts, each in the order of the array
         straight.clear()
-        np.testing.assert_array_equal(read_features(folder, ids[::-1], None, 3).x, x[::-1], err_msg=name)
+        got = read_features(folder, ids[::-1], None, 3, fake_media(ids[::-1]))
+        np.testing.assert_array_equal(got.x, x[::-1], err_msg=name)
         assert straight == [name == "ours"], name  # the one-item part still fills a block; the others no longer
 
 
@@ -415,7 +444,7 @@ def test_a_view_not_cached_is_named_with_those_that_are(tmp_path):
     x = np.zeros((2, 1, 1, 4), dtype=np.float32)
     dense_parts(tmp_path, x, lambda folder, columns: write_part(folder, columns, part_schema(4, "float32")))
     with pytest.raises(CacheError, match=r"view\(s\) hflip not cached \(cached: center\)"):
-        read_features(tmp_path, ["v0", "v1"], ["center", "hflip"], 1)
+        read_features(tmp_path, ["v0", "v1"], ["center", "hflip"], 1, fake_media(["v0", "v1"]))
 
 
 def test_torch_ops_keep_to_one_thread_during_extraction_and_streams_share_the_cores(monkeypatch):

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image, ImageOps
+from test_extraction import media_of
 
 from features import decode
 from features.cache import FeatureSpec, read_failures, read_features
@@ -144,8 +145,10 @@ def test_image_extraction_fills_two_families_from_one_decode(tmp_path, monkeypat
     native, fragments = summary.folders
     assert native.name.startswith("quality_stats__native32__")
     assert fragments.name.startswith("quality_stats__fragments32__")
-    assert read_features(native, ["a", "b", "c"], None, 1).views == ["center"]
-    got = read_features(fragments, ["a", "b", "c"], None, 1)
+    media = media_of(items)
+    good = ["a", "b", "c"]
+    assert read_features(native, good, None, 1, [media[i] for i in good]).views == ["center"]
+    got = read_features(fragments, good, None, 1, [media[i] for i in good])
     assert got.views == ["s0", "s1"] and got.mask.all()
     for folder in summary.folders:
-        assert list(read_failures(folder)["item_id"]) == ["bad"]
+        assert list(read_failures(folder, media)["item_id"]) == ["bad"]

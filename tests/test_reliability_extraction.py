@@ -23,11 +23,13 @@ from test_extraction import (
     encode_with,
     extract_slowly,
     fast_twin,  # noqa: F401 - a fixture
+    media_of,
     part_rows,
+    read_items,
     run,
 )
 
-from features.cache import cache_dir, read_failures, read_features
+from features.cache import cache_dir, read_failures
 from features.decode import FrameSampling, sample_video
 from synth.video import render_source
 
@@ -140,11 +142,12 @@ def test_odd_media_are_cached_and_broken_media_named(tmp_path):
 
     summary = run(items, tmp_path / "cache", views=("center", "hflip"))
     assert summary.failures["item_id"].tolist() == ["audio-only"]
-    assert "no video stream" in read_failures(summary.folder).set_index("item_id").at["audio-only", "reason"]
+    failures = read_failures(summary.folder, media_of(items)).set_index("item_id")
+    assert "no video stream" in failures.at["audio-only", "reason"]
     rows = part_rows(summary.folder)
     frames = rows.groupby("item_id")["t"].nunique()
     assert frames["one-frame"] == 1 and frames["tiny-8x6"] == KEY_FRAMES and frames["odd-63x47"] == KEY_FRAMES
-    features = read_features(summary.folder, items["item_id"].tolist(), ["center", "hflip"], KEY_FRAMES)
+    features = read_items(summary.folder, items, ["center", "hflip"], KEY_FRAMES)
     assert np.isfinite(features.x).all()
 
 
@@ -181,7 +184,7 @@ def test_a_long_failures_table_says_how_many_it_leaves_out(capsys):
 
     names = [f"train/{i:04d}.mp4" for i in range(FAILURES_SHOWN + 5)]
     failures = pd.DataFrame({"item_id": names, "reason": "no video stream"})
-    summary = ExtractionSummary([Path("cache")], len(names), 0, 0, failures, seconds=1.0)
+    summary = ExtractionSummary([Path("cache")], len(names), 0, 0, 0, failures, seconds=1.0)
     assert report_extraction(summary, ["center"]) == EXIT_FAILURES
     out = capsys.readouterr().out
     assert f"the first {FAILURES_SHOWN} of {len(names)}" in out

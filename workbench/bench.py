@@ -11,7 +11,9 @@ one repeat, not one side of the comparison. The rows, numbered as in BENCHMARKS.
 3. reading a track's features from the cache against `np.load` of the same array from an `.npy` file;
 4. the 10-fold head training of a run against a bare PyTorch loop doing the same work;
 5. peak resident memory of a large extraction against a small one, each in a process of its own;
-6. the overhead of a trial of our sweep (storage, pruning, bookkeeping) against the trial's own fold training.
+6. the overhead of a trial of our sweep (storage, pruning, bookkeeping) against the trial's own fold training;
+7. fingerprinting a file's content (what binds the cache to its media) against decoding the same file as extraction
+   does, on a 4K JPEG, a 1080p clip and a long 1080p clip.
 
 Media are synthetic (synth.video) and kept under `<root>/media`, so a rerun skips generating them.
 """
@@ -19,6 +21,7 @@ Media are synthetic (synth.video) and kept under `<root>/media`, so a rerun skip
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.metadata
 import json
 import math
@@ -45,9 +48,11 @@ from PIL import Image
 
 from features.backbones import Backbone, create_backbone
 from features.cache import Features, FeatureSpec, part_schema, read_features, write_part
-from features.decode import FrameSampling, sample_video, upright
+from features.decode import FrameSampling, read_image, sample_video, upright
 from features.extract import extract
+from features.fingerprint import file_digest, fingerprints
 from features.views import ViewFamily, view_family
+from synth.image import render_image, write_image
 from synth.video import encode_mp4, render_source
 from tracks import get_track
 from workbench import sweep
@@ -84,13 +89,14 @@ class Sizes:
     memory_items: tuple[int, int] = (50, 500)
     trials: int = 3
     trial_folds: int = 2
+    long_seconds: int = 60
 
 
 SIZES = {
     "full": Sizes(),
     "quick": Sizes(
         clips=1, extraction_items=8, seconds=3, repeats=1, train_items=500, epochs=4, memory_items=(10, 50), trials=2,
-        trial_folds=2,
+        trial_folds=2, long_seconds=6,
     ),
 }  # fmt: skip
 
@@ -298,6 +304,7 @@ def cache_rows(sizes: Sizes, cfg: BenchConfig, root: Path, progress: Progress) -
     progress(f"cache of {n} items x {frames} frames x {dim} dims")
     x = np.random.default_rng(0).standard_normal((n, 1, frames, dim), dtype=np.float32)
     ids = [f"item{i:05d}" for i in range(n)]
+    media = np.array([hashlib.sha256(item.encode()).hexdigest() for item in ids])  # as long as a file's fingerprint
     ours, theirs = [], []
     with tempfile.TemporaryDirectory(dir=root) as scratch:
         folder = Path(scratch)
@@ -307,6 +314,7 @@ def cache_rows(sizes: Sizes, cfg: BenchConfig, root: Path, progress: Progress) -
             count = len(ids[block])
             columns = {
                 "item_id": np.repeat(ids[block], frames),
+                "media": np.repeat(media[block], frames),
                 "view": np.full(count * frames, "center"),
                 "t": np.tile(np.arange(frames), count),
                 "time": np.tile(np.arange(frames, dtype=np.float32), count),
@@ -315,14 +323,14 @@ def cache_rows(sizes: Sizes, cfg: BenchConfig, root: Path, progress: Progress) -
             write_part(folder, columns, schema)
         npy = folder / "features.npy"
         np.save(npy, x)
-        if not np.array_equal(read_features(folder, ids, ["center"], frames).x, x):
+        if not np.array_equal(read_features(folder, ids, ["center"], frames, media).x, x):
             raise AssertionError(f"{folder}: the cache read back differs from what was written")
         for repeat in range(sizes.repeats * 3):  # reads take tenths of a second: more repeats, same cost
             progress(f"cache read, repeat {repeat + 1}/{sizes.repeats * 3}")
             with timed() as baseline:
                 np.load(npy)
             with timed() as read:
-                read_features(folder, ids, ["center"], frames)
+                read_features(folder, ids, ["center"], frames, media)
             theirs.append(baseline.wall)
             ours.append(read.wall)
     gigabytes = x.nbytes / 1e9
@@ -356,7 +364,9 @@ def training_data(sizes: Sizes, seed: int = 0) -> TrainingData:
     score = np.clip(3 + signal / signal.std() + rng.normal(0, 0.3, n), 1, 5)
     ids = [f"item{i:05d}" for i in range(n)]
     split = np.where(test, "test", "train")
-    items = pd.DataFrame({"item_id": ids, "path": "", "split": split, "group": groups.astype(str), "score": score})
+    items = pd.DataFrame(
+        {"item_id": ids, "path": "", "media": "", "split": split, "group": groups.astype(str), "score": score}
+    )  # in memory: no file, no fingerprint
     items.loc[test, "score"] = np.nan
     folds = np.full(n, -1)
     folds[~test] = grouped_folds(items.loc[~test, "group"], sizes.folds, "kvq", seed)
@@ -552,6 +562,72 @@ def memory_rows(sizes: Sizes, cfg: BenchConfig, root: Path, progress: Progress) 
     ]
 
 
+# --- 7: fingerprints -------------------------------------------------------------------------------------------------
+
+UHD_JPEG = 90  # JPEG quality of the 4K still: with grain, a few MB, as UHD-IQA's photos are
+
+
+def bench_image(folder: Path, width: int, height: int, seed: int) -> Path:
+    """A grained 4K JPEG, generated once."""
+    path = folder / f"{width}x{height}-{seed}.jpg"
+    if not path.is_file():
+        pixels = render_image(seed, width, height).astype(np.float32)
+        pixels += np.random.default_rng(seed).standard_normal(pixels.shape[:2], dtype=np.float32)[..., None] * GRAIN
+        folder.mkdir(parents=True, exist_ok=True)
+        write_image(np.clip(pixels, 0, 255).round().astype(np.uint8), path, UHD_JPEG)
+    return path
+
+
+def fingerprint_rows(sizes: Sizes, cfg: BenchConfig, root: Path, progress: Progress) -> list[Row]:
+    """The whole file hashed (no memo) against its decode as an extraction does it (KVQ's key frames for clips):
+    decoding is only part of extraction, so the ratio bounds the fingerprint's share of extraction from above."""
+    media = root / "media"
+    sampling = FrameSampling(**{k: get_track("kvq").defaults.get(k, v) for k, v in (("frames", 8), ("fps", 1.0))})
+    progress("fingerprint media")
+    cases = [
+        ("4K JPEG", bench_image(media, 3840, 2160, 0), read_image),
+        (f"1080p clip, {sizes.seconds} s", bench_clip(media, 1920, 1080, sizes.seconds, sizes.fps, 0), None),
+        (f"1080p clip, {sizes.long_seconds} s", bench_clip(media, 1920, 1080, sizes.long_seconds, sizes.fps, 0), None),
+    ]
+    rows = []
+    for what, path, decode in cases:
+        decode = decode or (lambda file: sample_video(file, sampling))
+        hashed, decoded = [], []
+        for repeat in range(sizes.repeats * 3):
+            progress(f"fingerprint of a {what}, repeat {repeat + 1}/{sizes.repeats * 3}")
+            with timed() as digest:
+                file_digest(path)
+            with timed() as decoding:
+                decode(str(path))
+            hashed.append(digest.wall)
+            decoded.append(decoding.wall)
+        with tempfile.TemporaryDirectory(dir=root) as memo:
+            fingerprints([str(path)], memo)
+            with timed() as hit:
+                fingerprints([str(path)], memo)
+        ratio = median([h / d for h, d in zip(hashed, decoded)])
+        megabytes = path.stat().st_size / 1e6
+        rows.append(
+            Row(
+                "7",
+                f"content fingerprint (XXH3-128) of a {what} ({megabytes:.1f} MB) against decoding it",
+                f"{median(hashed) * 1e3:.1f} ms ({megabytes / median(hashed) / 1e3:.2f} GB/s)",
+                f"{median(decoded) * 1e3:.0f} ms (decode)",
+                ratio,
+                "< 0.05",
+                ratio < 0.05,
+                f"from the page cache; a rerun finds the digest in the memo by one stat ({hit.wall * 1e3:.1f} ms "
+                f"with the memo's read and write)"
+                + (
+                    ""
+                    if decode is read_image
+                    else f"; decoded: {sampling.frames} key frames at {sampling.fps:g} fps, as KVQ samples"
+                ),
+            )
+        )
+    return rows
+
+
 # --- the suite --------------------------------------------------------------------------------------------------------
 
 GROUPS: dict[str, Callable[[Sizes, BenchConfig, Path, Progress], list[Row]]] = {
@@ -560,6 +636,7 @@ GROUPS: dict[str, Callable[[Sizes, BenchConfig, Path, Progress], list[Row]]] = {
     "training": training_rows,
     "memory": memory_rows,
     "sweep": sweep_rows,
+    "fingerprint": fingerprint_rows,
 }
 
 

@@ -30,6 +30,7 @@ from ensembles.report import Table as ReportTable
 from ensembles.report import write_report
 from features.cache import CacheError, family_variants
 from features.extract import ExtractionSummary, extract, group_leader
+from features.fingerprint import fingerprints
 from features.views import split_variants, view_family
 from tracks import LayoutError, Track, get_track, list_tracks
 from workbench import bench, sweep
@@ -140,13 +141,14 @@ def report_extraction(summary: ExtractionSummary, views: Sequence[str]) -> int:
     console.print(
         table(
             "extraction",
-            ["items", "views", "already cached", "extracted", "failed", "items/s", "cache"],
+            ["items", "views", "already cached", "extracted", "file changed", "failed", "items/s", "cache"],
             [
                 [
                     summary.items,
                     ",".join(views),
                     summary.already_cached,
                     summary.extracted,
+                    summary.changed,
                     len(summary.failures),
                     rate,
                     "\n".join(map(str, summary.folders)),
@@ -235,6 +237,18 @@ def submitted_runs(cfg: SubmitConfig, track: Track) -> list[Run]:
     return runs
 
 
+def check_media(runs: Sequence[Run], items: pd.DataFrame, cache: str) -> None:
+    """Refuses runs whose predictions were made from other bytes than the items' files hold now."""
+    media = dict(zip(items["item_id"], fingerprints(items["path"].tolist(), cache)))
+    for run in runs:
+        stale = run.stale_items(media)
+        if stale:
+            raise ConfigError(
+                f"run {run.id} was trained and predicted on features of {len(stale)} item(s) whose files have changed "
+                f"(or gone) since, e.g. {', '.join(stale[:3])}: run `just extract` and `just train` again"
+            )
+
+
 def submit(cfg: SubmitConfig) -> Path:
     """Blends the runs (one run is its own blend), calibrates on the blend's out-of-fold predictions and writes the
     zip; the report, the calibration and the blend's description go in the same folder. Returns the zip's path."""
@@ -245,6 +259,7 @@ def submit(cfg: SubmitConfig) -> Path:
         raise ConfigError(f"blend={cfg.blend!r}: expected auto or, with two runs or more, one of {', '.join(BLENDS)}")
     configs = [build(TrainConfig, {k: v for k, v in run.config.items() if k != "views"}) for run in runs]  # resolved
     items = track.read_items(configs[0].data_dir)
+    check_media(runs, items, configs[0].cache)
     test, labelled = items[items["split"] == "test"], items[items["split"] == "train"]
     truth = labelled.set_index("item_id")
     targets = list(track.targets)

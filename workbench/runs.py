@@ -53,6 +53,12 @@ class Run:
             raise FileNotFoundError(f"{self.path}: no finished fold")
         return pd.concat(frames, ignore_index=True)
 
+    def stale_items(self, media: dict[str, str]) -> list[str]:
+        """The run's items whose file's fingerprint now (`media`, item id -> fingerprint) is not the one it was
+        trained or predicted on."""
+        table = pd.read_parquet(self.path / FOLDS)
+        return table.loc[table["item_id"].map(media) != table["media"], "item_id"].tolist()
+
     def folds(self) -> pd.Series:
         """The fold of every labelled item, indexed by item id (test items, fold -1, left out)."""
         table = pd.read_parquet(self.path / FOLDS)
@@ -66,9 +72,11 @@ class Run:
             table.to_parquet(tmp, index=False)
 
 
-def run_id(config: dict, feature_key: str, ignore: tuple[str, ...] = ("run", "runs_dir", "fold")) -> str:
+def run_id(config: dict, feature_key: str, media: str, ignore: tuple[str, ...] = ("run", "runs_dir", "fold")) -> str:
+    """From the configuration, the feature sets and the digest of the media they were made from."""
     hashed = {k: v for k, v in config.items() if k not in ignore}
-    digest = hashlib.sha256(json.dumps([hashed, feature_key], sort_keys=True, default=str).encode()).hexdigest()[:8]
+    payload = [hashed, feature_key, media]
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:8]
     return f"{config['backbone']}-{config['head']}-{digest}".replace("/", "-")
 
 

@@ -11,6 +11,8 @@ the training loss is summed on the side and logged once per epoch, not through L
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import warnings
 from collections.abc import Callable, Iterable
@@ -27,6 +29,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 from ensembles.calibrate import Calibration
 from ensembles.report import Table, write_report
 from features.cache import Features, cache_dir, concat_features, read_features, read_manifest
+from features.fingerprint import fingerprints
 from features.views import split_variants, view_family
 from tracks import Track, get_track
 from workbench.config import TrainConfig, as_dict
@@ -153,6 +156,13 @@ class TrainingData:
     feature_key: str
     dropped: list[str]  # items without any cached frame
 
+    @property
+    def media_digest(self) -> str:
+        """One digest of every item's file fingerprint: a run trained on other bytes under the same ids is another
+        run."""
+        pairs = sorted(zip(self.items["item_id"], self.items["media"]))
+        return hashlib.sha256(json.dumps(pairs).encode()).hexdigest()[:16]
+
     def index(self, fold: int) -> tuple[np.ndarray, np.ndarray]:
         return np.flatnonzero((self.folds >= 0) & (self.folds != fold)), np.flatnonzero(self.folds == fold)
 
@@ -174,8 +184,9 @@ def oof_score(run: Run, data: TrainingData) -> float:
     )
 
 
-def read_feature_sets(cfg: TrainConfig, track: Track, item_ids: list[str]) -> tuple[Features, str]:
-    """The features of every view family of `cfg`, side by side (see concat_features), and their joined cache key."""
+def read_feature_sets(cfg: TrainConfig, track: Track, items: pd.DataFrame) -> tuple[Features, str]:
+    """The features of `items` (item_id, media: their files' fingerprints now) of every view family of `cfg`, side by
+    side (see concat_features), and their joined cache key. Rows made from other bytes are refused (StaleFeatures)."""
     specs = cfg.feature_specs(track.media)
     families = [view_family(spec) for spec in specs]
     chosen = split_variants(families, cfg.views) if cfg.views else [None] * len(specs)
@@ -183,7 +194,11 @@ def read_feature_sets(cfg: TrainConfig, track: Track, item_ids: list[str]) -> tu
     for spec, views in zip(specs, chosen, strict=True):
         folder = cache_dir(cfg.cache, track.name, spec)
         read_manifest(folder, spec)
-        sets.append(read_features(folder, item_ids, list(views) if views else None, cfg.frames))
+        sets.append(
+            read_features(
+                folder, items["item_id"].tolist(), list(views) if views else None, cfg.frames, items["media"].tolist()
+            )
+        )
         keys.append(folder.name)
     return concat_features(sets), "+".join(keys)
 
@@ -191,7 +206,8 @@ def read_feature_sets(cfg: TrainConfig, track: Track, item_ids: list[str]) -> tu
 def load_training_data(cfg: TrainConfig) -> TrainingData:
     track = get_track(cfg.track)
     items = track.read_items(cfg.data_dir)
-    features, feature_key = read_feature_sets(cfg, track, items["item_id"].tolist())
+    items["media"] = fingerprints(items["path"].tolist(), cfg.cache)
+    features, feature_key = read_feature_sets(cfg, track, items)
     present = features.mask.any(axis=(1, 2))
     dropped = items.loc[~present, "item_id"].tolist()
     items = items[present].reset_index(drop=True)
@@ -205,15 +221,21 @@ def load_training_data(cfg: TrainConfig) -> TrainingData:
 
 def open_or_create_run(cfg: TrainConfig, data: TrainingData) -> Run:
     config = as_dict(cfg)
-    run = Run(Path(cfg.runs_dir) / data.track.name / (cfg.run or run_id(config, data.feature_key)))
-    resolved = {**config, "run": run.id, "feature_key": data.feature_key, "views": data.features.views}
+    run = Run(Path(cfg.runs_dir) / data.track.name / (cfg.run or run_id(config, data.feature_key, data.media_digest)))
+    resolved = {
+        **config,
+        "run": run.id,
+        "feature_key": data.feature_key,
+        "media": data.media_digest,
+        "views": data.features.views,
+    }
     if run.path.joinpath("config.json").is_file():
         previous = {k: v for k, v in run.config.items() if k != "fold"}
         if previous != {k: v for k, v in resolved.items() if k != "fold"}:
             raise ValueError(f"{run.path} was trained with another configuration; pass a new run=<name>")
         return run
     run.path.mkdir(parents=True, exist_ok=True)
-    folds = pd.DataFrame({"item_id": data.items["item_id"], "fold": data.folds})
+    folds = pd.DataFrame({"item_id": data.items["item_id"], "fold": data.folds, "media": data.items["media"]})
     run.write_parquet(FOLDS, folds)
     run.write_json("config.json", resolved)
     return run
