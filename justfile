@@ -54,3 +54,7 @@ bench *args:
 # the test suite
 test *args:
     @{{python}} -m pytest -q "$@"
+
+# read an organiser's folder and report splits, groups, label ranges, missing or unreadable media: track=<t> data=<dir>
+check *args:
+    @{{python}} -m workbench check "$@"

@@ -47,13 +47,17 @@ class Calibration:
 
     @classmethod
     def fit(cls, kind: str, pred: pd.DataFrame, truth: pd.DataFrame, targets: Sequence[str]) -> Calibration:
-        """`pred` and `truth` indexed by item id; items are matched by id."""
+        """`pred` and `truth` indexed by item id; items are matched by id, and each target's map is fitted on the
+        items labelled on it (a NaN label is a missing one)."""
         if check_kind(kind) == "none":
             return cls(kind, {})
         truth = truth.loc[pred.index]
-        return cls(
-            kind, {t: fit_map(kind, pred[t].to_numpy(np.float64), truth[t].to_numpy(np.float64)) for t in targets}
-        )
+        maps = {}
+        for target in targets:
+            y = truth[target].to_numpy(np.float64)
+            known = np.isfinite(y)
+            maps[target] = fit_map(kind, pred[target].to_numpy(np.float64)[known], y[known])
+        return cls(kind, maps)
 
     def apply(self, pred: pd.DataFrame) -> pd.DataFrame:
         mapped = pred.copy()

@@ -27,9 +27,10 @@ def _examples(values: Sequence[str], limit: int = 3) -> str:
     return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
 
 
-def validate(
-    pred: pd.DataFrame, expected_ids: Sequence[str], targets: Sequence[str], score_range: tuple[float, float]
-) -> None:
+def validate(pred: pd.DataFrame, expected_ids: Sequence[str], ranges: Mapping[str, tuple[float, float]]) -> None:
+    """Every problem at once: ids duplicated, missing or unknown; scores non-finite or outside their target's range
+    (`ranges`: target -> (low, high), in the submission's order of targets)."""
+    targets = list(ranges)
     ids = pred.index.astype(str)
     expected = pd.Index(expected_ids).astype(str)
     problems = []
@@ -46,13 +47,14 @@ def validate(
     bad = ~np.isfinite(values).all(axis=1)
     if bad.any():
         problems.append(f"{int(bad.sum())} non-finite score(s), e.g. for {_examples(ids[bad])}")
-    low, high = score_range
-    outside = np.isfinite(values).all(axis=1) & ((values < low) | (values > high)).any(axis=1)
-    if outside.any():
-        problems.append(
-            f"{int(outside.sum())} score(s) outside the track's range [{low}, {high}], "
-            f"e.g. for {_examples(ids[outside])}"
-        )
+    for column, (target, (low, high)) in enumerate(ranges.items()):
+        outside = np.isfinite(values[:, column]) & ((values[:, column] < low) | (values[:, column] > high))
+        if outside.any():
+            name = "" if len(ranges) == 1 else f" {target}"
+            problems.append(
+                f"{int(outside.sum())}{name} score(s) outside the track's range [{low}, {high}], "
+                f"e.g. for {_examples(ids[outside])}"
+            )
     if problems:
         raise SubmissionError("refusing to write the submission:\n  " + "\n  ".join(problems))
 
@@ -60,14 +62,15 @@ def validate(
 def write_zip(
     pred: pd.DataFrame,
     fmt: SubmissionFormat,
-    targets: Sequence[str],
     expected_ids: Sequence[str],
-    score_range: tuple[float, float],
+    ranges: Mapping[str, tuple[float, float]],
     path: str | Path,
     extras: Mapping[str, bytes] | None = None,
 ) -> Path:
-    """Writes the submission zip (files at the root, rows in test-list order) and checks it by reading it back."""
-    validate(pred, expected_ids, targets, score_range)
+    """Writes the submission zip (files at the root, rows in test-list order) and checks it by reading it back;
+    `ranges` (target -> (low, high)) names the targets in the submission's order."""
+    targets = list(ranges)
+    validate(pred, expected_ids, ranges)
     ordered = pred.loc[list(expected_ids)]
     files = {fmt.filename: fmt.to_csv(ordered, targets), **(extras or {})}
     path = Path(path)
@@ -75,7 +78,7 @@ def write_zip(
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             for name, data in files.items():
                 archive.writestr(name, data)
-        check_written(tmp, files, ordered, fmt, targets, expected_ids, score_range)
+        check_written(tmp, files, ordered, fmt, expected_ids, ranges)
     return path
 
 
@@ -84,15 +87,15 @@ def check_written(
     files: Mapping[str, bytes],
     ordered: pd.DataFrame,
     fmt: SubmissionFormat,
-    targets: Sequence[str],
     expected_ids: Sequence[str],
-    score_range: tuple[float, float],
+    ranges: Mapping[str, tuple[float, float]],
 ) -> None:
     """Reads the zip back as the organisers will, before it takes its final name."""
+    targets = list(ranges)
     with zipfile.ZipFile(written) as archive:
         if sorted(archive.namelist()) != sorted(files):
             raise SubmissionError(f"the zip holds {archive.namelist()}, expected {sorted(files)}")
     reread = fmt.read(written, targets)
-    validate(reread, expected_ids, targets, score_range)
+    validate(reread, expected_ids, ranges)
     if not np.array_equal(reread.loc[list(expected_ids)].to_numpy(), ordered[list(targets)].to_numpy()):
         raise SubmissionError("the scores read back from the zip differ from those written")

@@ -27,11 +27,11 @@ class WeightsNotFound(RuntimeError):
     """Pretrained weights are not on this machine (which has no internet); the message says how to get them."""
 
 
-class Backbone(nn.Module, abc.ABC):
-    """Frozen image encoder: [B,3,H,W] float32 RGB in [0,1] -> [B, dim] float32.
+class FrozenEncoder(nn.Module, abc.ABC):
+    """A frozen encoder of one family (image frames, clips, ...): inputs in, one vector per input out.
 
-    Subclasses implement `encode`; `forward` owns the input check and inference mode so that no backbone
-    can build autograd graphs or pick up train-mode statistics while filling the cache.
+    Subclasses implement `check` and `encode`; `forward` owns the check and inference mode so that no encoder can
+    build autograd graphs or pick up train-mode statistics while filling the cache.
     """
 
     dim: int
@@ -41,21 +41,32 @@ class Backbone(nn.Module, abc.ABC):
         """JSON-serialisable description of everything that changes the vectors (part of the cache key)."""
 
     @abc.abstractmethod
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """[B,3,H,W] in [0,1] -> [B, dim]; called under inference mode."""
+    def check(self, inputs: torch.Tensor) -> None:
+        """Raises ValueError naming the expected input where `inputs` is not it."""
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    @abc.abstractmethod
+    def encode(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Inputs in [0,1] -> [B, dim]; called under inference mode."""
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        self.check(inputs)
+        with torch.inference_mode():
+            return self.encode(inputs.float()).float()
+
+    def train(self, mode: bool = True) -> FrozenEncoder:
+        """Stay in eval mode whatever a parent module asks: cached features must not depend on the batch."""
+        return super().train(False)
+
+
+class Backbone(FrozenEncoder):
+    """Frozen image encoder: [B,3,H,W] float32 RGB in [0,1] -> [B, dim] float32."""
+
+    def check(self, images: torch.Tensor) -> None:
         if images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
             raise ValueError(
                 f"{type(self).__name__} expects float RGB images shaped [B,3,H,W] in [0,1], "
                 f"got {images.dtype} {tuple(images.shape)}"
             )
-        with torch.inference_mode():
-            return self.encode(images.float()).float()
-
-    def train(self, mode: bool = True) -> Backbone:
-        """Stay in eval mode whatever a parent module asks: cached features must not depend on the batch."""
-        return super().train(False)
 
 
 BackboneFactory = Callable[[str, int], Backbone]

@@ -54,7 +54,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from features.decode import DECODERS
+from features.decode import DECODERS, FrameSampling
 from features.fingerprint import UNREADABLE
 from features.views import DEFAULT_FAMILY, view_family
 from workbench.atomic import atomic_path, write_text
@@ -65,6 +65,7 @@ FAILURE_GLOB = "failures-*.parquet"
 DTYPES = ("float32", "float16")
 KEY_COLUMNS = ["item_id", "view", "t"]
 DICTIONARY_COLUMNS = ["item_id", "media", "view"]
+CLIP_FAMILY = "clip"
 DEFAULT_PAGE_BYTES = 1 << 20  # PyArrow's own page size
 MAX_PAGE_BYTES = 1 << 30  # a page's size is a 32-bit integer in Parquet; a part larger than this reads through PyArrow
 
@@ -89,7 +90,11 @@ class StaleFeatures(CacheError):
 class FeatureSpec:
     """Everything that changes a cached vector: the backbone and its weights, the media type (its decoder), the frame
     sampling of video, the view family with its geometry, and the stored dtype. A family's variants are rows, not
-    part of the key; the geometry fields a family does not use are left out of the key."""
+    part of the key; the geometry fields a family does not use are left out of the key.
+
+    With `clip` > 1 the set is a motion stream: clips of that many consecutive frames from each key frame (view
+    family `clip`, their short side decoded at `size`), encoded by a motion encoder (`backbone` names one of
+    features.motion), one vector per clip."""
 
     backbone: str
     weights: str = "random"
@@ -103,12 +108,28 @@ class FeatureSpec:
     patch: int = 32
     fragment_seed: int = 0
     dtype: str = "float32"
+    clip: int = 1
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype={self.dtype!r}: expected one of {', '.join(DTYPES)}")
+        if (self.clip > 1) != (self.view == CLIP_FAMILY):
+            raise ValueError(
+                f"view={self.view!r} with clip={self.clip}: clips of consecutive frames (clip > 1) take view "
+                f"{CLIP_FAMILY!r}, and that view only them"
+            )
+        if self.clip > 1 and not DECODERS.get(self.media).time_axis:
+            raise ValueError(f"clip={self.clip}: {self.media} media have no time axis to take clips from")
         DECODERS.get(self.media)
         view_family(self)
+
+    @property
+    def time_axis(self) -> bool:
+        return DECODERS.get(self.media).time_axis
+
+    def sampling(self) -> FrameSampling:
+        """How the decoder samples the media for this set (clips scaled to the family's size at decode)."""
+        return FrameSampling(self.frames, self.fps, self.phase, self.clip, self.size if self.clip > 1 else 0)
 
     def identity(self) -> dict:
         """The hashed description; a weights file is identified by its content, not its path."""
@@ -125,8 +146,10 @@ class FeatureSpec:
             "dtype": self.dtype,
             "schema": SCHEMA_VERSION,
         }
-        if self.media == "video":  # an image is one frame whatever the sampling says
+        if self.time_axis:  # an image is one frame whatever the sampling says
             ident["sampling"] = {"frames": self.frames, "fps": self.fps, "phase": self.phase}
+            if self.clip > 1:  # absent for key frames, so their keys stay as they were
+                ident["sampling"]["clip"] = self.clip
         return ident
 
     def key(self) -> str:
@@ -578,23 +601,68 @@ def _scatter_part(file: Path, where: _Wanted, x: np.ndarray, mask: np.ndarray) -
     return held, stale_items
 
 
+def _pairing(view_lists: Sequence[list[str]]) -> tuple[list[np.ndarray], list[str]]:
+    """Variants of several feature sets paired by index, the shorter lists cycling (aesthetic center,hflip with
+    fragments s0..s3 gives center+s0, hflip+s1, center+s2, hflip+s3): every pair is a training sample and a test-time
+    view, and each set's variants appear equally often when the counts divide. Returns each set's pick of its views
+    and the paired names."""
+    count = max(len(views) for views in view_lists)
+    picks = [np.arange(count) % len(views) for views in view_lists]
+    names = ["+".join(views[pick[k]] for views, pick in zip(view_lists, picks, strict=True)) for k in range(count)]
+    return picks, names
+
+
 def concat_features(sets: Sequence[Features]) -> Features:
-    """Several feature sets of the same items side by side on the feature axis, for a head reading several view
-    families. Variants are paired by index, the shorter lists cycling (aesthetic center,hflip with fragments s0..s3
-    gives center+s0, hflip+s1, center+s2, hflip+s3): every pair is a training sample and a test-time view, and each
-    family's variants appear equally often when the counts divide. A frame is present where it is in every set."""
+    """Several feature sets of the same items and frames side by side on the feature axis, for a head reading several
+    view families of one stream, variants paired (see _pairing). A frame is present where it is in every set."""
     if len(sets) == 1:
         return sets[0]
     first = sets[0]
     for other in sets[1:]:
         if other.item_ids != first.item_ids or other.x.shape[2] != first.x.shape[2]:
             raise ValueError("feature sets to concatenate must hold the same items and frames")
-    count = max(len(s.views) for s in sets)
-    picks = [np.arange(count) % len(s.views) for s in sets]
+    picks, views = _pairing([s.views for s in sets])
     x = np.concatenate([s.x[:, pick] for s, pick in zip(sets, picks, strict=True)], axis=-1)
     mask = np.logical_and.reduce([s.mask[:, pick] for s, pick in zip(sets, picks, strict=True)])
-    views = ["+".join(s.views[pick[k]] for s, pick in zip(sets, picks, strict=True)) for k in range(count)]
     return Features(x=x, mask=mask, item_ids=first.item_ids, views=views)
+
+
+@dataclass
+class Streams:
+    """The feature streams a head reads, for the same items and the same paired views: each its own Features, with
+    its own time axis and width (key frames of a backbone's view families; clips of a motion encoder)."""
+
+    parts: list[Features]
+
+    @classmethod
+    def pair(cls, streams: Sequence[Features]) -> Streams:
+        """Streams of the same items, their views paired as feature sets are (see _pairing)."""
+        for other in streams[1:]:
+            if other.item_ids != streams[0].item_ids:
+                raise ValueError("feature streams to pair must hold the same items")
+        picks, views = _pairing([s.views for s in streams])
+        return cls([Features(s.x[:, p], s.mask[:, p], s.item_ids, views) for s, p in zip(streams, picks, strict=True)])
+
+    @property
+    def item_ids(self) -> list[str]:
+        return self.parts[0].item_ids
+
+    @property
+    def views(self) -> list[str]:
+        return self.parts[0].views
+
+    @property
+    def dims(self) -> list[int]:
+        return [part.x.shape[-1] for part in self.parts]
+
+    def present(self) -> np.ndarray:
+        """Items with a frame in some stream and view."""
+        return np.logical_or.reduce([part.mask.any(axis=(1, 2)) for part in self.parts])
+
+    def take(self, index: np.ndarray) -> Streams:
+        ids = [self.item_ids[k] for k in np.flatnonzero(index)] if index.dtype == bool else None
+        ids = ids if ids is not None else [self.item_ids[k] for k in index]
+        return Streams([Features(p.x[index], p.mask[index], ids, p.views) for p in self.parts])
 
 
 def family_variants(views: Sequence[str], families: int) -> list[tuple[str, ...]]:

@@ -43,15 +43,23 @@ def unreadable(path: str, what: str, error: Exception) -> MediaError:
 @dataclass(frozen=True)
 class FrameSampling:
     """Key frames at `fps` per second, the k-th at time (k + phase) / fps: phase 0 takes the first frame of each
-    second (as the KVQ winners did), 0.5 the middle one. At most `frames` are kept; shorter videos give fewer."""
+    second (as the KVQ winners did), 0.5 the middle one. At most `frames` are kept; shorter videos give fewer.
+
+    With `clip` > 1, each key frame also starts a clip of `clip` consecutive decoded frames (the key frame first),
+    for motion encoders, decoded in the same pass; `clip_side` > 0 scales the clips' frames (short side to it, by
+    FFmpeg, before they become arrays), so eight frames per key time cost little memory at 1080p."""
 
     frames: int = 8
     fps: float = 1.0
     phase: float = 0.0
+    clip: int = 1
+    clip_side: int = 0
 
     def __post_init__(self):
-        if self.frames < 1 or self.fps <= 0 or not 0.0 <= self.phase < 1.0:
-            raise ValueError(f"invalid sampling {self}: need frames >= 1, fps > 0 and 0 <= phase < 1")
+        if self.frames < 1 or self.fps <= 0 or not 0.0 <= self.phase < 1.0 or self.clip < 1 or self.clip_side < 0:
+            raise ValueError(
+                f"invalid sampling {self}: need frames >= 1, fps > 0, 0 <= phase < 1, clip >= 1 and clip_side >= 0"
+            )
 
     def targets(self) -> np.ndarray:
         return (np.arange(self.frames) + self.phase) / self.fps
@@ -63,11 +71,14 @@ class FrameSampling:
 
 @dataclass
 class Clip:
-    """Sampled frames [T, H, W, 3] (uint8, or uint16 for high-bit-depth sources) and their times in seconds."""
+    """Sampled frames [T, H, W, 3] (uint8, or uint16 for high-bit-depth sources) and their times in seconds; with
+    clips asked for, `clips` [C, L, h, w, 3] holds the consecutive frames from the first C key frames (C < T where
+    the video ends before the last key frames' clips are whole: a clip is never padded, which would fake a freeze)."""
 
     frames: np.ndarray
     times: np.ndarray
     info: dict = field(default_factory=dict)
+    clips: np.ndarray | None = None
 
 
 def _rgb_format(video_format: av.VideoFormat) -> str:
@@ -76,9 +87,18 @@ def _rgb_format(video_format: av.VideoFormat) -> str:
     return "rgb48le" if high_bit_depth else "rgb24"
 
 
+def _clip_frame(frame: av.VideoFrame, side: int, rgb: str) -> np.ndarray:
+    """A clip's frame as an array, its short side scaled to `side` (0: as decoded)."""
+    if not side:
+        return frame.to_ndarray(format=rgb)
+    scale = side / min(frame.width, frame.height)
+    width, height = max(1, round(frame.width * scale)), max(1, round(frame.height * scale))
+    return frame.reformat(width=width, height=height, format=rgb).to_ndarray()
+
+
 def sample_video(path: str, sampling: FrameSampling, threads: int = 0) -> Clip:
-    """Decodes `path` once, front to back, keeping the first frame at or after each target time, on `threads`
-    FFmpeg threads (0: as many as FFmpeg likes)."""
+    """Decodes `path` once, front to back, keeping the first frame at or after each target time (and the clips that
+    start there, see FrameSampling), on `threads` FFmpeg threads (0: as many as FFmpeg likes)."""
     try:
         container = av.open(path)
     except (av.FFmpegError, OSError) as error:
@@ -94,27 +114,40 @@ def sample_video(path: str, sampling: FrameSampling, threads: int = 0) -> Clip:
         start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
         fallback_rate = float(stream.average_rate or 25)
         kept, times, next_target, rgb, last, rotation, index = [], [], 0, None, None, 0, 0
+        clips: list[list[np.ndarray]] = []  # one per key frame kept, filled until `sampling.clip` long
+        done = False
+
+        def collecting() -> bool:
+            return bool(clips) and len(clips[-1]) < sampling.clip
+
         try:
             for packet in container.demux(stream):
-                # Until the first key frame is kept, every frame may become the stand-in last frame of a short clip.
+                # Until the first key frame is kept, every frame may become the stand-in last frame of a short clip;
+                # a clip being collected needs every frame, reference or not.
                 if kept and packet.pts is not None:
                     early = float(packet.pts * stream.time_base) - start + 1e-6 < targets[next_target]
-                    codec.skip_frame = "NONREF" if early else "DEFAULT"
+                    codec.skip_frame = "NONREF" if early and not collecting() else "DEFAULT"
                 for frame in codec.decode(packet):
                     t = frame.time - start if frame.time is not None else index / fallback_rate
                     index += 1
-                    if t + 1e-6 < targets[next_target]:
-                        last = (frame, t)
-                        continue
                     rgb = rgb or _rgb_format(frame.format)
-                    rotation = frame.rotation
-                    kept.append(frame.to_ndarray(format=rgb))
-                    times.append(t)
-                    # A frame can cover several targets in very low frame-rate video; it is kept once.
-                    next_target = int(np.searchsorted(targets, t + 1e-6, side="right"))
-                    if next_target >= len(targets):
+                    for open_clip in clips:  # clips longer than a sampling period overlap the next key frames
+                        if len(open_clip) < sampling.clip:
+                            open_clip.append(_clip_frame(frame, sampling.clip_side, rgb))
+                    if next_target < len(targets) and t + 1e-6 >= targets[next_target]:
+                        rotation = frame.rotation
+                        kept.append(frame.to_ndarray(format=rgb))
+                        times.append(t)
+                        if sampling.clip > 1:
+                            clips.append([_clip_frame(frame, sampling.clip_side, rgb)])
+                        # A frame can cover several targets in very low frame-rate video; it is kept once.
+                        next_target = int(np.searchsorted(targets, t + 1e-6, side="right"))
+                    elif not kept:
+                        last = (frame, t)
+                    done = next_target >= len(targets) and not collecting()
+                    if done:
                         break
-                if next_target >= len(targets):
+                if done:
                     break
         except av.FFmpegError as error:
             if not kept:
@@ -125,6 +158,10 @@ def sample_video(path: str, sampling: FrameSampling, threads: int = 0) -> Clip:
         if not kept:
             raise MediaError(path, "no decodable video frame")
         frames = upright(np.stack(kept), rotation)
+        whole = [upright(np.stack(c), rotation) for c in clips if len(c) == sampling.clip]
+        stacked = None
+        if sampling.clip > 1:
+            stacked = np.stack(whole) if whole else np.empty((0, sampling.clip, 0, 0, 3), frames.dtype)
         info = {
             "width": stream.codec_context.width,
             "height": stream.codec_context.height,
@@ -132,7 +169,7 @@ def sample_video(path: str, sampling: FrameSampling, threads: int = 0) -> Clip:
             "codec": stream.codec_context.name,
             "rotation": rotation,
         }
-    return Clip(frames=frames, times=np.asarray(times, dtype=np.float32), info=info)
+    return Clip(frames=frames, times=np.asarray(times, dtype=np.float32), info=info, clips=stacked)
 
 
 def upright(frames: np.ndarray, rotation: int) -> np.ndarray:
@@ -212,6 +249,28 @@ def read_image(path: str) -> Clip:
     return Clip(frames=pixels[None], times=np.zeros(1, dtype=np.float32), info=info)
 
 
+# --- probing ----------------------------------------------------------------------------------------------------------
+
+
+def probe_video(path: str) -> None:
+    """Opens the container and finds a video stream, decoding nothing: a check of thousands of files in seconds."""
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                raise MediaError(path, "no video stream")
+    except (av.FFmpegError, OSError) as error:
+        raise unreadable(path, "cannot open", error) from error
+
+
+def probe_image(path: str) -> None:
+    """Reads the image's header (format and size), decoding no pixel."""
+    try:
+        with Image.open(path) as image:
+            image.size  # noqa: B018 - the header is parsed on open; this keeps the intent visible
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise unreadable(path, "cannot read image", error) from error
+
+
 # --- the decoder of each media type -----------------------------------------------------------------------------------
 
 
@@ -223,6 +282,8 @@ class Decoder:
 
     read: Callable[[str, FrameSampling, int], Clip]
     identity: str
+    time_axis: bool  # whether its media have frames in time (key frames to sample, clips, temporal offsets)
+    probe: Callable[[str], None]  # a fast check that a file is media of this type (MediaError if not)
 
 
 def _image_clip(path: str, sampling: FrameSampling, threads: int = 0) -> Clip:
@@ -231,7 +292,6 @@ def _image_clip(path: str, sampling: FrameSampling, threads: int = 0) -> Clip:
 
 
 DECODERS: Registry[Decoder] = Registry("media type")
-DECODERS.register("video")(Decoder(sample_video, "pyav rgb24, rgb48le above 8 bits"))
-DECODERS.register("image")(
-    Decoder(_image_clip, "pillow rgb; 16-bit png through pyav rgb48le; alpha over white; exif orientation")
-)
+DECODERS.register("video")(Decoder(sample_video, "pyav rgb24, rgb48le above 8 bits", True, probe_video))
+IMAGE_DECODING = "pillow rgb; 16-bit png through pyav rgb48le; alpha over white; exif orientation"
+DECODERS.register("image")(Decoder(_image_clip, IMAGE_DECODING, False, probe_image))

@@ -1,9 +1,10 @@
 """The extraction run: Lightning `Trainer.predict` over a media datamodule, a frozen backbone as the module, and a
 prediction-writer callback that streams Parquet parts into the cache.
 
-One run fills one or several feature sets that differ only in their view family (aesthetic + fragments + native of
-a 4K image, say): each item is decoded once (once per temporal offset its variants ask for) and every family cuts its
-views from that decode.
+One run fills one or several feature sets that share their decoding (the media and the key-frame sampling): the view
+families of one backbone (aesthetic + fragments + native of a 4K image, say) and other encoders' sets beside them (a
+motion encoder on clips of consecutive frames from the same key frames). Each item is decoded once (once per
+temporal offset its variants ask for) and every set cuts its views from that decode and runs its own encoder.
 DataLoader workers decode and build views while the model runs; the writer flushes a part every `part_items` items
 or `flush_seconds`, whichever comes first, so memory stays flat and a kill loses at most that much work. On the CPU
 the backbone runs as several single-threaded streams beside the workers (`single_threaded_ops`, `cpu_streams`). A rerun
@@ -33,9 +34,10 @@ import pandas as pd
 import torch
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import BasePredictionWriter, RichProgressBar
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from features.backbones import Backbone, create_backbone
+from features.backbones import FrozenEncoder, create_backbone
 from features.cache import (
     FeatureSpec,
     cache_dir,
@@ -50,6 +52,7 @@ from features.cache import (
 )
 from features.decode import DECODERS, Decoder, FrameSampling, MediaError
 from features.fingerprint import fingerprints
+from features.motion import create_motion_encoder
 from features.views import Variant, ViewFamily, check_time_axis, split_variants, view_family
 from workbench.atomic import remove_stale_temporaries
 
@@ -66,7 +69,8 @@ class Job:
         return [s for s, views in enumerate(self.views) if views]
 
 
-Rendered = list[list[tuple[str, torch.Tensor, np.ndarray]]]  # per feature set: (variant, pixels [T, 3, S, S], times)
+# per feature set: (variant, pixels [T, 3, S, S] or clips [C, L, 3, S, S], their key frames' times)
+Rendered = list[list[tuple[str, torch.Tensor, np.ndarray]]]
 
 
 def render_item(
@@ -89,8 +93,8 @@ def render_item(
         for offset, clip in clips.items():
             here = [(name, v.geometry) for name, v in zip(names, views) if v.offset == offset]
             if here:
-                pixels = family.render(clip.frames, [geometry for _, geometry in here])
-                out.update({name: (frames, clip.times) for (name, _), frames in zip(here, pixels)})
+                pixels = family.render(getattr(clip, family.source), [geometry for _, geometry in here])
+                out.update({name: (frames, clip.times[: len(frames)]) for (name, _), frames in zip(here, pixels)})
         rendered.append([(name, *out[name]) for name in names])
     return rendered
 
@@ -187,13 +191,15 @@ class MediaDataModule(pl.LightningDataModule):
 
 
 class FeatureExtractor(pl.LightningModule):
-    """The recipe around a frozen backbone: run it on each set's frames, at most `chunk` to a forward pass, and hand
-    rows to the writer. With `streams` > 1 (on the CPU, see cpu_streams) the frames are shared among that many
-    threads, each running the backbone on its share."""
+    """The recipe around frozen encoders, one per feature set (sets of one backbone share it): run each set's encoder
+    on its frames or clips, at most `chunk` to a forward pass, and hand rows to the writer. With `streams` > 1 (on
+    the CPU, see cpu_streams) the inputs are shared among that many threads, each running the encoder on its share."""
 
-    def __init__(self, backbone: Backbone, chunk: int = 64, streams: int = 1):
+    def __init__(self, encoders: Sequence[FrozenEncoder], chunk: int = 64, streams: int = 1):
         super().__init__()
-        self.backbone = backbone
+        distinct = list({id(encoder): encoder for encoder in encoders}.values())
+        self.encoders = nn.ModuleList(distinct)
+        self.uses = [next(k for k, e in enumerate(distinct) if e is encoder) for encoder in encoders]
         self.chunk = chunk
         self.streams = streams
         self._pool: ThreadPoolExecutor | None = None
@@ -207,20 +213,24 @@ class FeatureExtractor(pl.LightningModule):
             self._pool.shutdown()
             self._pool = None
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+    def forward(self, pixels: torch.Tensor, encoder: int = 0) -> torch.Tensor:
         with torch.inference_mode():  # grad mode is per thread: the stream threads do not inherit Lightning's
-            return self.backbone(pixels)
+            return self.encoders[encoder](pixels)
 
-    def encode(self, pixels: torch.Tensor) -> np.ndarray:
+    def encode(self, pixels: torch.Tensor, feature_set: int) -> np.ndarray:
+        encoder = self.uses[feature_set]
         if not len(pixels):
-            return np.empty((0, self.backbone.dim), np.float32)
+            return np.empty((0, self.encoders[encoder].dim), np.float32)
         if self._pool is None:
-            return torch.cat([self(part) for part in pixels.split(self.chunk)]).float().cpu().numpy()
+            return torch.cat([self(part, encoder) for part in pixels.split(self.chunk)]).float().cpu().numpy()
         share = min(self.chunk, -(-len(pixels) // self.streams))
-        return torch.cat(list(self._pool.map(self, pixels.split(share)))).float().cpu().numpy()
+        parts = self._pool.map(lambda part: self(part, encoder), pixels.split(share))
+        return torch.cat(list(parts)).float().cpu().numpy()
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        sets = [{"rows": part["rows"], "features": self.encode(part["pixels"])} for part in batch["sets"]]
+        sets = [
+            {"rows": part["rows"], "features": self.encode(part["pixels"], s)} for s, part in enumerate(batch["sets"])
+        ]
         return {"sets": sets, "failures": batch["failures"]}
 
 
@@ -228,10 +238,10 @@ class ParquetPartWriter(BasePredictionWriter):
     """Buffers rows per feature set and writes whole Parquet parts named after the rank; an item id is written once
     per set and rank even when a sampler hands it out twice. Ranks never share an item (MediaDataModule.setup)."""
 
-    def __init__(self, folders: Sequence[Path], schema, part_items: int = 256, flush_seconds: float = 10.0):
+    def __init__(self, folders: Sequence[Path], schemas: Sequence, part_items: int = 256, flush_seconds: float = 10.0):
         super().__init__(write_interval="batch")
         self.folders = list(folders)
-        self.schema = schema
+        self.schemas = list(schemas)
         self.part_items = part_items
         self.flush_seconds = flush_seconds
         self.buffers: list[list[dict]] = [[] for _ in self.folders]
@@ -266,10 +276,12 @@ class ParquetPartWriter(BasePredictionWriter):
         trainer.strategy.barrier("parts written")
 
     def flush(self) -> None:
-        for folder, buffer, failures in zip(self.folders, self.buffers, self.failures, strict=True):
+        for folder, schema, buffer, failures in zip(
+            self.folders, self.schemas, self.buffers, self.failures, strict=True
+        ):
             if buffer:
                 columns = {key: np.concatenate([part[key] for part in buffer]) for key in buffer[0]}
-                write_part(folder, columns, self.schema, prefix=f"part-r{self.rank}")
+                write_part(folder, columns, schema, prefix=f"part-r{self.rank}")
             if failures:
                 write_failures(folder, failures, prefix=f"failures-r{self.rank}")
         self.buffers = [[] for _ in self.folders]
@@ -364,12 +376,41 @@ def plan_jobs(items: pd.DataFrame, variants: Sequence[tuple[str, ...]], folders:
     return jobs
 
 
-def check_shared(specs: Sequence[FeatureSpec]) -> None:
-    """Feature sets extracted together share the backbone, decoding and dtype: they may differ in their view only."""
-    identities = [{k: v for k, v in spec.identity().items() if k not in ("view", "geometry")} for spec in specs]
-    for spec, identity in zip(specs[1:], identities[1:]):
-        if identity != identities[0]:
-            raise ValueError(f"feature sets extracted together must differ only in their view: {specs[0]} vs {spec}")
+SHARED_DECODE = ("media", "frames", "fps", "phase", "dtype")
+
+
+def shared_sampling(specs: Sequence[FeatureSpec]) -> FrameSampling:
+    """The one decode of feature sets extracted together: they share the media, the key-frame sampling and the dtype
+    (encoders and views may differ), and at most one clip geometry, which the key frames' decode also yields."""
+    for spec in specs[1:]:
+        differ = [name for name in SHARED_DECODE if getattr(spec, name) != getattr(specs[0], name)]
+        if differ:
+            raise ValueError(
+                f"feature sets extracted together share their decoding; {', '.join(differ)} differ: "
+                f"{specs[0]} vs {spec}"
+            )
+    clips = {(spec.clip, spec.size) for spec in specs if spec.clip > 1}
+    if len(clips) > 1:
+        raise ValueError(f"feature sets extracted together take one clip geometry (clip, size), not {sorted(clips)}")
+    samplings = [spec.sampling() for spec in specs]
+    return max(samplings, key=lambda sampling: sampling.clip)
+
+
+def create_encoder(spec: FeatureSpec) -> FrozenEncoder:
+    """The frozen encoder of a feature set: a motion encoder for clips, an image backbone for frames."""
+    if spec.clip > 1:
+        return create_motion_encoder(spec.backbone, weights=spec.weights)
+    return create_backbone(spec.backbone, weights=spec.weights)
+
+
+def create_encoders(specs: Sequence[FeatureSpec]) -> list[FrozenEncoder]:
+    """One encoder per set; sets of the same encoder and weights share one."""
+    built: dict[tuple[str, str, bool], FrozenEncoder] = {}
+    for spec in specs:
+        key = (spec.backbone, spec.weights, spec.clip > 1)
+        if key not in built:
+            built[key] = create_encoder(spec)
+    return [built[(spec.backbone, spec.weights, spec.clip > 1)] for spec in specs]
 
 
 def extract(
@@ -387,9 +428,9 @@ def extract(
     part_items: int = 256,
     flush_seconds: float = 10.0,
 ) -> ExtractionSummary:
-    """Fills the caches of `specs` (one feature set, or several differing in their view family) for `items`
-    (columns item_id, path); each set takes the variants of `views` its family accepts. The files' fingerprints are
-    memoised in `cache_root` (features.fingerprint).
+    """Fills the caches of `specs` (one feature set, or several sharing their decoding, see shared_sampling) for
+    `items` (columns item_id, path); each set takes the variants of `views` its family accepts. The files'
+    fingerprints are memoised in `cache_root` (features.fingerprint).
 
     Under DDP every rank runs this function. Rank 0 holds the locks from before it plans until every rank's parts are
     on disk (the writer's barrier), and starts the other ranks only inside `trainer.predict`, after its plan: they
@@ -399,13 +440,12 @@ def extract(
     """
     started = time.monotonic()
     specs = (specs,) if isinstance(specs, FeatureSpec) else tuple(specs)
-    check_shared(specs)
-    common = specs[0]
+    sampling = shared_sampling(specs)
     families = [view_family(spec) for spec in specs]
     variants = split_variants(families, views)
-    check_time_axis(views, common.media)
+    check_time_axis(views, specs[0].time_axis, specs[0].media)
     folders = [cache_dir(cache_root, track, spec) for spec in specs]
-    backbone = create_backbone(common.backbone, weights=common.weights)
+    encoders = create_encoders(specs)
     leader = group_leader()
     items = items.assign(media=fingerprints(items["path"].tolist(), cache_root))
     media = dict(zip(items["item_id"], items["media"]))
@@ -414,16 +454,16 @@ def extract(
         if leader:  # in path order, so two runs sharing some of their sets cannot deadlock
             for folder in sorted(folders):
                 locks.enter_context(exclusive(folder))
-        for folder, spec in zip(folders, specs, strict=True):
-            ensure_manifest(folder, spec, backbone.identity(), backbone.dim, library_versions())
+        for folder, spec, encoder in zip(folders, specs, encoders, strict=True):
+            ensure_manifest(folder, spec, encoder.identity(), encoder.dim, library_versions())
             if leader:
                 remove_stale_temporaries(folder)
                 changed |= drop_stale(folder, media)
         jobs = plan_jobs(items, variants, folders)
         if jobs:
-            sampling = FrameSampling(frames=common.frames, fps=common.fps, phase=common.phase)
-            dataset = MediaDataset(jobs, DECODERS.get(common.media), sampling, families, decode_threads(workers))
-            writer = ParquetPartWriter(folders, part_schema(backbone.dim, common.dtype), part_items, flush_seconds)
+            dataset = MediaDataset(jobs, DECODERS.get(specs[0].media), sampling, families, decode_threads(workers))
+            schemas = [part_schema(encoder.dim, spec.dtype) for encoder, spec in zip(encoders, specs, strict=True)]
+            writer = ParquetPartWriter(folders, schemas, part_items, flush_seconds)
             trainer = pl.Trainer(
                 accelerator=accelerator,
                 devices=devices,
@@ -436,7 +476,7 @@ def extract(
             )
             datamodule = MediaDataModule(dataset, batch_size, workers)
             with single_threaded_ops():
-                extractor = FeatureExtractor(backbone, streams=cpu_streams(trainer))
+                extractor = FeatureExtractor(encoders, streams=cpu_streams(trainer))
                 trainer.predict(extractor, datamodule=datamodule, return_predictions=False)
         unfinished = plan_jobs(items, variants, folders)
     failures = pd.concat([read_failures(folder, media, views) for folder, views in zip(folders, variants, strict=True)])

@@ -79,10 +79,10 @@ class Variant:
         return cls(geometry, offset)
 
 
-def check_time_axis(views: Sequence[str], media: str) -> None:
-    """Temporal offsets shift key frames: only video has them to shift."""
+def check_time_axis(views: Sequence[str], time_axis: bool, media: str) -> None:
+    """Temporal offsets shift key frames: only media with a time axis have them to shift."""
     shifted = [v for v in views if Variant.parse(v).offset]
-    if shifted and media != "video":
+    if shifted and not time_axis:
         raise ValueError(
             f"view(s) {', '.join(shifted)} shift key frames in time (@t), but {media} media have no time axis; "
             f"drop the @t part"
@@ -149,6 +149,7 @@ def square(frames: np.ndarray, top: int, left: int, side: int, size: int) -> tor
 class ViewFamily(abc.ABC):
     name: ClassVar[str]
     variant_help: ClassVar[str]
+    source: ClassVar[str] = "frames"  # what of a decoded Clip it renders: its key frames, or its clips
 
     @property
     @abc.abstractmethod
@@ -244,6 +245,22 @@ class Resize(WindowFamily):
 
     def window(self, height: int, width: int) -> int:
         return min(height, width)
+
+
+@register_family("clip")
+@dataclass(frozen=True)
+class Clips(Resize):
+    """Clips of consecutive frames for a motion encoder: each frame of a clip cut as `resize` cuts a key frame (the
+    decoder has already scaled their short side to `size`, so this only crops), [V, C, L, 3, size, size]."""
+
+    source: ClassVar[str] = "clips"
+
+    def render(self, clips: np.ndarray, geometries: Sequence[str]) -> torch.Tensor:
+        count, length = clips.shape[:2]
+        if not count:
+            return torch.empty((len(geometries), 0, length, 3, self.size, self.size))
+        flat = super().render(clips.reshape(count * length, *clips.shape[2:]), geometries)
+        return flat.reshape(len(geometries), count, length, *flat.shape[2:])
 
 
 @register_family("aesthetic")

@@ -20,7 +20,7 @@ def _pred(ids=IDS, values=None):
 
 
 def _write(pred, tmp_path):
-    return write_zip(pred, KVQ.submission, KVQ.targets, IDS, KVQ.score_range, tmp_path / "sub.zip")
+    return write_zip(pred, KVQ.submission, IDS, KVQ.ranges(), tmp_path / "sub.zip")
 
 
 @pytest.mark.parametrize(

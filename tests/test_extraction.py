@@ -461,14 +461,14 @@ def test_streams_give_the_vectors_of_one_pass(backbone):
     """Frames shared among threads (7 frames over 3 streams: shares of 3, 3 and 1) come back in order, as one
     forward pass over them all gives them."""
     pixels = torch.rand(7, 3, 32, 32)
-    extractor = FeatureExtractor(create_backbone(backbone, weights="random"), streams=3)
-    alone = extractor.encode(pixels)
+    extractor = FeatureExtractor([create_backbone(backbone, weights="random")], streams=3)
+    alone = extractor.encode(pixels, 0)
     extractor.on_predict_start()
     try:
-        shared = extractor.encode(pixels)
+        shared = extractor.encode(pixels, 0)
     finally:
         extractor.on_predict_end()
-    assert shared.shape == alone.shape == (7, extractor.backbone.dim)
+    assert shared.shape == alone.shape == (7, extractor.encoders[0].dim)
     np.testing.assert_allclose(shared, alone, rtol=1e-5, atol=1e-6)
 
 

@@ -54,7 +54,7 @@ def test_pipeline_counts_every_pass_of_every_family_and_the_head(patch_conv):
         FeatureSpec("patch_conv", media="image", view=view, size=32, grid=2, patch=16)
         for view in ("aesthetic", "fragments")
     )
-    pipeline = Pipeline(specs, (("center", "hflip"), ("s0", "s1", "s2")), head="linear", hidden=16, targets=1)
+    pipeline = Pipeline((specs,), (("center", "hflip"), ("s0", "s1", "s2")), head="linear", hidden=16, targets=1)
     stages = pipeline.stages()
     per_pass = 8 * 8 * 4 * 48  # both families make 32 x 32 images
     assert [(s.passes, s.cost.macs) for s in stages[:2]] == [(2, per_pass), (3, per_pass)]
@@ -100,8 +100,10 @@ def test_an_oversized_fiqa_model_is_flagged(capsys, wide_console):
 def test_submit_warns_loudly_over_budget(capsys, wide_console):
     fiqa = get_track("fiqa")
     spec = FeatureSpec("resnet18", media="image", size=224)
-    cli.check_budget(fiqa, Pipeline((spec,), (("center",),), "linear", 128, 1))
+    cli.check_budget(fiqa, Pipeline(((spec,),), (("center",),), "linear", 128, 1))
     out = capsys.readouterr().out
     assert "OVER THE fiqa BUDGET" in out and "M parameters > 5 M parameters" in out
-    cli.check_budget(fiqa, Pipeline((FeatureSpec("quality_stats", media="image"),), (("center",),), "linear", 128, 1))
+    cli.check_budget(
+        fiqa, Pipeline(((FeatureSpec("quality_stats", media="image"),),), (("center",),), "linear", 128, 1)
+    )
     assert "OVER" not in capsys.readouterr().out

@@ -3,6 +3,7 @@ declares, a run records them, and a submission is the mean over its views (or ov
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import zipfile
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from features.cache import FeatureSpec, cached_views
 from features.decode import DECODERS, Decoder, FrameSampling
 from features.extract import extract, render_item
+from features.inputs import Image
 from features.views import view_family
 from synth.video import encode_mp4
 from tracks import get_track
@@ -41,7 +43,7 @@ def counting(decoder: Decoder, calls: list[FrameSampling]) -> Decoder:
         calls.append(sampling)
         return decoder.read(path, sampling, threads)
 
-    return Decoder(read, decoder.identity)
+    return dataclasses.replace(decoder, read=read)
 
 
 def test_a_temporal_offset_decodes_the_frames_half_a_period_later(numbered_clip):
@@ -85,7 +87,7 @@ def test_images_refuse_temporal_views_and_tracks_check_their_declaration(tmp_pat
         extract(items, "fiqa", image, ["center", "center@t0.5"], cache_root=tmp_path, progress=False)
 
     class TimedImages(Track):
-        name, media, tta_views = "timed_images", "image", ("center", "hflip@t0.5")
+        name, inputs, tta_views = "timed_images", (Image(),), ("center", "hflip@t0.5")
 
     with pytest.raises(ValueError, match="track timed_images: tta_views center, hflip@t0.5: .*no time axis"):
         check_test_views(TimedImages)

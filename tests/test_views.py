@@ -125,9 +125,9 @@ def test_variant_names_parse_in_one_grammar():
     assert split_variants(families, ["center", "tl", "hflip@t0.5"]) == both
     with pytest.raises(ValueError, match="view.s. center-hflip belong to none"):  # the centre's mirror is `hflip`
         split_variants(families, ["center", "tl", "center-hflip"])
-    check_time_axis(["center", "s0"], "image")
+    check_time_axis(["center", "s0"], False, "image")
     with pytest.raises(ValueError, match="center@t0.5 shift key frames in time .* image media have no time axis"):
-        check_time_axis(["center", "center@t0.5"], "image")
+        check_time_axis(["center", "center@t0.5"], False, "image")
 
 
 def test_aesthetic_keeps_the_whole_frame_and_resize_its_centre_square():
@@ -205,7 +205,7 @@ def test_a_family_keys_only_its_own_geometry():
     assert "sampling" not in native.identity() and "sampling" in FeatureSpec("quality_stats").identity()
     with pytest.raises(ValueError, match="unknown view family 'salt'"):
         FeatureSpec("quality_stats", view="salt")
-    assert set(FAMILIES.names()) == {"aesthetic", "fragments", "native", "resize", "salient"}
+    assert set(FAMILIES.names()) == {"aesthetic", "clip", "fragments", "native", "resize", "salient"}
 
 
 # ------------------------------------------------------------------------------------------------- peak memory

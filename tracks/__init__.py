@@ -2,22 +2,22 @@
 the targets, the groups that keep a source's versions in one fold, the official score and the submission format.
 It never decodes media or trains.
 
-Adding a challenge means adding one module here that defines a `Track` subclass decorated with `@register_track`,
-and naming the module in `TRACK_MODULES`.
+Adding a challenge means adding one module here that defines a `Track` subclass decorated with `@register_track`:
+every module of this package but `base` is imported on first use, so no list needs keeping.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 
 from tracks.base import ITEM_COLUMNS, TRACKS, LayoutError, SubmissionFormat, Track, register_track
 
-TRACK_MODULES = ("tracks.kvq", "tracks.uhd_iqa", "tracks.fiqa")
-
 
 def _load() -> None:
-    for module in TRACK_MODULES:
-        importlib.import_module(module)
+    for module in pkgutil.iter_modules(__path__):
+        if module.name != "base":
+            importlib.import_module(f"{__name__}.{module.name}")
 
 
 def get_track(name: str) -> Track:

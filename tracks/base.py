@@ -16,6 +16,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
+from features.inputs import MediaInput, Video
 from features.views import DEFAULT_FAMILY, FAMILIES, check_time_axis, split_variants
 from workbench import metrics
 from workbench.atomic import write_bytes
@@ -45,7 +46,7 @@ def check_test_views(track: type[Track]) -> None:
         views = getattr(track, name)
         try:
             split_variants(families, views or track.tta_views)
-            check_time_axis(views, track.media)
+            check_time_axis(views, track.inputs[0].time_axis, track.inputs[0].decoder)
         except ValueError as error:
             raise ValueError(f"track {track.name}: {name} {', '.join(views)}: {error}") from None
 
@@ -127,11 +128,13 @@ class Track:
 
     name: ClassVar[str]
     title: ClassVar[str]
-    media: ClassVar[str] = "video"
+    # What an item is made of (features.inputs); the first is the media the frame and clip encoders see.
+    inputs: ClassVar[tuple[MediaInput, ...]] = (Video(),)
     targets: ClassVar[tuple[str, ...]] = ("score",)
     # Predictions outside this range are refused at export: it brackets the label scale with room for a
-    # regression head's overshoot, and catches garbage (a wrong scale, an exploded model).
-    score_range: ClassVar[tuple[float, float]]
+    # regression head's overshoot, and catches garbage (a wrong scale, an exploded model). One (low, high) for
+    # every target, or a dict giving each target its own.
+    score_range: ClassVar[tuple[float, float] | dict[str, tuple[float, float]]]
     submission: ClassVar[SubmissionFormat]
     # Per-track configuration defaults (any key of the commands' configs), applied under the user's words.
     defaults: ClassVar[dict[str, object]] = {}
@@ -145,6 +148,19 @@ class Track:
     # The demo's views where they must be fewer than tta_views to keep the demo quick (empty: tta_views); each view
     # costs a backbone pass per frame and adds training rows.
     demo_views: ClassVar[tuple[str, ...]] = ()
+    # The smallest synthetic dataset (synthesize's items, width, height) that exercises the whole track: what the
+    # conformance suite runs every track on.
+    smoke: ClassVar[dict[str, int]] = {"items": 12, "width": 64, "height": 48}
+
+    def ranges(self) -> dict[str, tuple[float, float]]:
+        """Each target's (low, high), in the order of `targets`."""
+        given = self.score_range
+        return {t: tuple(given[t]) if isinstance(given, dict) else tuple(given) for t in self.targets}
+
+    @property
+    def media(self) -> str:
+        """The decoder of the track's first media input: what a runtime is measured per (image, video)."""
+        return self.inputs[0].decoder
 
     def test_views(self, asked: Sequence[str]) -> tuple[str, ...]:
         """The views asked for, or the track's declared test-time views when none are."""
@@ -213,6 +229,21 @@ def media_path(data: Path, item_id: str, source: str) -> str:
     if candidate.is_absolute() or not resolved.is_relative_to(root):
         raise LayoutError(f"{source}: id {item_id!r} points outside the data folder {root}")
     return str(resolved)
+
+
+def source_groups(mapping_file: Path, item_ids: pd.Series) -> pd.Series:
+    """Each item's source from an optional `filename,source` file (ours: the organisers publish none), so that a
+    source's versions share a fold; without the file each item is its own group."""
+    if not mapping_file.is_file():
+        return item_ids.copy()
+    mapping = pd.read_csv(mapping_file, dtype=str)
+    require_columns(mapping, ("filename", "source"), str(mapping_file))
+    require_unique(mapping["filename"], str(mapping_file))
+    groups = item_ids.map(dict(zip(mapping["filename"], mapping["source"])))
+    if groups.isna().any():
+        missing = item_ids[groups.isna()].iloc[0]
+        raise LayoutError(f"{mapping_file}: no source for {int(groups.isna().sum())} item(s), e.g. {missing!r}")
+    return groups
 
 
 def check_split_overlap(train_ids: pd.Series, test_ids: pd.Series, source: str) -> None:

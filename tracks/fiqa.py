@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features.inputs import Image
 from synth import image as synth_image
 from tracks.base import (
     IMAGE_SUFFIXES,
@@ -84,7 +85,7 @@ def resolve_files(folder: Path, names: pd.Series, source: str) -> list[str]:
 class FIQA(CorrelationTrack):
     name = "fiqa"
     title = "ICCV VQualA 2025 face image quality (FIQA)"
-    media = "image"
+    inputs = (Image(),)
     targets = ("score",)
     score_range = (-0.5, 1.5)  # scores are about 0-1
     submission = SubmissionFormat("predictions.csv", "image_name", ("score",), readme="readme.txt")
@@ -92,6 +93,7 @@ class FIQA(CorrelationTrack):
     budget = Budget(flops=0.5e9, params=5e6)
     # Faces come centred: the mirror is a free second view, while the corner windows of a portrait cut the face.
     tta_views = ("center", "hflip")
+    smoke = {"items": 30, "width": 64, "height": 80}
     # The head trains for more steps than the spine's default: a few hundred items give few steps per epoch.
     defaults = {"frames": 1, "view": "resize", "size": 352, "items": 200, "epochs": 60, "lr": 3e-3, "batch": 16}
 

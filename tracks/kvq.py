@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features.inputs import Video
 from synth import video as synth_video
 from tracks.base import (
     TRUTH_FILE,
@@ -34,6 +35,7 @@ from tracks.base import (
     register_track,
     require_columns,
     require_unique,
+    source_groups,
 )
 from workbench import metrics
 from workbench.atomic import atomic_path, write_text
@@ -82,7 +84,7 @@ def read_pairs(path: Path) -> dict[str, pd.DataFrame]:
 class KVQ(Track):
     name = "kvq"
     title = "NTIRE 2024 short-form UGC video quality (KVQ)"
-    media = "video"
+    inputs = (Video(),)
     targets = ("score",)
     score_range = (0.0, 6.0)  # MOS is about 1 to 5
     submission = SubmissionFormat("prediction.csv", "filename", ("score",))
@@ -91,6 +93,7 @@ class KVQ(Track):
     # three crops of the organisers' baseline) and the key frames half a second later.
     tta_views = ("center", "hflip", "tl", "br", "center@t0.5")
     demo_views = ("center", "hflip")  # all five took the demo 1.8 times as long (39 s against 21 s, 2 cores)
+    smoke = {"items": 36, "width": 64, "height": 48}  # two test sources, so both rank sheets have pairs
 
     def read_items(self, data: Path) -> pd.DataFrame:
         data = Path(data)
@@ -101,24 +104,11 @@ class KVQ(Track):
             [train.assign(split="train"), test.assign(split="test", score=np.nan)], ignore_index=True
         ).rename(columns={"filename": "item_id"})
         items["path"] = [media_path(data, i, str(data / TRAIN_LIST)) for i in items["item_id"]]
-        items["group"] = self._groups(data, items)
-        return items[["item_id", "path", "split", "group", "score"]]
-
-    @staticmethod
-    def _groups(data: Path, items: pd.DataFrame) -> pd.Series:
         if "source" in items.columns and items["source"].notna().all():
-            return items["source"].astype(str)
-        mapping_file = data / SOURCE_MAP
-        if not mapping_file.is_file():
-            return items["item_id"].copy()
-        mapping = pd.read_csv(mapping_file, dtype=str)
-        require_columns(mapping, ("filename", "source"), str(mapping_file))
-        require_unique(mapping["filename"], str(mapping_file))
-        groups = items["item_id"].map(dict(zip(mapping["filename"], mapping["source"])))
-        if groups.isna().any():
-            missing = items["item_id"][groups.isna()].iloc[0]
-            raise LayoutError(f"{mapping_file}: no source for {int(groups.isna().sum())} video(s), e.g. {missing!r}")
-        return groups
+            items["group"] = items["source"].astype(str)
+        else:
+            items["group"] = source_groups(data / SOURCE_MAP, items["item_id"])
+        return items[["item_id", "path", "split", "group", "score"]]
 
     def selection_score(self, pred: pd.DataFrame, items: pd.DataFrame) -> dict[str, float]:
         labelled = items.set_index("item_id").loc[pred.index]

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features.inputs import Image
 from synth import image as synth_image
 from tracks.base import (
     Budget,
@@ -54,12 +55,13 @@ METADATA_COLUMNS = (
 class UHDIQA(CorrelationTrack):
     name = "uhd_iqa"
     title = "ECCV AIM 2024 UHD-IQA (4K image quality)"
-    media = "image"
+    inputs = (Image(),)
     targets = ("quality_mos",)
     score_range = (-0.5, 1.5)  # MOS is on 0-1
     submission = SubmissionFormat("predictions.csv", "image_name", ("quality_mos",), readme="readme.txt")
     calibrate = "logistic4"
     budget = Budget(macs=50e9)
+    smoke = {"items": 12, "width": 384, "height": 0}
     # Each family takes its own: aesthetic and salient the image and its mirror, native also the windows at two
     # opposite corners (detail away from the centre), fragments four seeded draws; paired by index, four views.
     tta_views = ("center", "hflip", "tl", "br", "s0", "s1", "s2", "s3")

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from features.backbones import Backbone, create_backbone
-from features.cache import Features, FeatureSpec, part_schema, read_features, write_part
+from features.cache import Features, FeatureSpec, Streams, part_schema, read_features, write_part
 from features.decode import FrameSampling, read_image, sample_video, upright
 from features.extract import extract
 from features.fingerprint import file_digest, fingerprints
@@ -60,7 +60,7 @@ from workbench.config import BenchConfig, ExtractConfig, TrainConfig
 from workbench.folds import grouped_folds
 from workbench.heads import create_head
 from workbench.losses import CombinedLoss
-from workbench.train import TrainingData, open_or_create_run, predict, run_summary, train_fold
+from workbench.train import TrainingData, open_or_create_run, predict, run_summary, stream_tensors, train_fold
 
 Progress = Callable[[str], None]
 VIEWS = ("center", "hflip")  # a frame and its mirror: every key frame is seen twice
@@ -370,7 +370,7 @@ def training_data(sizes: Sizes, seed: int = 0) -> TrainingData:
     items.loc[test, "score"] = np.nan
     folds = np.full(n, -1)
     folds[~test] = grouped_folds(items.loc[~test, "group"], sizes.folds, "kvq", seed)
-    features = Features(x=x, mask=np.ones(x.shape[:3], dtype=bool), item_ids=ids, views=list(VIEWS))
+    features = Streams([Features(x=x, mask=np.ones(x.shape[:3], dtype=bool), item_ids=ids, views=list(VIEWS))])
     labels = np.array(items[["score"]], dtype=np.float32)  # writable: torch shares its memory
     return TrainingData(get_track("kvq"), items, features, labels, folds, "bench", [])
 
@@ -395,13 +395,13 @@ def train_bare(cfg: TrainConfig, data: TrainingData, folds: Sequence[int]) -> No
     """The same work as a bare PyTorch loop: the same head, loss, optimiser, schedule, epochs and batches, the same
     validation score after every epoch with the best weights kept, and the same out-of-fold and test predictions;
     nothing written to disk."""
-    x, mask, y = (torch.from_numpy(a) for a in (data.features.x, data.features.mask, data.labels))
+    (x, mask), y = stream_tensors(data.features), torch.from_numpy(data.labels)
     views, targets = x.shape[1], list(data.track.targets)
     for fold in folds:
         torch.manual_seed(cfg.seed * 1000 + fold)
         train_idx, val_idx = data.index(fold)
-        head = create_head(cfg.head, dim=x.shape[-1], out=len(targets), hidden=cfg.hidden, dropout=cfg.dropout)
-        head.fit_standardization(x[train_idx].flatten(0, 1), mask[train_idx].flatten(0, 1), y[train_idx])
+        head = create_head(cfg.head, x.shape[-1], out=len(targets), hidden=cfg.hidden, dropout=cfg.dropout)
+        head.fit_standardization([(x[train_idx].flatten(0, 1), mask[train_idx].flatten(0, 1))], y[train_idx])
         loss_fn = CombinedLoss.from_spec(cfg.loss)
         optimizer = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.wd)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1))
@@ -421,13 +421,13 @@ def train_bare(cfg: TrainConfig, data: TrainingData, folds: Sequence[int]) -> No
                 loss.backward()
                 optimizer.step()
             schedule.step()
-            pred = predict(head, x[val_idx], mask[val_idx]).mean(1)
+            pred = predict(head, [x[val_idx], mask[val_idx]]).mean(1)
             score = data.track.selection_score(pd.DataFrame(pred, index=val_ids, columns=targets), labelled)["score"]
             if score > best:
                 best, best_state = score, {k: v.clone() for k, v in head.state_dict().items()}
         head.load_state_dict(best_state)
-        predict(head, x[val_idx], mask[val_idx])
-        predict(head, x[data.test_index], mask[data.test_index])
+        predict(head, [x[val_idx], mask[val_idx]])
+        predict(head, [x[data.test_index], mask[data.test_index]])
 
 
 def training_rows(sizes: Sizes, cfg: BenchConfig, root: Path, progress: Progress) -> list[Row]:
@@ -447,7 +447,7 @@ def training_rows(sizes: Sizes, cfg: BenchConfig, root: Path, progress: Progress
             ours.append(run.wall)
             theirs.append(bare.wall)
     ratio = median(ratios)
-    shape = "x".join(map(str, data.features.x.shape))
+    shape = "x".join(map(str, data.features.parts[0].x.shape))
     return [
         Row(
             "4",

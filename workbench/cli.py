@@ -33,10 +33,11 @@ from features.extract import ExtractionSummary, extract, group_leader
 from features.fingerprint import fingerprints
 from features.views import split_variants, view_family
 from tracks import LayoutError, Track, get_track, list_tracks
-from workbench import bench, sweep
+from workbench import bench, check, sweep
 from workbench.atomic import write_text
 from workbench.config import (
     BenchConfig,
+    CheckConfig,
     ConfigError,
     ExtractConfig,
     ProfileConfig,
@@ -122,7 +123,7 @@ def cmd_extract(cfg: ExtractConfig) -> int:
     summary = extract(
         items,
         track.name,
-        cfg.feature_specs(track.media),
+        cfg.all_specs(track.media),
         views,
         cache_root=cfg.cache,
         batch_size=cfg.batch,
@@ -286,9 +287,7 @@ def submit(cfg: SubmitConfig) -> Path:
     extras, runtime = cost_and_readme(cfg, track, runs, configs, views, test, about)
     name = f"{track.name}-{runs[0].id}" if len(runs) == 1 else f"{track.name}-{chosen.name}-{runs_digest(stack.runs)}"
     folder = Path(cfg.out) / name
-    path = write_zip(
-        pred, track.submission, targets, test["item_id"].tolist(), track.score_range, folder / f"{name}.zip", extras
-    )
+    path = write_zip(pred, track.submission, test["item_id"].tolist(), track.ranges(), folder / f"{name}.zip", extras)
     write_text(folder / CALIBRATION, json.dumps(calibration.to_json(), indent=2))
     scores = score_table(stack, blends, chosen, kind, score(oof), score)
     submission = (
@@ -328,7 +327,7 @@ def cost_and_readme(
     extras, runtime = {}, "n/a"
     if track.budget or track.submission.readme:
         pipelines = [
-            Pipeline.of(config, track, family_variants(views[run.id], len(config.feature_specs(track.media))))
+            Pipeline.of(config, track, family_variants(views[run.id], len(config.all_specs(track.media))))
             for run, config in zip(runs, configs)
         ]
         check_budget(track, *pipelines)
@@ -376,8 +375,9 @@ def describe(run: Run, config: TrainConfig, views: Sequence[str]) -> str:
     """The readme's free description, from what the run really did."""
     return (
         f"Frozen {config.backbone} (weights: {config.weights}) features of the {config.view} view(s), "
-        f"test-time views {','.join(views)}; {config.head} head trained on {config.folds} folds (loss {config.loss}), "
-        f"test prediction the mean of the fold models; run {run.id} of the vqa-workbench."
+        + (f"{config.motion} motion features of {config.clip}-frame clips, " if config.motion else "")
+        + f"test-time views {','.join(views)}; {config.head} head trained on {config.folds} folds "
+        f"(loss {config.loss}), test prediction the mean of the fold models; run {run.id} of the vqa-workbench."
     )
 
 
@@ -422,7 +422,7 @@ def check_budget(track: Track, *pipelines: Pipeline) -> None:
 
 def cmd_profile(cfg: ProfileConfig) -> int:
     track = get_track(cfg.track)
-    families = [view_family(spec) for spec in cfg.feature_specs(track.media)]
+    families = [view_family(spec) for spec in cfg.all_specs(track.media)]
     pipeline = Pipeline.of(cfg, track, split_variants(families, track.test_views(cfg.views)))
     costs, total = cost_table(track, pipeline)
     console.print(costs)
@@ -435,6 +435,22 @@ def cmd_profile(cfg: ProfileConfig) -> int:
         console.print(table(f"{track.name} budget per {track.media}", columns, rows))
     else:
         console.print(f"{track.name} sets no budget on the model")
+    return 0
+
+
+def cmd_check(cfg: CheckConfig) -> int:
+    track = get_track(cfg.track)
+    with console.status(f"checking {cfg.data_dir} as {track.name}"):
+        report = check.check(track, cfg.data_dir, cfg.media, cfg.threads)
+    console.print(table(f"{track.name}: {cfg.data_dir}", ["", ""], report.facts))
+    if report.assumptions:
+        console.print(f"what {track.name} assumes (tracks/{track.name}.py):\n  " + "\n  ".join(report.assumptions))
+    if report.problems:
+        console.print(
+            table("problems (later commands would fail on these)", ["problem"], [[p] for p in report.problems])
+        )
+        return EXIT_FAILURES
+    console.print("[green]nothing wrong found[/]")
     return 0
 
 
@@ -481,6 +497,11 @@ def cmd_demo(values: dict[str, str]) -> int:
     control_cfg = build(TrainConfig, {**values, "shuffle_labels": "true"}, track.defaults)
     announce("train (control, shuffled labels)", control_cfg)
     _, control = stage("control", lambda: _train(control_cfg, range(control_cfg.folds)))
+    compared = {"run": summary, "control": control}
+    if train_cfg.motion:  # what the motion stream adds: the same run on key frames alone
+        frames_cfg = build(TrainConfig, {**values, "motion": ""}, track.defaults)
+        announce("train (key frames alone)", frames_cfg)
+        _, compared["key frames alone"] = stage("key frames", lambda: _train(frames_cfg, range(frames_cfg.folds)))
     submit_cfg = build(SubmitConfig, {**values, "runs": run.id}, track.defaults)
     announce("submit", submit_cfg)
     zip_path = stage("submit", lambda: submit(submit_cfg))
@@ -499,8 +520,22 @@ def cmd_demo(values: dict[str, str]) -> int:
         ["zip", str(zip_path)],
     ]
     console.print(table(f"{track.name} demo", ["", "score"], rows))
+    if len(track.targets) > 1:
+        console.print(target_table(track, train_cfg, compared))
     console.print(table("time per stage", list(timings), [[f"{t:.1f}s" for t in timings.values()]]))
     return status if isinstance(status, int) else 0
+
+
+def target_table(track: Track, cfg: TrainConfig, summaries: dict[str, dict]) -> Table:
+    """Each target's out-of-fold score in each of the demo's runs (the run, its control, the run without its motion
+    stream), as the track's selection score reports it per target."""
+    named = {"run": "key frames + " + cfg.motion if cfg.motion else "run"}
+    columns = [named.get(name, name) for name in summaries]
+    rows = [
+        [target, *(summary["oof"].get(target, "n/a") for summary in summaries.values())] for target in track.targets
+    ]
+    rows.append(["score", *(summary["oof"]["score"] for summary in summaries.values())])
+    return table(f"{track.name} demo, out of fold per target", ["", *columns], rows)
 
 
 def cmd_bench(cfg: BenchConfig) -> int:
@@ -578,6 +613,7 @@ COMMANDS: dict[str, Command] = {
     "train": Command(TrainConfig, cmd_train, "train every fold of a run"),
     "submit": Command(SubmitConfig, cmd_submit, "blend runs and write the leaderboard zip, with a report"),
     "score": Command(ScoreConfig, cmd_score, "score predictions with the track's official scorer"),
+    "check": Command(CheckConfig, cmd_check, "read an organiser's folder and report what later commands would meet"),
     "profile": Command(ProfileConfig, cmd_profile, "parameters and GMACs per item of the pipeline, against the budget"),
     "demo": Command(None, cmd_demo, "synth, extract, train, control, submit and score on demo data"),
     "bench": Command(BenchConfig, cmd_bench, "the benchmark suite: each figure against its bound or baseline"),
@@ -592,6 +628,19 @@ DEMO_KEYS = known_keys(SynthConfig, ExtractConfig, TrainConfig, SubmitConfig) - 
     "fold",
     "shuffle_labels",
 }
+
+
+CONFIG_KEYS = known_keys(*(command.config for command in COMMANDS.values() if command.config))
+
+
+def load_track(name: str) -> Track:
+    """The track, its `defaults` checked against the keys the commands take: a typo there would be dropped
+    silently by every command."""
+    track = get_track(name)
+    unknown = sorted(set(track.defaults) - CONFIG_KEYS)
+    if unknown:
+        raise ConfigError(f"track {track.name}: its defaults name unknown key(s) {', '.join(unknown)}")
+    return track
 
 
 def usage() -> str:
@@ -615,11 +664,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_lightning()
     try:
         values = parse_words(words)
+        track = load_track(values.get("track", "kvq"))
         if command.config is None:
             check_keys(values, DEMO_KEYS, name)
             return command.run(values)
         check_keys(values, known_keys(command.config), name)
-        track = get_track(values.get("track", "kvq"))
         config = build(command.config, values, track.defaults)
         announce(name, config)
         return command.run(config)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from features.cache import FeatureSpec
+from features.cache import CLIP_FAMILY, FeatureSpec
 from features.views import DEFAULT_FAMILY
 
 T = TypeVar("T")
@@ -52,16 +52,50 @@ class FeatureConfig(TrackConfig):
     fragment_seed: int = 0  # fragments: draw s<k> uses the offsets of seed (fragment_seed, k)
     dtype: str = "float32"
     cache: str = "cache"
+    # A second stream: a motion encoder (features.motion) on clips of `clip` consecutive frames from each key frame,
+    # their short side decoded at `clip_size`; empty: key frames alone.
+    motion: str = ""
+    motion_weights: str = "random"  # random | hub (the torch hub cache) | a local weights file
+    clip: int = 8
+    clip_size: int = 112
 
     def feature_specs(self, media: str) -> tuple[FeatureSpec, ...]:
+        """The key-frame stream: one feature set per view family of the backbone."""
         families = [family.strip() for family in self.view.split("+")]
         if "" in families or len(set(families)) != len(families):
             raise ConfigError(
                 f"view={self.view!r}: expected distinct view families joined by '+', e.g. aesthetic+fragments"
             )
-        shared = [f.name for f in dataclasses.fields(FeatureSpec) if f.name not in ("media", "view")]
+        shared = [f.name for f in dataclasses.fields(FeatureSpec) if f.name not in ("media", "view", "clip")]
         common = {name: getattr(self, name) for name in shared}
         return tuple(FeatureSpec(**common, media=media, view=family) for family in families)
+
+    def streams(self, media: str) -> tuple[tuple[FeatureSpec, ...], ...]:
+        """The feature streams a run reads, each a tuple of feature sets joined on the feature axis: the key frames'
+        view families, then the motion stream where `motion` names an encoder."""
+        frames = self.feature_specs(media)
+        if not self.motion:
+            return (frames,)
+        if self.clip < 2:
+            raise ConfigError(f"clip={self.clip}: a motion stream takes clips of 2 frames or more")
+        key = frames[0]
+        motion = FeatureSpec(
+            backbone=self.motion,
+            weights=self.motion_weights,
+            media=media,
+            frames=key.frames,
+            fps=key.fps,
+            phase=key.phase,
+            view=CLIP_FAMILY,
+            size=self.clip_size,
+            dtype=key.dtype,
+            clip=self.clip,
+        )
+        return frames, (motion,)
+
+    def all_specs(self, media: str) -> tuple[FeatureSpec, ...]:
+        """Every feature set of every stream: what one extraction fills from one decode."""
+        return tuple(spec for stream in self.streams(media) for spec in stream)
 
 
 @dataclass(frozen=True)
@@ -138,6 +172,12 @@ class SubmitConfig(TrackConfig):
     out: str = "submissions"
     tta: tuple[str, ...] = ()  # views averaged at test time; empty means every view the run predicted
     extra_data: bool = False  # for the readme: trained with data beyond the challenge's
+
+
+@dataclass(frozen=True)
+class CheckConfig(TrackConfig):
+    media: bool = True  # probe every media file (false: the label files alone)
+    threads: int = 8  # files probed at once: opening a header is waiting on the disk more than working
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
-"""Heads: small regressors on cached per-frame features, scoring each frame and averaging over the frames present.
+"""Heads: small regressors on cached feature streams, each pooled over the frames present, then joined.
 
-A registry of factories, as timm declares models: `create_head("linear", dim=..., out=...)`. Every head standardises
+A registry of factories, as timm declares models: `create_head("linear", dims, out=...)`. Every head standardises
 its input and its targets with statistics fitted on the training fold (buffers, so a checkpoint is self-contained):
 features such as the handcrafted quality statistics differ in scale by orders of magnitude, and a regressor that
 predicts z-scores trains at the same learning rate whether the MOS scale is 0-1 or 0-100.
@@ -8,7 +8,7 @@ predicts z-scores trains at the same learning rate whether the MOS scale is 0-1 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -31,34 +31,60 @@ def mlp(dim: int, out: int, hidden: int, dropout: float) -> nn.Module:
     return nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out))
 
 
-class FrameHead(nn.Module):
-    """Standardise, score every frame, average the scores over the frames the mask marks as present, and map the
-    average back onto the label scale."""
+class StreamHead(nn.Module):
+    """Standardise each feature stream's frames, pool each stream over its own time axis (the mean of the frames its
+    mask marks present), join the pooled vectors, regress, and map back onto the label scale.
 
-    def __init__(self, regressor: nn.Module, dim: int, out: int):
+    Each stream has its own width and time axis (key frames, clips, ...). With a linear regressor the output is
+    exactly the mean of per-frame scores, as the KVQ and UHD-IQA winners' heads score frames; a stream with no frame
+    present pools to its training mean (zero after standardisation), so a short video without a whole clip still
+    scores."""
+
+    def __init__(self, regressor: nn.Module, dims: Sequence[int], out: int):
         super().__init__()
         self.regressor = regressor
-        self.register_buffer("mean", torch.zeros(dim))
-        self.register_buffer("std", torch.ones(dim))
+        self.dims = tuple(dims)
+        for k, dim in enumerate(self.dims):
+            self.register_buffer(f"mean_{k}", torch.zeros(dim))
+            self.register_buffer(f"std_{k}", torch.ones(dim))
         self.register_buffer("target_mean", torch.zeros(out))
         self.register_buffer("target_std", torch.ones(out))
 
+    def standardisation(self, stream: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return getattr(self, f"mean_{stream}"), getattr(self, f"std_{stream}")
+
     @torch.no_grad()
-    def fit_standardization(self, x: torch.Tensor, mask: torch.Tensor, y: torch.Tensor) -> None:
-        """x [N, T, D], mask [N, T], y [N, out] of the training fold."""
-        frames = x[mask]
-        self.mean.copy_(frames.mean(0))
-        self.std.copy_(frames.std(0, unbiased=False).clamp_min(1e-6))
-        self.target_mean.copy_(y.mean(0))
-        self.target_std.copy_(y.std(0, unbiased=False).clamp_min(1e-6))
+    def fit_standardization(self, streams: Sequence[tuple[torch.Tensor, torch.Tensor]], y: torch.Tensor) -> None:
+        """streams: per stream (x [N, T, D], mask [N, T]) of the training fold; y [N, out], NaN where an item has no
+        label for a target (left out of that target's statistics)."""
+        for k, (x, mask) in enumerate(streams):
+            mean, std = self.standardisation(k)
+            frames = x[mask]
+            mean.copy_(frames.mean(0))
+            std.copy_(frames.std(0, unbiased=False).clamp_min(1e-6))
+        known = torch.isfinite(y)
+        count = known.sum(0).clamp_min(1)
+        target_mean = torch.where(known, y, 0.0).sum(0) / count
+        spread = torch.where(known, y - target_mean, 0.0).square().sum(0) / count
+        self.target_mean.copy_(target_mean)
+        self.target_std.copy_(spread.sqrt().clamp_min(1e-6))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """x [B, T, D], mask [B, T] -> [B, out] on the label scale."""
-        scores = self.regressor((x - self.mean) / self.std)
-        weights = mask.unsqueeze(-1).to(scores.dtype)
-        pooled = (scores * weights).sum(1) / weights.sum(1).clamp_min(1.0)
-        return pooled * self.target_std + self.target_mean
+    def forward(self, *streams: torch.Tensor) -> torch.Tensor:
+        """x_1 [B, T_1, D_1], mask_1 [B, T_1], x_2, mask_2, ... -> [B, out] on the label scale."""
+        if len(streams) != 2 * len(self.dims):
+            raise ValueError(f"expected (x, mask) for each of {len(self.dims)} stream(s), got {len(streams)} tensors")
+        pooled = []
+        for k in range(len(self.dims)):
+            x, mask = streams[2 * k], streams[2 * k + 1]
+            mean, std = self.standardisation(k)
+            weights = mask.unsqueeze(-1).to(x.dtype)
+            pooled.append((((x - mean) / std) * weights).sum(1) / weights.sum(1).clamp_min(1.0))
+        return self.regressor(torch.cat(pooled, dim=-1)) * self.target_std + self.target_mean
 
 
-def create_head(name: str, dim: int, out: int = 1, hidden: int = 128, dropout: float = 0.0) -> FrameHead:
-    return FrameHead(HEADS.get(name)(dim, out, hidden, dropout), dim, out)
+def create_head(
+    name: str, dims: int | Sequence[int], out: int = 1, hidden: int = 128, dropout: float = 0.0
+) -> StreamHead:
+    """A head over streams of these widths (one int: one stream)."""
+    dims = (dims,) if isinstance(dims, int) else tuple(dims)
+    return StreamHead(HEADS.get(name)(sum(dims), out, hidden, dropout), dims, out)

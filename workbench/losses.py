@@ -1,7 +1,8 @@
 """Training losses for quality heads, and a weighted combination named by a spec string.
 
 Every loss takes ``pred`` and ``target`` of shape ``[B]`` or ``[B, K]`` (K targets scored
-side by side) and returns a scalar differentiable in ``pred``. Batch-level losses (PLCC,
+side by side) and returns a scalar differentiable in ``pred``; the combination takes NaN targets
+as unlabelled (see ``CombinedLoss.forward``). Batch-level losses (PLCC,
 ranking, fidelity) are computed per column and averaged over columns; a column with nothing
 to compare (a batch of one, or for ranking all targets tied) contributes 0 instead of nan, so
 a ragged last batch cannot poison training.
@@ -164,6 +165,16 @@ class CombinedLoss(torch.nn.Module):
         return {name: fn(pred, target) for name, fn in self.fns.items()}
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        """The weighted sum; a target missing for some items (NaN) is scored per column over the items labelled on
+        it, the columns averaged, so an unlabelled cell neither counts nor turns the loss into NaN."""
+        p, t = _columns(pred, target)
+        known = torch.isfinite(t)
+        if bool(known.all()):
+            return self._total(pred, target)
+        columns = [self._total(p[known[:, k], k], t[known[:, k], k]) for k in range(t.shape[1]) if known[:, k].any()]
+        return torch.stack(columns).mean() if columns else (p * 0.0).sum()
+
+    def _total(self, pred: Tensor, target: Tensor) -> Tensor:
         parts = self.parts(pred, target)
         return torch.stack([self.weights[name] * value for name, value in parts.items()]).sum()
 

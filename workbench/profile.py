@@ -3,8 +3,8 @@
 FLOPs come from PyTorch's own counter (`torch.utils.flop_counter.FlopCounterMode`), which counts matrix products and
 convolutions at 2 FLOPs per multiply-accumulate, so MACs = FLOPs / 2. Element-wise work (activations, normalisation,
 the moments of the handcrafted statistics) is not counted, as in the counters challenges name (fvcore, thop).
-The pipeline is what runs per item at test time: the backbone once per frame of every variant of every view family,
-then the head; a backbone shared by several families counts its parameters once.
+The pipeline is what runs per item at test time: each feature set's encoder once per frame (or clip) of every variant,
+then the head over the streams; an encoder shared by several sets counts its parameters once.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from features.backbones import Backbone, create_backbone
+from features.backbones import FrozenEncoder
 from features.cache import FeatureSpec
-from features.decode import DECODERS, FrameSampling
-from features.extract import render_item
+from features.decode import DECODERS
+from features.extract import create_encoders, render_item, shared_sampling
 from features.views import view_family
 from tracks import Track
 from workbench.config import ProfileConfig, TrainConfig
-from workbench.heads import FrameHead, create_head
+from workbench.heads import StreamHead, create_head
 
 
 @dataclass(frozen=True)
@@ -55,11 +55,11 @@ class Stage:
 
 @dataclass(frozen=True)
 class Pipeline:
-    """A backbone over the variants of one or several view families (feature sets differing in their view only),
-    then a head over their features side by side."""
+    """Every feature set's encoder over its test-time variants, then the head over the streams: the view families of
+    the key-frame stream share one backbone, a motion stream runs its own encoder on clips (one per key frame)."""
 
-    specs: tuple[FeatureSpec, ...]
-    variants: tuple[tuple[str, ...], ...]  # per family, the test-time variants
+    streams: tuple[tuple[FeatureSpec, ...], ...]
+    variants: tuple[tuple[str, ...], ...]  # per feature set (the streams' sets in order), the test-time variants
     head: str
     hidden: int
     targets: int
@@ -67,66 +67,89 @@ class Pipeline:
     @classmethod
     def of(cls, cfg: ProfileConfig | TrainConfig, track: Track, variants: Sequence[tuple[str, ...]]) -> Pipeline:
         """The pipeline of a feature and head configuration (a ProfileConfig, or a run's TrainConfig)."""
-        specs = cfg.feature_specs(track.media)
-        return cls(specs, tuple(tuple(v) for v in variants), cfg.head, cfg.hidden, len(track.targets))
+        streams = cfg.streams(track.media)
+        return cls(streams, tuple(tuple(v) for v in variants), cfg.head, cfg.hidden, len(track.targets))
+
+    @property
+    def specs(self) -> tuple[FeatureSpec, ...]:
+        return tuple(spec for stream in self.streams for spec in stream)
 
     @cached_property
-    def backbone(self) -> Backbone:
-        return create_backbone(self.specs[0].backbone, weights=self.specs[0].weights)
+    def encoders(self) -> list[FrozenEncoder]:
+        return create_encoders(self.specs)
 
     @cached_property
     def families(self) -> list:
         return [view_family(spec) for spec in self.specs]
 
-    @property
-    def frames(self) -> int:
-        return self.specs[0].frames if self.specs[0].media == "video" else 1
+    @staticmethod
+    def frames(spec: FeatureSpec) -> int:
+        """Key frames (or clips) per item: an image is one frame whatever the sampling says."""
+        return spec.frames if spec.time_axis else 1
 
     @property
     def views(self) -> int:
-        """Test-time views per item after pairing the families' variants (see features.cache.concat_features)."""
+        """Test-time views per item after pairing the sets' variants (see features.cache.concat_features)."""
         return max(len(v) for v in self.variants)
 
-    def head_module(self) -> FrameHead:
-        return create_head(self.head, dim=self.backbone.dim * len(self.specs), out=self.targets, hidden=self.hidden)
+    def stream_dims(self) -> list[int]:
+        dims, encoders = [], iter(self.encoders)
+        for stream in self.streams:
+            dims.append(sum(next(encoders).dim for _ in stream))
+        return dims
+
+    def head_module(self) -> StreamHead:
+        return create_head(self.head, self.stream_dims(), out=self.targets, hidden=self.hidden)
+
+    def head_inputs(self, frames: Sequence[int]) -> list[torch.Tensor]:
+        """Zeros shaped as the head's streams for one item's views (pairing the variants is bookkeeping, not work)."""
+        tensors = []
+        for count, dim in zip(frames, self.stream_dims(), strict=True):
+            tensors += [torch.zeros(self.views, count, dim), torch.ones(self.views, count, dtype=torch.bool)]
+        return tensors
 
     def stages(self) -> list[Stage]:
         stages = []
-        for spec, family, variants in zip(self.specs, self.families, self.variants, strict=True):
+        for spec, family, encoder, variants in zip(
+            self.specs, self.families, self.encoders, self.variants, strict=True
+        ):
             side = family.side
-            cost = count(self.backbone, torch.rand(1, 3, side, side))
-            shape = f"3x{side}x{side}"
-            runs_at = tuple(getattr(self.backbone, "input_size", (side, side)))
+            image = (spec.clip, 3, side, side) if spec.clip > 1 else (3, side, side)
+            cost = count(encoder, torch.rand(1, *image))
+            shape = "x".join(map(str, image))
+            runs_at = tuple(getattr(encoder, "input_size", (side, side)))
             if runs_at != (side, side):  # a fixed-size model resizes the view: its cost is that of its own size
                 shape += f", run at {runs_at[0]}x{runs_at[1]}"
-            stages.append(Stage(f"{spec.backbone} on {spec.view}", shape, len(variants) * self.frames, cost))
+            passes = len(variants) * self.frames(spec)
+            stages.append(Stage(f"{spec.backbone} on {spec.view}", shape, passes, cost))
         head = self.head_module()
-        dim = head.mean.numel()
-        x, mask = torch.zeros(self.views, self.frames, dim), torch.ones(self.views, self.frames, dtype=torch.bool)
-        stages.append(Stage(f"head {self.head}", f"{self.views}x{self.frames}x{dim}", 1, count(head, x, mask)))
+        frames = [self.frames(stream[0]) for stream in self.streams]
+        shapes = ", ".join(f"{self.views}x{f}x{d}" for f, d in zip(frames, self.stream_dims(), strict=True))
+        stages.append(Stage(f"head {self.head}", shapes, 1, count(head, *self.head_inputs(frames))))
         return stages
 
     def total(self, stages: Sequence[Stage]) -> Cost:
-        """Per item: every pass's FLOPs; the shared backbone's parameters once, plus the head's."""
-        params = sum(p.numel() for module in (self.backbone, self.head_module()) for p in module.parameters())
+        """Per item: every pass's FLOPs; each distinct encoder's parameters once, plus the head's."""
+        modules = [*{id(e): e for e in self.encoders}.values(), self.head_module()]
+        params = sum(p.numel() for module in modules for p in module.parameters())
         return Cost(params=params, flops=sum(stage.passes * stage.cost.flops for stage in stages))
 
     def seconds_per_item(self, paths: Sequence[str]) -> float:
-        """Measured wall time of decode, views, backbone and head per item on this machine's CPU; the first item runs
+        """Measured wall time of decode, views, encoders and head per item on this machine's CPU; the first item runs
         twice, so one-off initialisation is not counted."""
-        spec = self.specs[0]
-        decoder = DECODERS.get(spec.media)
-        sampling = FrameSampling(spec.frames, spec.fps, spec.phase)
+        decoder = DECODERS.get(self.specs[0].media)
+        sampling = shared_sampling(self.specs)
         head = self.head_module().eval()
 
         def run(path: str) -> None:
             rendered = render_item(decoder, path, sampling, self.families, self.variants)
             with torch.no_grad():
-                for views in rendered:
-                    self.backbone(torch.cat([pixels for _, pixels, _ in views]))
-                frames = max(len(pixels) for views in rendered for _, pixels, _ in views)
-                x = torch.zeros(self.views, frames, head.mean.numel())  # pairing the variants is bookkeeping, not work
-                head(x, torch.ones(self.views, frames, dtype=torch.bool))
+                for encoder, views in zip(self.encoders, rendered, strict=True):
+                    encoder(torch.cat([pixels for _, pixels, _ in views]))
+                frames, sets = [], iter(rendered)
+                for stream in self.streams:
+                    frames.append(max(len(pixels) for _ in stream for _, pixels, _ in next(sets)))
+                head(*self.head_inputs(frames))
 
         run(paths[0])
         started = time.perf_counter()

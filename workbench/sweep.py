@@ -35,7 +35,7 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
-from features.cache import cache_dir
+from features.cache import CLIP_FAMILY, PART_GLOB, cache_dir
 from tracks import get_track
 from workbench.config import ConfigError, FeatureConfig, SweepBestConfig, SweepConfig, TrainConfig, as_dict
 from workbench.losses import CombinedLoss
@@ -160,11 +160,12 @@ def manifest_fields(manifest: dict, base: TrainConfig) -> dict[str, object]:
 
 def cached_feature_sets(base: TrainConfig) -> list[FeatureSet]:
     """Every feature set of the track under the cache root that a config can select, each view family alone, and the
-    default's own combination of families; the default's set first. A folder whose manifest does not lead back to
-    its own key (a weights file other than the default's) cannot be selected and is left out."""
+    default's own combination of families, each with the default's motion stream; and the default without its motion
+    stream, where it has one. The default's set first. A folder whose manifest does not lead back to its own key (a
+    weights file other than the default's) cannot be selected and is left out, and so are motion streams alone."""
     track = get_track(base.track)
     root = Path(base.cache) / track.name
-    own = base.feature_specs(track.media)
+    own = base.all_specs(track.media)
     if not all((cache_dir(base.cache, track.name, spec) / "manifest.json").is_file() for spec in own):
         raise ConfigError(
             f"the default configuration's features ({', '.join(s.key() for s in own)}) are not cached under {root}: "
@@ -172,14 +173,20 @@ def cached_feature_sets(base: TrainConfig) -> list[FeatureSet]:
         )
     default = FeatureSet.of("+".join(spec.key() for spec in own), base)
     sets = [default]
+    motion = [spec.key() for spec in own if spec.clip > 1]
+    if motion:
+        frames_only = replace(base, motion="")
+        sets.append(FeatureSet.of("+".join(spec.key() for spec in frames_only.all_specs(track.media)), frames_only))
     for manifest_path in sorted(root.glob("*/manifest.json")):
         manifest = json.loads(manifest_path.read_text())
-        if manifest["spec"]["media"] != track.media or not any(manifest_path.parent.glob("part-*.parquet")):
+        spec = manifest["spec"]
+        if spec["media"] != track.media or spec["view"] == CLIP_FAMILY or not any(manifest_path.parent.glob(PART_GLOB)):
             continue
         fields = {**default.fields, **manifest_fields(manifest, base), "views": ()}  # every cached variant
-        (spec,) = replace(base, **fields).feature_specs(track.media)
-        if spec.key() == manifest_path.parent.name != default.name:
-            sets.append(FeatureSet(spec.key(), fields))
+        (spec, *_) = replace(base, **fields).all_specs(track.media)
+        name = "+".join([spec.key(), *motion])
+        if spec.key() == manifest_path.parent.name and name != default.name:
+            sets.append(FeatureSet(name, fields))
     return sets
 
 

@@ -1,8 +1,9 @@
 """Training heads fold by fold on the feature cache.
 
 `HeadRegressor` is the Lightning recipe (loss, optimiser, validation by the track's own score) around a plain
-`FrameHead`; `CachedFeatures` serves one fold's tensors, already in memory; `train_folds` runs the folds of a run,
-skipping those already finished, and writes out-of-fold and per-view test predictions.
+`StreamHead`; `CachedFeatures` serves one fold's tensors (an x and a mask per feature stream), already in memory;
+`train_folds` runs the folds of a run, skipping those already finished, and writes out-of-fold and per-view test
+predictions.
 
 A step of a head on cached features takes about a millisecond, so anything the framework does per step shows:
 batches are gathered from the in-memory tensors in one indexing call each (not sample by sample and stacked), and
@@ -28,13 +29,13 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from ensembles.calibrate import Calibration
 from ensembles.report import Table, write_report
-from features.cache import Features, cache_dir, concat_features, read_features, read_manifest
+from features.cache import Streams, cache_dir, concat_features, read_features, read_manifest
 from features.fingerprint import fingerprints
 from features.views import split_variants, view_family
 from tracks import Track, get_track
 from workbench.config import TrainConfig, as_dict
 from workbench.folds import grouped_folds
-from workbench.heads import FrameHead, create_head
+from workbench.heads import StreamHead, create_head
 from workbench.losses import CombinedLoss
 from workbench.runs import CALIBRATION, FOLDS, Run, run_id
 
@@ -53,7 +54,7 @@ class HeadRegressor(pl.LightningModule):
     """Trains a head with a combined loss; validation averages each item's views and applies the track's score."""
 
     def __init__(
-        self, head: FrameHead, loss: CombinedLoss, lr: float, wd: float, epochs: int, views: int, scorer: Scorer
+        self, head: StreamHead, loss: CombinedLoss, lr: float, wd: float, epochs: int, views: int, scorer: Scorer
     ):
         super().__init__()
         self.head = head
@@ -66,12 +67,12 @@ class HeadRegressor(pl.LightningModule):
         self._val: list[torch.Tensor] = []
         self._loss_sum, self._loss_count = torch.zeros(()), 0
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.head(x, mask)
+    def forward(self, *streams: torch.Tensor) -> torch.Tensor:
+        return self.head(*streams)
 
     def training_step(self, batch, batch_idx):
-        x, mask, y = batch
-        loss = self.loss(self.head(x, mask), y)
+        *streams, y = batch
+        loss = self.loss(self.head(*streams), y)
         self._loss_sum, self._loss_count = self._loss_sum + loss.detach(), self._loss_count + 1
         return loss
 
@@ -83,8 +84,8 @@ class HeadRegressor(pl.LightningModule):
         self._val = []
 
     def validation_step(self, batch, batch_idx):
-        x, mask, _ = batch
-        self._val.append(self.head(x, mask).detach().cpu())
+        *streams, _ = batch
+        self._val.append(self.head(*streams).detach().cpu())
 
     def on_validation_epoch_end(self) -> None:
         pred = torch.cat(self._val).numpy()
@@ -117,24 +118,27 @@ def batches(dataset: TensorBatches, batch_size: int, shuffle: bool = False, drop
     return DataLoader(dataset, sampler=BatchSampler(sampler, batch_size, drop_last), batch_size=None)
 
 
+def stream_tensors(streams: Streams) -> list[torch.Tensor]:
+    """x_1 [items, views, T_1, D_1], mask_1, x_2, mask_2, ...: what a head takes, per (item, view) once flattened."""
+    return [torch.from_numpy(a) for part in streams.parts for a in (part.x, part.mask)]
+
+
 class CachedFeatures(pl.LightningDataModule):
-    """One fold's tensors. Training samples are (item, view) pairs, so cached views double as augmentation;
-    evaluation keeps items whole, views in a fixed order, so predictions reshape to [items, views]."""
+    """One fold's tensors (see stream_tensors). Training samples are (item, view) pairs, so cached views double as
+    augmentation; evaluation keeps items whole, views in a fixed order, so predictions reshape to [items, views]."""
 
     def __init__(
-        self, x: torch.Tensor, mask: torch.Tensor, y: torch.Tensor, train: np.ndarray, val: np.ndarray, batch_size: int
+        self, tensors: list[torch.Tensor], y: torch.Tensor, train: np.ndarray, val: np.ndarray, batch_size: int
     ):
         super().__init__()
-        self.x, self.mask, self.y = x, mask, y
+        self.tensors, self.y = tensors, y
         self.train_index, self.val_index = train, val
         self.batch_size = batch_size
 
     def flat(self, index: np.ndarray) -> TensorBatches:
-        views = self.x.shape[1]
-        x = self.x[index].flatten(0, 1)
-        mask = self.mask[index].flatten(0, 1)
-        y = self.y[index].repeat_interleave(views, dim=0)
-        return TensorBatches(x, mask, y)
+        views = self.tensors[0].shape[1]
+        flat = [tensor[index].flatten(0, 1) for tensor in self.tensors]
+        return TensorBatches(*flat, self.y[index].repeat_interleave(views, dim=0))
 
     def train_dataloader(self) -> DataLoader:
         data = self.flat(self.train_index)
@@ -150,7 +154,7 @@ class TrainingData:
 
     track: Track
     items: pd.DataFrame  # every item with features, train and test
-    features: Features
+    features: Streams
     labels: np.ndarray  # [items, targets], NaN for test items
     folds: np.ndarray  # fold of each item, -1 for test items
     feature_key: str
@@ -184,34 +188,35 @@ def oof_score(run: Run, data: TrainingData) -> float:
     )
 
 
-def read_feature_sets(cfg: TrainConfig, track: Track, items: pd.DataFrame) -> tuple[Features, str]:
-    """The features of `items` (item_id, media: their files' fingerprints now) of every view family of `cfg`, side by
-    side (see concat_features), and their joined cache key. Rows made from other bytes are refused (StaleFeatures)."""
-    specs = cfg.feature_specs(track.media)
+def read_streams(cfg: TrainConfig, track: Track, items: pd.DataFrame) -> tuple[Streams, str]:
+    """The feature streams of `cfg` for `items` (item_id, media: their files' fingerprints now): per stream its
+    feature sets side by side (see concat_features), the streams' views paired; and the joined cache keys. Rows made
+    from other bytes are refused (StaleFeatures)."""
+    specs = cfg.all_specs(track.media)
     families = [view_family(spec) for spec in specs]
-    chosen = split_variants(families, cfg.views) if cfg.views else [None] * len(specs)
-    sets, keys = [], []
-    for spec, views in zip(specs, chosen, strict=True):
-        folder = cache_dir(cfg.cache, track.name, spec)
-        read_manifest(folder, spec)
-        sets.append(
-            read_features(
-                folder, items["item_id"].tolist(), list(views) if views else None, cfg.frames, items["media"].tolist()
-            )
-        )
-        keys.append(folder.name)
-    return concat_features(sets), "+".join(keys)
+    chosen = iter(split_variants(families, cfg.views) if cfg.views else [None] * len(specs))
+    streams, keys = [], []
+    for stream in cfg.streams(track.media):
+        sets = []
+        for spec in stream:
+            folder, views = cache_dir(cfg.cache, track.name, spec), next(chosen)
+            read_manifest(folder, spec)
+            ids, media = items["item_id"].tolist(), items["media"].tolist()
+            sets.append(read_features(folder, ids, list(views) if views else None, spec.frames, media))
+            keys.append(folder.name)
+        streams.append(concat_features(sets))
+    return Streams.pair(streams), "+".join(keys)
 
 
 def load_training_data(cfg: TrainConfig) -> TrainingData:
     track = get_track(cfg.track)
     items = track.read_items(cfg.data_dir)
     items["media"] = fingerprints(items["path"].tolist(), cfg.cache)
-    features, feature_key = read_feature_sets(cfg, track, items)
-    present = features.mask.any(axis=(1, 2))
+    features, feature_key = read_streams(cfg, track, items)
+    present = features.present()
     dropped = items.loc[~present, "item_id"].tolist()
     items = items[present].reset_index(drop=True)
-    features = Features(features.x[present], features.mask[present], items["item_id"].tolist(), features.views)
+    features = features.take(present)
     labels = np.array(items[list(track.targets)], dtype=np.float32)  # writable: torch shares its memory
     train = (items["split"] == "train").to_numpy()
     folds = np.full(len(items), -1)
@@ -255,12 +260,19 @@ def view_mean(table: pd.DataFrame, targets: tuple[str, ...]) -> pd.DataFrame:
 
 
 @torch.no_grad()
-def predict(head: FrameHead, x: torch.Tensor, mask: torch.Tensor, batch: int = 4096) -> np.ndarray:
-    """[items, views, T, D] -> [items, views, targets]."""
+def predict(head: StreamHead, tensors: list[torch.Tensor], batch: int = 4096) -> np.ndarray:
+    """Stream tensors of [items, views, ...] (see stream_tensors) -> [items, views, targets]."""
     head.eval()
-    flat_x, flat_mask = x.flatten(0, 1), mask.flatten(0, 1)
-    out = torch.cat([head(a, b) for a, b in zip(flat_x.split(batch), flat_mask.split(batch))])
-    return out.reshape(x.shape[0], x.shape[1], -1).numpy()
+    items, views = tensors[0].shape[:2]
+    flat = [tensor.flatten(0, 1).split(batch) for tensor in tensors]
+    out = torch.cat([head(*chunk) for chunk in zip(*flat)])
+    return out.reshape(items, views, -1).numpy()
+
+
+def fold_streams(tensors: list[torch.Tensor], index: np.ndarray) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per stream, (x [N*views, T, D], mask [N*views, T]) of the items in `index`: what standardisation is fitted on."""
+    pairs = zip(tensors[::2], tensors[1::2], strict=True)
+    return [(x[index].flatten(0, 1), mask[index].flatten(0, 1)) for x, mask in pairs]
 
 
 def load_state(checkpoint: Path) -> dict[str, torch.Tensor]:
@@ -272,8 +284,7 @@ def train_fold(cfg: TrainConfig, data: TrainingData, run: Run, fold: int, progre
     """Trains one fold, keeps the checkpoint with the best validation score, writes its predictions."""
     pl.seed_everything(cfg.seed * 1000 + fold, verbose=False)
     train_idx, val_idx = data.index(fold)
-    x = torch.from_numpy(data.features.x)
-    mask = torch.from_numpy(data.features.mask)
+    tensors = stream_tensors(data.features)
     y = torch.from_numpy(data.labels)
     if cfg.shuffle_labels:  # the control: same pipeline, labels permuted among training items
         rng = np.random.default_rng(cfg.seed)
@@ -281,8 +292,8 @@ def train_fold(cfg: TrainConfig, data: TrainingData, run: Run, fold: int, progre
         labelled = np.flatnonzero(data.folds >= 0)
         y[labelled] = y[rng.permutation(labelled)]
     targets = data.track.targets
-    head = create_head(cfg.head, dim=x.shape[-1], out=len(targets), hidden=cfg.hidden, dropout=cfg.dropout)
-    head.fit_standardization(x[train_idx].flatten(0, 1), mask[train_idx].flatten(0, 1), y[train_idx])
+    head = create_head(cfg.head, data.features.dims, out=len(targets), hidden=cfg.hidden, dropout=cfg.dropout)
+    head.fit_standardization(fold_streams(tensors, train_idx), y[train_idx])
     val_ids = data.items["item_id"].to_numpy()[val_idx]
 
     def scorer(labels: np.ndarray) -> Scorer:
@@ -293,8 +304,9 @@ def train_fold(cfg: TrainConfig, data: TrainingData, run: Run, fold: int, progre
 
     # Checkpoints are selected on the labels the head was trained on (permuted ones for the control), so the
     # control never sees the truth; the fold's reported score is always against the true labels.
+    views = data.features.views
     module = HeadRegressor(
-        head, CombinedLoss.from_spec(cfg.loss), cfg.lr, cfg.wd, cfg.epochs, x.shape[1], scorer(y.numpy())
+        head, CombinedLoss.from_spec(cfg.loss), cfg.lr, cfg.wd, cfg.epochs, len(views), scorer(y.numpy())
     )
     fold_dir = run.fold_dir(fold)
     checkpoint = ModelCheckpoint(
@@ -315,13 +327,12 @@ def train_fold(cfg: TrainConfig, data: TrainingData, run: Run, fold: int, progre
         num_sanity_val_steps=0,
         deterministic=True,
     )
-    trainer.fit(module, datamodule=CachedFeatures(x, mask, y, train_idx, val_idx, cfg.batch))
+    trainer.fit(module, datamodule=CachedFeatures(tensors, y, train_idx, val_idx, cfg.batch))
     module.load_state_dict(load_state(Path(checkpoint.best_model_path)))
 
-    views = data.features.views
-    oof = _long(predict(head, x[val_idx], mask[val_idx]), val_ids, views, targets)
+    oof = _long(predict(head, [t[val_idx] for t in tensors]), val_ids, views, targets)
     test_ids = data.items["item_id"].to_numpy()[data.test_index]
-    test = _long(predict(head, x[data.test_index], mask[data.test_index]), test_ids, views, targets)
+    test = _long(predict(head, [t[data.test_index] for t in tensors]), test_ids, views, targets)
     run.write_parquet(f"fold-{fold}/oof.parquet", oof)
     run.write_parquet(f"fold-{fold}/test.parquet", test)
     parts = scorer(data.labels)(view_mean(oof, targets).loc[val_ids].to_numpy())

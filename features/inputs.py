@@ -1,0 +1,40 @@
+"""Typed inputs: what a track's items are made of, declared by the track, asked by every layer that handles them.
+
+A track lists its inputs (`Track.inputs`); the first media input is what the frame and clip encoders see. Every
+place that once compared a media string asks the input instead: whether it has a time axis, which decoder reads
+it, which column of the items table holds its files (and so which files an item's cache rows are bound to).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from features.decode import DECODERS
+
+TRANSFERS = ("sdr", "pq", "hlg")  # the transfer characteristic of a media column's pixels as the track declares it
+
+
+@dataclass(frozen=True)
+class MediaInput:
+    """A column of the items table holding media files, decoded into frames by `decoder` (see features.decode)."""
+
+    column: str = "path"
+    decoder: str = "video"
+    transfer: str = "sdr"
+
+    def __post_init__(self):
+        DECODERS.get(self.decoder)
+        if self.transfer not in TRANSFERS:
+            raise ValueError(f"input {self.column}: transfer={self.transfer!r}; expected one of {', '.join(TRANSFERS)}")
+
+    @property
+    def time_axis(self) -> bool:
+        return DECODERS.get(self.decoder).time_axis
+
+
+def Video(column: str = "path", transfer: str = "sdr") -> MediaInput:  # noqa: N802 - reads as a declaration
+    return MediaInput(column, "video", transfer)
+
+
+def Image(column: str = "path") -> MediaInput:  # noqa: N802 - reads as a declaration
+    return MediaInput(column, "image")

@@ -1,0 +1,104 @@
+"""One conformance suite over every registered track (discovered, never listed here): its declarations hold, its
+synthetic data reads back as declared and checks clean, its scorer ranks a perfect prediction first, its submission
+reads back as the organisers will read it, and a tiny run goes from the organiser's layout to a scored zip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ensembles.export import write_zip
+from tracks import ITEM_COLUMNS, get_track, list_tracks
+from tracks.base import TRUTH_FILE
+from workbench import check
+from workbench.cli import load_track, main
+
+TRACKS = list_tracks()
+TINY = ["size=32", "views=center", "view=resize", "workers=0"]  # any track's items through one cheap family
+
+
+def test_every_track_module_is_discovered():
+    modules = {p.stem for p in (Path(__file__).parents[1] / "tracks").glob("*.py")} - {"__init__", "base"}
+    assert {type(get_track(name)).__module__.split(".")[-1] for name in TRACKS} == modules
+
+
+@pytest.fixture(scope="module", params=TRACKS)
+def synthetic(request, tmp_path_factory):
+    track = load_track(request.param)  # its defaults name known keys, or this fails
+    folder = tmp_path_factory.mktemp(track.name)
+    track.synthesize(folder / "data", seed=1, **track.smoke)
+    return track, folder
+
+
+def truth(track, folder: Path) -> pd.DataFrame:
+    """The organiser-side truth of the synthetic test items, read as the scorer reads predictions."""
+    return track.submission.read(folder / "data" / "truth" / TRUTH_FILE, track.targets)
+
+
+def test_declarations_agree(synthetic):
+    track, _ = synthetic
+    assert len(track.submission.score_columns) == len(track.targets) == len(track.ranges())
+    assert all(low < high for low, high in track.ranges().values())
+    assert track.inputs and all(Path(kind.column).name == kind.column for kind in track.inputs)
+
+
+def test_synthetic_data_reads_back_as_declared(synthetic):
+    track, folder = synthetic
+    items = track.read_items(folder / "data")
+    assert list(items.columns) == [*ITEM_COLUMNS, *track.targets]
+    assert items["item_id"].is_unique and items["path"].map(lambda p: Path(p).is_file()).all()
+    train, test = items[items.split == "train"], items[items.split == "test"]
+    assert len(train) and len(test)
+    labels = train[list(track.targets)].to_numpy(dtype=float)
+    assert np.isfinite(labels).all() and test[list(track.targets)].isna().all().all()
+    for column, (low, high) in zip(labels.T, track.ranges().values()):
+        assert ((column >= low) & (column <= high)).all() and column.std() > 0
+    assert not set(train["group"]) & set(test["group"]), "a source's versions must not cross splits"
+    assert sorted(truth(track, folder).index) == sorted(test["item_id"])
+
+
+def test_check_finds_nothing_wrong_and_names_a_missing_file(synthetic, tmp_path):
+    track, folder = synthetic
+    report = check.check(track, folder / "data")
+    assert report.problems == [] and report.facts
+    items = track.read_items(folder / "data")
+    gone = Path(items["path"].iloc[0])
+    kept = gone.read_bytes()
+    gone.unlink()
+    try:
+        problems = check.check(track, folder / "data").problems
+    finally:
+        gone.write_bytes(kept)
+    assert len(problems) == 1 and "1 " in problems[0] and items["item_id"].iloc[0] in problems[0]
+
+
+def test_a_perfect_prediction_scores_highest(synthetic):
+    track, folder = synthetic
+    perfect = truth(track, folder)
+    noisy = perfect + np.random.default_rng(0).normal(0, perfect.std().mean(), perfect.shape)
+    best = track.official_score(perfect, folder / "data" / "truth")
+    worse = track.official_score(noisy, folder / "data" / "truth")
+    assert best["score"] == pytest.approx(1.0) and worse["score"] < best["score"]
+
+
+def test_the_submission_reads_back_as_written(synthetic, tmp_path):
+    track, folder = synthetic
+    perfect = truth(track, folder)
+    ids = track.read_items(folder / "data").query("split == 'test'")["item_id"].tolist()
+    path = write_zip(perfect, track.submission, ids, track.ranges(), tmp_path / "sub.zip")
+    back = track.submission.read(path, track.targets)
+    pd.testing.assert_frame_equal(back.loc[ids], perfect.loc[ids], check_names=False)
+
+
+def test_a_tiny_run_goes_from_the_layout_to_a_scored_zip(synthetic, tmp_path):
+    track, folder = synthetic
+    where = [f"track={track.name}", f"data={folder / 'data'}", f"cache={tmp_path / 'cache'}"]
+    runs = [f"runs_dir={tmp_path / 'runs'}"]
+    assert main(["extract", *where, *TINY]) == 0
+    assert main(["train", *where, *runs, *TINY[:-1], "folds=2", "epochs=2"]) == 0
+    assert main(["submit", *where[:2], *runs, f"out={tmp_path / 'subs'}"]) == 0
+    (zip_path,) = (tmp_path / "subs").glob("*/*.zip")
+    assert main(["score", *where[:1], f"preds={zip_path}", f"truth={folder / 'data' / 'truth'}"]) == 0

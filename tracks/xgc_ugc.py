@@ -1,0 +1,139 @@
+"""XGC UGC: NTIRE 2025 XGC track 1, user-generated video rated on six dimensions (FineVD-GC).
+
+Read from the organisers' files (real copies in shared/reference/xgc_ugc):
+  * `train.txt`: TAB-separated, no header, `name.mp4<TAB>color<TAB>noise<TAB>artifact<TAB>blur<TAB>temporal<TAB>
+    overall`, scores about 0-100 centred near 50 (a few below 0), the last line without a newline;
+  * `test.txt`: comma-separated, CRLF, `name.mp4,-1,-1,-1` (the -1 are placeholders, not labels).
+Assumed (no organiser repo, scorer or submission file was found):
+  * the videos lie in `videos/` beside the lists (`VIDEO_DIRS` are searched in order, then the data folder itself);
+  * score: the mean over the six dimensions of (SRCC + PLCC) / 2, each dimension reported;
+  * submission: `prediction.csv` at the zip root, header `filename,color,noise,artifact,blur,temporal,overall`;
+  * groups: a source per video from an optional `sources.csv` (`filename,source`); without it each video is its
+    own group (the real data publishes no sources).
+A label cell that is empty or NaN leaves that dimension unlabelled for the video: it is masked in training and
+scoring rather than refused, since fine-grained ratings are often incomplete.
+Motion matters here (the temporal dimension: stutter, freezes, drops), so the track's default configuration adds a
+motion stream of weight-free temporal statistics on 8-frame clips.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.inputs import Video
+from synth import xgc_ugc as synth_xgc
+from tracks.base import (
+    TRUTH_FILE,
+    LayoutError,
+    SubmissionFormat,
+    Track,
+    check_split_overlap,
+    correlation_parts,
+    lookup,
+    media_path,
+    register_track,
+    require_unique,
+    source_groups,
+)
+
+DIMENSIONS = synth_xgc.DIMENSIONS
+TRAIN_LIST, TEST_LIST, SOURCE_MAP = "train.txt", "test.txt", "sources.csv"
+VIDEO_DIRS = ("videos",)
+TEST_PLACEHOLDERS = 3  # `name.mp4,-1,-1,-1`
+
+
+def _rows(path: Path, delimiter: str, fields: int) -> list[list[str]]:
+    """The list's rows, each of exactly `fields` cells; a short or long row is named by its line."""
+    if not path.is_file():
+        raise LayoutError(f"{path}: label file not found")
+    text = path.read_text(encoding="utf-8-sig")
+    rows = [row for row in csv.reader(io.StringIO(text), delimiter=delimiter) if row]
+    for line, row in enumerate(rows, start=1):
+        if len(row) != fields:
+            raise LayoutError(
+                f"{path}, line {line}: {len(row)} field(s), expected {fields} separated by {delimiter!r}: {row[:8]}"
+            )
+    return rows
+
+
+def read_train_list(path: Path) -> pd.DataFrame:
+    rows = _rows(path, "\t", 1 + len(DIMENSIONS))
+    table = pd.DataFrame(rows, columns=["filename", *DIMENSIONS])
+    require_unique(table["filename"], str(path), header=False)
+    for line, row in enumerate(rows, start=1):
+        for dimension, cell in zip(DIMENSIONS, row[1:], strict=True):
+            value = pd.to_numeric(cell, errors="coerce") if cell.strip() else np.nan
+            if cell.strip() and not np.isfinite(value):
+                raise LayoutError(f"{path}, line {line}: {dimension}={cell!r} is not a finite number")
+    for dimension in DIMENSIONS:
+        table[dimension] = pd.to_numeric(table[dimension].str.strip().replace("", np.nan), errors="coerce")
+    return table
+
+
+def read_test_list(path: Path) -> pd.DataFrame:
+    table = pd.DataFrame([row[0] for row in _rows(path, ",", 1 + TEST_PLACEHOLDERS)], columns=["filename"])
+    require_unique(table["filename"], str(path), header=False)
+    return table
+
+
+@register_track
+class XGCUGC(Track):
+    name = "xgc_ugc"
+    title = "NTIRE 2025 XGC track 1: user-generated video, six quality dimensions (FineVD-GC)"
+    inputs = (Video(),)
+    targets = DIMENSIONS
+    score_range = (-50.0, 150.0)  # about 0 to 100, a few below 0; room for a head's overshoot
+    submission = SubmissionFormat("prediction.csv", "filename", DIMENSIONS)
+    defaults = {"frames": 8, "size": 224, "loss": "mse:1,plcc:1", "motion": "temporal_stats", "clip": 8}
+    tta_views = ("center", "hflip")
+
+    def read_items(self, data: Path) -> pd.DataFrame:
+        data = Path(data)
+        train = read_train_list(data / TRAIN_LIST)
+        test = read_test_list(data / TEST_LIST)
+        check_split_overlap(train["filename"], test["filename"], str(data))
+        items = pd.concat([train.assign(split="train"), test.assign(split="test")], ignore_index=True)
+        items = items.rename(columns={"filename": "item_id"})
+        items["path"] = [self._media(data, item) for item in items["item_id"]]
+        items["group"] = source_groups(data / SOURCE_MAP, items["item_id"])
+        return items[["item_id", "path", "split", "group", *DIMENSIONS]]
+
+    @staticmethod
+    def _media(data: Path, item_id: str) -> str:
+        """The first of VIDEO_DIRS (then the data folder) holding the video; the first folder where none does."""
+        candidates = [media_path(data / folder, item_id, str(data / TRAIN_LIST)) for folder in VIDEO_DIRS]
+        candidates.append(media_path(data, item_id, str(data / TRAIN_LIST)))
+        return next((path for path in candidates if Path(path).is_file()), candidates[0])
+
+    def selection_score(self, pred: pd.DataFrame, items: pd.DataFrame) -> dict[str, float]:
+        truth = items.set_index("item_id").loc[pred.index]
+        return dimension_scores(pred, truth)
+
+    def official_score(self, pred: pd.DataFrame, truth: Path) -> dict[str, float | str]:
+        path = Path(truth) / TRUTH_FILE
+        table = self.submission.read(path, self.targets)
+        ordered = pd.DataFrame(
+            {d: lookup(pred[d], table.index.to_series(), str(path)) for d in DIMENSIONS}, index=table.index
+        )
+        return dimension_scores(ordered, table)
+
+    def synthesize(self, out: Path, items: int = 120, seed: int = 0, width: int = 0, height: int = 0) -> None:
+        table = synth_xgc.synthesize(Path(out), items, seed, width or 160, height or 120)
+        table[["filename", "source"]].to_csv(Path(out) / SOURCE_MAP, index=False)
+
+
+def dimension_scores(pred: pd.DataFrame, truth: pd.DataFrame) -> dict[str, float]:
+    """Per dimension (SRCC + PLCC) / 2 and its parts over the items labelled on it; `score` their mean."""
+    parts: dict[str, float] = {}
+    for dimension in DIMENSIONS:
+        y = truth[dimension].to_numpy(dtype=np.float64)
+        known = np.isfinite(y)
+        scored = correlation_parts(pred[dimension].to_numpy(dtype=np.float64)[known], y[known])
+        parts[dimension] = scored["score"]
+        parts.update({f"{dimension}_{name}": scored[name] for name in ("srcc", "plcc")})
+    return {"score": float(np.mean([parts[d] for d in DIMENSIONS])), **parts}

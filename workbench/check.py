@@ -1,0 +1,109 @@
+"""`just check`: what a track makes of an organiser's folder, before anything is extracted.
+
+It reads the label files as every command will (so a layout error shows here first), then reports items per split,
+groups, each target's range and missing labels, media missing or unreadable (a fast probe that opens each file's
+container or image header, decoding nothing), and what the track assumes where the organisers published nothing.
+A folder holding the label files alone is fine: the report says which media are missing, so a download can be
+checked before the media are fetched. Every finding that would make a later command fail is a problem.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.decode import DECODERS, MediaError
+from tracks import LayoutError, Track
+
+SHOWN = 5  # examples named per finding
+
+
+@dataclass
+class Report:
+    """The facts of a folder (rows of label, value) and the problems that would make a later command fail."""
+
+    facts: list[tuple[str, str]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    assumptions: list[str] = field(default_factory=list)
+
+
+def _examples(values: list[str]) -> str:
+    shown = ", ".join(values[:SHOWN])
+    return shown + (f" and {len(values) - SHOWN} more" if len(values) > SHOWN else "")
+
+
+def probe(path: str, decoder: str) -> str | None:
+    """Why the file cannot serve as media of this type, or None."""
+    if not os.path.isfile(path):
+        return "missing"
+    try:
+        DECODERS.get(decoder).probe(path)
+    except MediaError as error:
+        return error.reason
+    return None
+
+
+def assumptions(track: Track) -> list[str]:
+    """The lines of the track module's docstring that say what it assumes (its 'Assumed' or 'Ours' paragraph)."""
+    lines = (inspect.getmodule(type(track)).__doc__ or "").splitlines()
+    start = next((k for k, line in enumerate(lines) if line.lower().startswith(("assumed", "ours"))), None)
+    if start is None:
+        return []
+    end = next((k for k in range(start + 1, len(lines)) if not lines[k].strip()), len(lines))
+    return [" ".join(line.split()) for line in lines[start:end]]
+
+
+def check(track: Track, data: Path, media: bool = True, threads: int = 8) -> Report:
+    """The report on `data` as `track` reads it; `media=False` skips probing the files."""
+    report = Report(assumptions=assumptions(track))
+    try:
+        items = track.read_items(data)
+    except LayoutError as error:  # nothing else can be read: the error is the report
+        report.problems.append(str(error))
+        return report
+    splits = items["split"].value_counts()
+    report.facts.append(("items", f"{len(items)}: " + ", ".join(f"{n} {s}" for s, n in splits.items())))
+    for split in ("train", "test"):
+        if not splits.get(split, 0):
+            report.problems.append(f"no {split} items")
+    train = items[items["split"] == "train"]
+    shared = sorted(set(train["group"]) & set(items.loc[items["split"] == "test", "group"]))
+    groups = f"{items['group'].nunique()} ({train['group'].nunique()} in train)"
+    report.facts.append(("groups", groups + (f"; {len(shared)} in both splits" if shared else "")))
+    for target, (low, high) in track.ranges().items():
+        values = train[target].to_numpy(dtype=np.float64)
+        known = values[np.isfinite(values)]
+        missing = len(values) - len(known)
+        spread = f"{known.min():.4g} to {known.max():.4g}, mean {known.mean():.4g}" if len(known) else "no labels"
+        report.facts.append((f"{target}", spread + (f"; {missing} unlabelled" if missing else "")))
+        outside = int(((known < low) | (known > high)).sum())
+        if outside:
+            report.problems.append(f"{outside} {target} label(s) outside the track's range [{low}, {high}]")
+        if not len(known):
+            report.problems.append(f"no {target} label in the training list")
+    if media:
+        for kind in track.inputs:
+            _probe_column(report, items, kind.column, kind.decoder, threads)
+    return report
+
+
+def _probe_column(report: Report, items: pd.DataFrame, column: str, decoder: str, threads: int) -> None:
+    with ThreadPoolExecutor(threads) as pool:
+        reasons = list(pool.map(lambda path: probe(path, decoder), items[column]))
+    failed = pd.DataFrame({"item_id": items["item_id"], "reason": reasons}).dropna()
+    missing = failed[failed["reason"] == "missing"]["item_id"].tolist()
+    broken = failed[failed["reason"] != "missing"]
+    folders = sorted({str(Path(p).parent) for p in items[column]})
+    where = folders[0] if len(folders) == 1 else f"{len(folders)} folders"
+    report.facts.append((f"{column} ({decoder})", f"{len(items) - len(failed)} of {len(items)} readable, in {where}"))
+    if missing:
+        report.problems.append(f"{len(missing)} {decoder} file(s) missing: {_examples(missing)}")
+    if len(broken):
+        named = [f"{item} ({reason})" for item, reason in zip(broken["item_id"], broken["reason"])]
+        report.problems.append(f"{len(broken)} {decoder} file(s) unreadable: {_examples(named)}")
