@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from workbench import metrics
+from common import metrics
 
 
 def fit_logistic5(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:

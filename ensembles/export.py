@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common.atomic import atomic_path
 from tracks.base import SubmissionFormat
-from workbench.atomic import atomic_path
 
 
 class SubmissionError(ValueError):
@@ -72,7 +72,7 @@ def write_zip(
     targets = list(ranges)
     validate(pred, expected_ids, ranges)
     ordered = pred.loc[list(expected_ids)]
-    files = {fmt.filename: fmt.to_csv(ordered, targets), **(extras or {})}
+    files = {fmt.filename: fmt.encode(ordered, targets), **(extras or {})}
     path = Path(path)
     with atomic_path(path) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:

@@ -14,21 +14,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from workbench import metrics
-from workbench.atomic import atomic_path, write_text
+from common import metrics
+from common.atomic import atomic_path, write_text
+from common.tables import Table, markdown
 
 PANEL_INCHES, DPI = 4, 100  # each panel 400 x 400 pixels
-Table = tuple[str, Sequence[str], Sequence[Sequence[object]]]  # title, columns, rows
-
-
-def cell(value: object) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-
-def markdown(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    lines = [f"### {title}", "", "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
-    lines += ["| " + " | ".join(cell(v).replace("\n", "<br>").replace("|", "\\|") for v in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
 
 
 def write_report(

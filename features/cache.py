@@ -54,10 +54,10 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from common.atomic import atomic_path, write_text
 from features.decode import DECODERS, FrameSampling
 from features.fingerprint import UNREADABLE
 from features.views import DEFAULT_FAMILY, view_family
-from workbench.atomic import atomic_path, write_text
 
 SCHEMA_VERSION = 3  # 3: rows bound to their media's fingerprint (2: vectors as fixed-size binary; 1: fixed-size lists)
 PART_GLOB = "part-*.parquet"

@@ -21,7 +21,7 @@ import av
 import numpy as np
 from PIL import Image
 
-from workbench.registry import Registry
+from common.registry import Registry
 
 
 class MediaError(Exception):
@@ -124,9 +124,9 @@ def sample_video(path: str, sampling: FrameSampling, threads: int = 0) -> Clip:
             for packet in container.demux(stream):
                 # Until the first key frame is kept, every frame may become the stand-in last frame of a short clip;
                 # a clip being collected needs every frame, reference or not.
-                if kept and packet.pts is not None:
+                if kept and packet.pts is not None and not collecting():  # past the last target only a clip reads on
                     early = float(packet.pts * stream.time_base) - start + 1e-6 < targets[next_target]
-                    codec.skip_frame = "NONREF" if early and not collecting() else "DEFAULT"
+                    codec.skip_frame = "NONREF" if early else "DEFAULT"
                 for frame in codec.decode(packet):
                     t = frame.time - start if frame.time is not None else index / fallback_rate
                     index += 1

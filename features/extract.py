@@ -37,6 +37,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter, RichProgressBar
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from common.atomic import remove_stale_temporaries
 from features.backbones import FrozenEncoder, create_backbone
 from features.cache import (
     FeatureSpec,
@@ -54,7 +55,6 @@ from features.decode import DECODERS, Decoder, FrameSampling, MediaError
 from features.fingerprint import fingerprints
 from features.motion import create_motion_encoder
 from features.views import Variant, ViewFamily, check_time_axis, split_variants, view_family
-from workbench.atomic import remove_stale_temporaries
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
-from workbench.atomic import atomic_path
+from common.atomic import atomic_path
 
 MEMO = "media-fingerprints.parquet"
 UNREADABLE = "unreadable"  # the fingerprint of a path that cannot be read (missing, a folder, no permission)

@@ -22,8 +22,8 @@ from torch import nn
 from torchvision.models import video
 from torchvision.models._api import WeightsEnum
 
+from common.registry import Registry
 from features.backbones import FrozenEncoder, WeightsNotFound, luminance, sha256_file
-from workbench.registry import Registry
 
 
 class MotionEncoder(FrozenEncoder):

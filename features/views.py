@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from workbench.registry import Registry
+from common.registry import Registry
 
 FAMILIES: Registry[type[ViewFamily]] = Registry("view family")
 DEFAULT_FAMILY = "resize"

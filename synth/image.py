@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from common.atomic import atomic_path
 from synth.impairment import Sampler, combined_quality, sample_distortions
-from workbench.atomic import atomic_path
 
 PRISTINE_JPEG = 95  # JPEG quality at which compression is not perceived
 TILE = 512  # side of the periodic texture tile

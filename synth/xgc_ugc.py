@@ -25,10 +25,10 @@ import numpy as np
 import pandas as pd
 import scipy.fft
 
+from common.atomic import write_bytes, write_text
 from synth.impairment import Sampler, combined_quality, sample_distortions
 from synth.video import PRISTINE_CRF, Distortion, distort, encode_mp4, render_source
 from tracks.base import TRUTH_FILE
-from workbench.atomic import write_bytes, write_text
 
 DIMENSIONS = ("color", "noise", "artifact", "blur", "temporal", "overall")
 TRAIN_LIST = "train.txt"

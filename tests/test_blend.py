@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from common import metrics
 from ensembles.blend import BLENDS, BlendError, Stack, blend, pick
 from ensembles.combine import fold_ensemble
 from tracks import get_track
-from workbench import metrics
 from workbench.cli import main
 from workbench.runs import Run
 

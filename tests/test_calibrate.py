@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from common import metrics
 from ensembles.calibrate import Calibration, fit_logistic5
 from tracks import get_track
-from workbench import metrics
 from workbench.cli import main
 
 

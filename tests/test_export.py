@@ -1,6 +1,8 @@
 """The validator and the zip: a wrong submission is refused, a written one reads back exactly."""
 
+import json
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -8,7 +10,7 @@ import pytest
 
 from ensembles.combine import fold_ensemble
 from ensembles.export import SubmissionError, write_zip
-from tracks import get_track
+from tracks import CsvFormat, JsonListFormat, LayoutError, get_track
 
 KVQ = get_track("kvq")
 IDS = [f"test/{i:04d}.mp4" for i in range(1, 6)]
@@ -65,12 +67,36 @@ def test_fold_ensemble_means_views_then_folds():
 
 
 def test_a_zip_that_does_not_read_back_is_never_left_behind(tmp_path, monkeypatch):
-    lossy = KVQ.submission.to_csv
+    lossy = KVQ.submission.encode
 
     def drop_last_row(pred, targets):
         return b"\n".join(lossy(pred, targets).splitlines()[:-1]) + b"\n"
 
-    monkeypatch.setattr(type(KVQ.submission), "to_csv", lambda self, pred, targets: drop_last_row(pred, targets))
+    monkeypatch.setattr(type(KVQ.submission), "encode", lambda self, pred, targets: drop_last_row(pred, targets))
     with pytest.raises(SubmissionError, match="without a prediction: 'test/0005.mp4'"):
         _write(_pred(), tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+def test_each_submission_kind_reads_back_what_it_writes_and_reads_the_organisers_files(tmp_path):
+    pred = pd.DataFrame({"score": [0.1234567890123, 4.5, -0.25]}, index=["a.mp4", "b.mp4", "c,d.mp4"])
+    kinds = {
+        "header": CsvFormat("prediction.csv", "filename", ("score",)),
+        "no header": CsvFormat("output.txt", "video", ("score",), header=False),
+        "json list": JsonListFormat("output.json", "video", ("predict_score",)),
+    }
+    for name, kind in kinds.items():
+        path = tmp_path / kind.filename
+        path.write_bytes(kind.encode(pred, ["score"]))
+        pd.testing.assert_frame_equal(kind.read(path, ["score"]), pred.rename_axis("item_id"), obj=name)
+    assert (tmp_path / "output.txt").read_text().splitlines()[0] == "a.mp4,0.1234567890123"
+    assert json.loads((tmp_path / "output.json").read_text())[1] == {"video": "b.mp4", "predict_score": 4.5}
+
+    # The talking-head organisers' own example zip: output.txt, no header, `name.mp4,score` per line.
+    example = Path(__file__).parents[2] / "shared" / "reference" / "thqa" / "baseline_example.zip"
+    if not example.is_file():
+        pytest.skip(f"{example} is not on this machine")
+    read = kinds["no header"].read(example, ["score"])
+    assert len(read) > 1000 and read.index[0].endswith(".mp4") and np.isfinite(read["score"]).all()
+    with pytest.raises(LayoutError, match="2 field"):
+        CsvFormat("output.txt", "video", ("a", "b"), header=False).read(example, ["a", "b"])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from workbench import metrics
+from common import metrics
 
 
 @pytest.fixture

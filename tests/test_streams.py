@@ -52,6 +52,14 @@ def test_clips_are_the_consecutive_frames_from_each_key_frame(clip_file):
     assert scaled.clips.shape == (3, 4, 24, 32, 3)
 
 
+def test_the_last_key_frames_clip_is_read_on_past_the_last_target(tmp_path):
+    path = tmp_path / "long.mp4"
+    encode_mp4(render_source(1, 64, 48, 80), path, fps=8)  # 10 s, B-frames: packets remain after the last target
+    sampled = sample_video(str(path), FrameSampling(8, 1.0, 0.0, clip=8))
+    assert sampled.clips.shape == (8, 8, 48, 64, 3)
+    np.testing.assert_array_equal(sampled.clips[7], every_frame(str(path))[56:64])
+
+
 def test_the_clip_family_crops_every_frame_of_a_clip_alike(clip_file):
     clips = sample_video(clip_file, MOTION_SPEC.sampling()).clips
     center, mirrored = view_family(MOTION_SPEC).render(clips, ["center", "hflip"])
@@ -135,3 +143,27 @@ def test_probes_name_what_is_wrong_without_decoding(clip_file, tmp_path):
         decode.probe_video(str(tmp_path / "text.mp4"))
     with pytest.raises(decode.MediaError, match="cannot read image"):
         decode.probe_image(clip_file)
+
+
+def test_a_run_reads_both_streams_and_a_sweep_tries_it_without_motion(tmp_path):
+    from workbench import sweep
+    from workbench.cli import main
+    from workbench.config import build
+    from workbench.runs import Run
+    from workbench.train import load_training_data
+
+    data = tmp_path / "data"
+    where = ["track=xgc_ugc", f"data={data}", f"cache={tmp_path / 'cache'}", "size=32", "clip_size=16", "clip=4"]
+    assert main(["synth", "track=xgc_ugc", f"out={data}", "items=12", "width=64", "height=48"]) == 0
+    assert main(["extract", *where, "workers=0"]) == 0
+    words = [*where, f"runs_dir={tmp_path / 'runs'}", "folds=2", "epochs=2"]
+    assert main(["train", *words]) == 0
+
+    cfg = build(TrainConfig, dict(w.split("=") for w in words), {"motion": "temporal_stats", "frames": 8})
+    data_ = load_training_data(cfg)
+    assert len(data_.features.parts) == 2 and data_.features.dims[1] == 12  # temporal_stats' width
+    (run,) = (tmp_path / "runs" / "xgc_ugc").iterdir()
+    keys = Run(run).config["feature_key"].split("+")
+    assert keys[0].startswith("quality_stats__resize32__") and keys[1].startswith("temporal_stats__clip16__")
+    names = [feature_set.name for feature_set in sweep.cached_feature_sets(cfg)]
+    assert names[:2] == ["+".join(keys), keys[0]]  # the default's streams, then its key frames alone

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from common import metrics
 from synth import xgc_ugc
 from synth.video import render_source
-from workbench import metrics
 
 ITEMS, SEED, WIDTH, HEIGHT = 14, 3, 64, 48
 FIVE = xgc_ugc.DIMENSIONS[:-1]

@@ -11,7 +11,16 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from tracks.base import ITEM_COLUMNS, TRACKS, LayoutError, SubmissionFormat, Track, register_track
+from tracks.base import (
+    ITEM_COLUMNS,
+    TRACKS,
+    CsvFormat,
+    JsonListFormat,
+    LayoutError,
+    SubmissionFormat,
+    Track,
+    register_track,
+)
 
 
 def _load() -> None:
@@ -30,4 +39,14 @@ def list_tracks() -> list[str]:
     return TRACKS.names()
 
 
-__all__ = ["ITEM_COLUMNS", "LayoutError", "SubmissionFormat", "Track", "get_track", "list_tracks", "register_track"]
+__all__ = [
+    "ITEM_COLUMNS",
+    "CsvFormat",
+    "JsonListFormat",
+    "LayoutError",
+    "SubmissionFormat",
+    "Track",
+    "get_track",
+    "list_tracks",
+    "register_track",
+]

@@ -6,7 +6,9 @@ the workbench: columns `ITEM_COLUMNS` plus one float column per target (NaN wher
 
 from __future__ import annotations
 
+import abc
 import io
+import json
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,11 +18,11 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
+from common import metrics
+from common.atomic import write_bytes
+from common.registry import Registry
 from features.inputs import MediaInput, Video
 from features.views import DEFAULT_FAMILY, FAMILIES, check_time_axis, split_variants
-from workbench import metrics
-from workbench.atomic import write_bytes
-from workbench.registry import Registry
 
 ITEM_COLUMNS = ("item_id", "path", "split", "group")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -52,9 +54,11 @@ def check_test_views(track: type[Track]) -> None:
 
 
 @dataclass(frozen=True)
-class SubmissionFormat:
-    """A leaderboard's CSV: the file's name at the zip root, its id column and one column per target; and the name of
-    the readme beside it where the challenge asks for one."""
+class SubmissionFormat(abc.ABC):
+    """A leaderboard's prediction file, one kind per layout (CSV with or without a header, a JSON list): the file's
+    name at the zip root, the id field and one field per target, and the readme beside it where the challenge asks
+    for one. Each kind writes its bytes and reads them back as the organisers' scorer will, so every zip is checked
+    before it takes its name."""
 
     filename: str
     id_column: str
@@ -73,12 +77,20 @@ class SubmissionFormat:
         )
         return ("\n".join(lines) + "\n").encode()
 
-    def to_csv(self, pred: pd.DataFrame, targets: Sequence[str]) -> bytes:
-        """Rows in `pred`'s order; floats written with full precision so a re-read gives the same numbers."""
+    def encode(self, pred: pd.DataFrame, targets: Sequence[str]) -> bytes:
+        """The file's bytes: rows in `pred`'s order, floats with full precision so a re-read gives the same numbers."""
         table = pd.DataFrame({self.id_column: pred.index.astype(str)})
         for column, target in zip(self.score_columns, targets, strict=True):
             table[column] = pred[target].to_numpy(dtype=np.float64)
-        return table.to_csv(index=False).encode()
+        return self.write_table(table)
+
+    @abc.abstractmethod
+    def write_table(self, table: pd.DataFrame) -> bytes:
+        """A table of the id field then the score fields, as this kind's bytes."""
+
+    @abc.abstractmethod
+    def read_table(self, raw: bytes, source: str) -> pd.DataFrame:
+        """This kind's bytes as a table with the id field and the score fields (cells as read)."""
 
     def read(self, path: Path, targets: Sequence[str]) -> pd.DataFrame:
         """Reads a prediction file, or the file of this name at the root of a zip, into a frame indexed by id."""
@@ -95,11 +107,51 @@ class SubmissionFormat:
         else:
             raw = path.read_bytes()
             source = str(path)
-        table = pd.read_csv(io.BytesIO(raw), dtype={self.id_column: str})
-        table = require_columns(table, (self.id_column, *self.score_columns), source)
+        table = require_columns(self.read_table(raw, source), (self.id_column, *self.score_columns), source)
         require_unique(table[self.id_column], source)
         values = {t: numeric_column(table, c, source) for c, t in zip(self.score_columns, targets, strict=True)}
         return pd.DataFrame(values, index=pd.Index(table[self.id_column], name="item_id"))
+
+
+@dataclass(frozen=True)
+class CsvFormat(SubmissionFormat):
+    """Comma-separated rows, with a header naming the fields, or without one (then the fields are by position)."""
+
+    header: bool = True
+
+    def write_table(self, table: pd.DataFrame) -> bytes:
+        return table.to_csv(index=False, header=self.header).encode()
+
+    def read_table(self, raw: bytes, source: str) -> pd.DataFrame:
+        if self.header:
+            return pd.read_csv(io.BytesIO(raw), dtype={self.id_column: str})
+        fields = [self.id_column, *self.score_columns]
+        table = pd.read_csv(io.BytesIO(raw), header=None, dtype={0: str})
+        if table.shape[1] != len(fields):
+            raise LayoutError(
+                f"{source}: {table.shape[1]} field(s) per row, expected {len(fields)} ({', '.join(fields)})"
+            )
+        return table.set_axis(fields, axis=1)
+
+
+@dataclass(frozen=True)
+class JsonListFormat(SubmissionFormat):
+    """A JSON list of objects, one per item, keyed by the id field and the score fields."""
+
+    def write_table(self, table: pd.DataFrame) -> bytes:
+        return json.dumps(table.to_dict(orient="records"), ensure_ascii=False, indent=1).encode()
+
+    def read_table(self, raw: bytes, source: str) -> pd.DataFrame:
+        try:
+            records = json.loads(raw)
+        except ValueError as error:
+            raise LayoutError(f"{source}: not JSON ({error})") from None
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+            raise LayoutError(f"{source}: expected a JSON list of objects")
+        table = pd.DataFrame.from_records(records)
+        if self.id_column in table:
+            table[self.id_column] = table[self.id_column].astype(str)
+        return table
 
 
 _BUDGET_UNITS = {"macs": ("GMACs", 1e9), "flops": ("GFLOPs", 1e9), "params": ("M parameters", 1e6)}
@@ -296,7 +348,7 @@ class CorrelationTrack(Track):
     def write_truth(self, out: Path, scores: pd.Series) -> None:
         """The truth of a synthetic dataset's test items (`scores` indexed by id) where official_score reads it."""
         (target,) = self.targets
-        write_bytes(Path(out) / "truth" / TRUTH_FILE, self.submission.to_csv(scores.to_frame(target), self.targets))
+        write_bytes(Path(out) / "truth" / TRUTH_FILE, self.submission.encode(scores.to_frame(target), self.targets))
 
 
 def correlation_parts(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:

@@ -27,14 +27,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common.atomic import write_text
 from features.inputs import Image
 from synth import image as synth_image
 from tracks.base import (
     IMAGE_SUFFIXES,
     Budget,
     CorrelationTrack,
+    CsvFormat,
     LayoutError,
-    SubmissionFormat,
     check_split_overlap,
     folder_items,
     list_images,
@@ -43,7 +44,6 @@ from tracks.base import (
     register_track,
     require_unique,
 )
-from workbench.atomic import write_text
 
 TRAIN_LIST = "train.csv"
 TRAIN_DIR = "train"
@@ -88,7 +88,7 @@ class FIQA(CorrelationTrack):
     inputs = (Image(),)
     targets = ("score",)
     score_range = (-0.5, 1.5)  # scores are about 0-1
-    submission = SubmissionFormat("predictions.csv", "image_name", ("score",), readme="readme.txt")
+    submission = CsvFormat("predictions.csv", "image_name", ("score",), readme="readme.txt")
     calibrate = "logistic4"
     budget = Budget(flops=0.5e9, params=5e6)
     # Faces come centred: the mirror is a free second view, while the corner windows of a portrait cut the face.

@@ -21,12 +21,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common import metrics
+from common.atomic import atomic_path, write_text
 from features.inputs import Video
 from synth import video as synth_video
 from tracks.base import (
     TRUTH_FILE,
+    CsvFormat,
     LayoutError,
-    SubmissionFormat,
     Track,
     check_split_overlap,
     lookup,
@@ -37,8 +39,6 @@ from tracks.base import (
     require_unique,
     source_groups,
 )
-from workbench import metrics
-from workbench.atomic import atomic_path, write_text
 
 TRAIN_LIST = "train_data.csv"
 TEST_LIST = "test_data.csv"
@@ -87,7 +87,7 @@ class KVQ(Track):
     inputs = (Video(),)
     targets = ("score",)
     score_range = (0.0, 6.0)  # MOS is about 1 to 5
-    submission = SubmissionFormat("prediction.csv", "filename", ("score",))
+    submission = CsvFormat("prediction.csv", "filename", ("score",))
     defaults = {"frames": 8, "size": 224, "loss": "mse:1,plcc:1"}  # the winners' 8 key frames; PLCC is scored raw
     # The key-frame square, its mirror, the two ends of the long side (top and bottom of a portrait short video: the
     # three crops of the organisers' baseline) and the key frames half a second later.

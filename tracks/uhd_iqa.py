@@ -25,13 +25,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common.atomic import write_text
 from features.inputs import Image
 from synth import image as synth_image
 from tracks.base import (
     Budget,
     CorrelationTrack,
+    CsvFormat,
     LayoutError,
-    SubmissionFormat,
     check_split_overlap,
     folder_items,
     media_path,
@@ -40,7 +41,6 @@ from tracks.base import (
     require_columns,
     require_unique,
 )
-from workbench.atomic import write_text
 
 METADATA = "uhd-iqa-training-metadata.csv"
 TRAIN_DIR = Path("challenge/training")
@@ -58,7 +58,7 @@ class UHDIQA(CorrelationTrack):
     inputs = (Image(),)
     targets = ("quality_mos",)
     score_range = (-0.5, 1.5)  # MOS is on 0-1
-    submission = SubmissionFormat("predictions.csv", "image_name", ("quality_mos",), readme="readme.txt")
+    submission = CsvFormat("predictions.csv", "image_name", ("quality_mos",), readme="readme.txt")
     calibrate = "logistic4"
     budget = Budget(macs=50e9)
     smoke = {"items": 12, "width": 384, "height": 0}

@@ -29,8 +29,8 @@ from features.inputs import Video
 from synth import xgc_ugc as synth_xgc
 from tracks.base import (
     TRUTH_FILE,
+    CsvFormat,
     LayoutError,
-    SubmissionFormat,
     Track,
     check_split_overlap,
     correlation_parts,
@@ -88,7 +88,7 @@ class XGCUGC(Track):
     inputs = (Video(),)
     targets = DIMENSIONS
     score_range = (-50.0, 150.0)  # about 0 to 100, a few below 0; room for a head's overshoot
-    submission = SubmissionFormat("prediction.csv", "filename", DIMENSIONS)
+    submission = CsvFormat("prediction.csv", "filename", DIMENSIONS)
     defaults = {"frames": 8, "size": 224, "loss": "mse:1,plcc:1", "motion": "temporal_stats", "clip": 8}
     tta_views = ("center", "hflip")
 

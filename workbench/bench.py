@@ -13,7 +13,9 @@ one repeat, not one side of the comparison. The rows, numbered as in BENCHMARKS.
 5. peak resident memory of a large extraction against a small one, each in a process of its own;
 6. the overhead of a trial of our sweep (storage, pruning, bookkeeping) against the trial's own fold training;
 7. fingerprinting a file's content (what binds the cache to its media) against decoding the same file as extraction
-   does, on a 4K JPEG, a 1080p clip and a long 1080p clip.
+   does, on a 4K JPEG, a 1080p clip and a long 1080p clip;
+8. extracting a motion stream (clips of consecutive frames from each key frame, weight-free temporal statistics)
+   against decoding the same clips alone.
 
 Media are synthetic (synth.video) and kept under `<root>/media`, so a rerun skips generating them.
 """
@@ -186,8 +188,8 @@ def run_extraction(items: pd.DataFrame, spec: FeatureSpec, cache_root: str | Pat
 
 
 def decode_stage(paths: Sequence[Path], sampling: FrameSampling, family: ViewFamily) -> list[torch.Tensor]:
-    """What a DataLoader worker does for each clip (sample its key frames, render the views), with no model."""
-    return [family.render(sample_video(str(p), sampling).frames, VIEWS).flatten(0, 1) for p in paths]
+    """What a DataLoader worker does for each clip (sample its key frames or clips, render the views), no model."""
+    return [family.render(getattr(sample_video(str(p), sampling), family.source), VIEWS).flatten(0, 1) for p in paths]
 
 
 def model_stage(backbone: Backbone, pixels: Sequence[torch.Tensor], chunk: int = 64) -> None:
@@ -628,6 +630,47 @@ def fingerprint_rows(sizes: Sizes, cfg: BenchConfig, root: Path, progress: Progr
     return rows
 
 
+# --- 8: the motion stream ---------------------------------------------------------------------------------------------
+
+MOTION = FeatureSpec("temporal_stats", view="clip", size=112, clip=8)  # 8 consecutive frames from each key frame
+
+
+def motion_rows(sizes: Sizes, cfg: BenchConfig, root: Path, progress: Progress) -> list[Row]:
+    """The motion stream's extraction (decode with clips, render, encode, write) against its decode stage alone,
+    each clip's frames scaled at decode as the extraction scales them; per resolution, interleaved."""
+    rows = []
+    for width, height in sizes.resolutions:
+        label = f"{height}p"
+        paths = [
+            bench_clip(root / "media", width, height, sizes.seconds, sizes.fps, seed) for seed in range(sizes.clips)
+        ]
+        items = clip_items(paths, sizes.extraction_items)
+        decoded, extracted = [], []
+        for repeat in range(sizes.repeats):
+            progress(f"{label} motion stream, repeat {repeat + 1}/{sizes.repeats}")
+            with timed() as decode:
+                decode_stage([Path(p) for p in items["path"]], MOTION.sampling(), view_family(MOTION))
+            with tempfile.TemporaryDirectory(dir=root) as scratch, timed() as full:
+                run_extraction(items, MOTION, scratch)
+            decoded.append(decode.wall / len(items))
+            extracted.append(full.wall / len(items))
+        ratio = median([d / f for d, f in zip(decoded, extracted)])
+        rows.append(
+            Row(
+                "8",
+                f"motion stream ({MOTION.backbone}, {MOTION.clip}-frame clips at {MOTION.size}) of {len(items)} clips "
+                f"of {sizes.seconds} s at {label}",
+                f"{median(extracted):.2f} s/clip",
+                f"{median(decoded):.2f} s/clip (decode alone)",
+                ratio,
+                ">= 0.8",
+                ratio >= 0.8,
+                f"{MOTION.frames} key frames a clip, each starting a clip decoded in the same pass, scaled by FFmpeg",
+            )
+        )
+    return rows
+
+
 # --- the suite --------------------------------------------------------------------------------------------------------
 
 GROUPS: dict[str, Callable[[Sizes, BenchConfig, Path, Progress], list[Row]]] = {
@@ -637,6 +680,7 @@ GROUPS: dict[str, Callable[[Sizes, BenchConfig, Path, Progress], list[Row]]] = {
     "memory": memory_rows,
     "sweep": sweep_rows,
     "fingerprint": fingerprint_rows,
+    "motion": motion_rows,
 }
 
 

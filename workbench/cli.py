@@ -13,28 +13,28 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import optuna
 import pandas as pd
-from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from common.atomic import write_text
+from common.tables import Table as ReportTable
+from common.tables import cell, rich_table
 from ensembles.blend import BLENDS, Blended, Score, Stack, blend, pick
 from ensembles.calibrate import Calibration, check_kind
 from ensembles.combine import fold_ensemble, mean_over_views
 from ensembles.export import SubmissionError, write_zip
-from ensembles.report import Table as ReportTable
 from ensembles.report import write_report
 from features.cache import CacheError, family_variants
 from features.extract import ExtractionSummary, extract, group_leader
 from features.fingerprint import fingerprints
 from features.views import split_variants, view_family
 from tracks import LayoutError, Track, get_track, list_tracks
-from workbench import bench, check, sweep
-from workbench.atomic import write_text
+from workbench import check
 from workbench.config import (
     BenchConfig,
     CheckConfig,
@@ -70,22 +70,16 @@ EXIT_USAGE, EXIT_FAILURES = 2, 3
 FAILURES_SHOWN = 20  # rows of the failures table printed; the cache keeps them all
 
 
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+
+
 def announce(command: str, config: object) -> None:
     words = " ".join(f"{k}={','.join(v) if isinstance(v, list) else v}" for k, v in as_dict(config).items())
     console.print(f"[bold cyan]{command}[/] {words}")
 
 
-def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> Table:
-    out = Table(title=title, title_justify="left")
-    for column in columns:
-        out.add_column(column, overflow="fold")
-    for row in rows:
-        out.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
-    return out
-
-
-def fmt(value: object) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+table = rich_table
 
 
 # --- commands ---------------------------------------------------------------------------------------------------------
@@ -458,7 +452,7 @@ def cmd_score(cfg: ScoreConfig) -> int:
     if not cfg.preds or not cfg.truth:
         raise ConfigError("score needs preds=<prediction csv or submission zip> and truth=<organiser truth folder>")
     parts = score_submission(cfg)
-    console.print(table(f"official {cfg.track} score of {cfg.preds}", list(parts), [[fmt(v) for v in parts.values()]]))
+    console.print(table(f"official {cfg.track} score of {cfg.preds}", list(parts), [[cell(v) for v in parts.values()]]))
     return 0
 
 
@@ -539,7 +533,10 @@ def target_table(track: Track, cfg: TrainConfig, summaries: dict[str, dict]) -> 
 
 
 def cmd_bench(cfg: BenchConfig) -> int:
-    """The benchmark suite; prints BENCHMARKS.md-ready markdown and, with write=<file>, updates that file."""
+    """The benchmark suite; prints BENCHMARKS.md-ready markdown and, with write=<file>, updates that file. Imported
+    here, as the sweep is in its commands: every other command starts without loading Optuna or the bench's media."""
+    from workbench import bench
+
     sizes = bench.SIZES["quick" if cfg.quick else "full"]
     with console.status("benchmarks") as status:
         report = bench.run_suite(cfg, sizes, progress=lambda message: status.update(f"benchmarks: {message}"))
@@ -554,6 +551,11 @@ def cmd_bench(cfg: BenchConfig) -> int:
 
 def cmd_sweep(cfg: SweepConfig) -> int:
     """Runs this worker's trials, then shows the study: its best trials beside the default configuration's."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from workbench import sweep
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial is printed here, with the run
 
     def show(trial: FrozenTrial) -> None:
@@ -591,6 +593,8 @@ def dash(value: object) -> object:
 
 def cmd_sweep_best(cfg: SweepBestConfig) -> int:
     """Trains the best trial's configuration into a normal run; where the trial finished every fold, that is its run."""
+    from workbench import sweep
+
     trial, config = sweep.best_trial(cfg)
     console.print(f"best trial {trial.number} of {sweep.study_name(cfg.track, cfg.study)}: score {trial.value:.4f}")
     run, summary = _train(config, range(config.folds))

@@ -203,7 +203,7 @@ class SynthConfig(TrackConfig):
 class BenchConfig:
     quick: bool = False  # the same suite on less work, in about a minute
     backbone: str = "resnet18"  # the timm CNN (random weights) the extraction rows run
-    rows: tuple[str, ...] = ()  # row groups (extraction, cache, training, memory, sweep, fingerprint); empty: all
+    rows: tuple[str, ...] = ()  # row groups (extraction, cache, training, memory, sweep, fingerprint, motion); all
     root: str = "cache/bench"  # generated media (kept, so reruns skip generating them) and scratch space
     write: str = ""  # a BENCHMARKS.md whose generated block gets this run's table; empty only prints it
 

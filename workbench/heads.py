@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from workbench.registry import Registry
+from common.registry import Registry
 
 HeadFactory = Callable[[int, int, int, float], nn.Module]
 HEADS: Registry[HeadFactory] = Registry("head")

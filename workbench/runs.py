@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from workbench.atomic import atomic_path, write_text
+from common.atomic import atomic_path, write_text
 
 CONFIG = "config.json"
 SCORES = "scores.json"

@@ -27,8 +27,9 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
+from common.tables import Table
 from ensembles.calibrate import Calibration
-from ensembles.report import Table, write_report
+from ensembles.report import write_report
 from features.cache import Streams, cache_dir, concat_features, read_features, read_manifest
 from features.fingerprint import fingerprints
 from features.views import split_variants, view_family
