@@ -31,6 +31,9 @@ LOGISTICS = {"logistic4": (metrics.logistic4, metrics.fit_logistic4), "logistic5
 KINDS = ("none", *LOGISTICS)
 
 
+CALIBRATION = "calibration.json"  # the fitted map, beside a run or a submission
+
+
 def check_kind(kind: str) -> str:
     if kind not in KINDS:
         raise ValueError(f"calibration={kind!r}: expected one of {', '.join(KINDS)}")

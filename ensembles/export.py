@@ -33,7 +33,7 @@ def validate(pred: pd.DataFrame, expected_ids: Sequence[str], ranges: Mapping[st
     targets = list(ranges)
     ids = pred.index.astype(str)
     expected = pd.Index(expected_ids).astype(str)
-    problems = []
+    problems = [] if len(expected) else ["the test list is empty: no test items in the data folder (see `just check`)"]
     duplicated = ids[ids.duplicated()].unique()
     if len(duplicated):
         problems.append(f"{len(duplicated)} duplicated id(s): {_examples(duplicated)}")

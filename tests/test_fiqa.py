@@ -81,7 +81,9 @@ def test_layout_errors_name_the_line(fiqa, tmp_path, rows, files, message):
 
 def test_missing_folders_are_named(fiqa, tmp_path):
     layout(tmp_path, ["a.png"], val_files=())
-    with pytest.raises(LayoutError, match=r"val: image folder not found"):
+    assert set(fiqa.read_items(tmp_path)["split"]) == {"train"}  # no test folder yet: no test items
+    (tmp_path / "train").rename(tmp_path / "elsewhere")
+    with pytest.raises(LayoutError, match=r"train: image folder not found"):
         fiqa.read_items(tmp_path)
 
 

@@ -323,8 +323,10 @@ def list_images(folder: Path) -> list[Path]:
 
 
 def folder_items(folder: Path, split: str = "test") -> pd.DataFrame:
-    """Every image of `folder` as an item named by its file name: the unlabelled images a challenge ships to score."""
-    images = list_images(folder)
+    """Every image of `folder` as an item named by its file name: the unlabelled images a challenge ships to score.
+    A folder not there yet (a test set released after the training data) gives no items: training and sweeps run
+    on the training data alone, `check` reports the empty split and `submit` refuses an empty test list."""
+    images = list_images(folder) if folder.is_dir() else []
     paths = [str(p.resolve()) for p in images]
     return pd.DataFrame({"item_id": [p.name for p in images], "path": paths, "split": split})
 

@@ -6,8 +6,6 @@ Exit status: 0 on success, 2 on a usage or input error, 3 when extraction finish
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -15,20 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from common.atomic import write_text
-from common.tables import Table as ReportTable
 from common.tables import cell, rich_table
-from ensembles.blend import BLENDS, Blended, Score, Stack, blend, pick
-from ensembles.calibrate import Calibration, check_kind
-from ensembles.combine import fold_ensemble, mean_over_views
-from ensembles.export import SubmissionError, write_zip
-from ensembles.report import write_report
+from ensembles.blend import BLENDS
+from ensembles.calibrate import check_kind
+from ensembles.export import SubmissionError
+from ensembles.submit import Choice, RunPredictions, submit_runs
 from features.cache import CacheError, family_variants
 from features.extract import ExtractionSummary, extract, group_leader
 from features.fingerprint import fingerprints
@@ -54,7 +48,7 @@ from workbench.config import (
     parse_words,
 )
 from workbench.profile import Cost, Pipeline
-from workbench.runs import CALIBRATION, Run, newest_complete_run, open_run
+from workbench.runs import Run, newest_complete_run, open_run
 from workbench.train import (
     load_training_data,
     open_or_create_run,
@@ -245,8 +239,8 @@ def check_media(runs: Sequence[Run], items: pd.DataFrame, cache: str) -> None:
 
 
 def submit(cfg: SubmitConfig) -> Path:
-    """Blends the runs (one run is its own blend), calibrates on the blend's out-of-fold predictions and writes the
-    zip; the report, the calibration and the blend's description go in the same folder. Returns the zip's path."""
+    """Finds the runs and checks them against the data as it is now; ensembles.submit blends, calibrates and writes
+    the zip with its report; the tables it returns are printed here. Returns the zip's path."""
     track = get_track(cfg.track)
     kind = check_kind(cfg.calibration or track.calibrate)
     runs = submitted_runs(cfg, track)
@@ -255,56 +249,19 @@ def submit(cfg: SubmitConfig) -> Path:
     configs = [build(TrainConfig, {k: v for k, v in run.config.items() if k != "views"}) for run in runs]  # resolved
     items = track.read_items(configs[0].data_dir)
     check_media(runs, items, configs[0].cache)
-    test, labelled = items[items["split"] == "test"], items[items["split"] == "train"]
-    truth = labelled.set_index("item_id")
-    targets = list(track.targets)
-    predictions = {run.id: run.predictions("test") for run in runs}
-    stack = Stack.of(
-        {r.id: mean_over_views(r.predictions("oof"), targets, cfg.tta).set_index("item_id")[targets] for r in runs},
-        {run_id: fold_ensemble(pred, targets, cfg.tta) for run_id, pred in predictions.items()},
-        {run.id: run.folds() for run in runs},
-        truth,
-        targets,
+    predicted = [RunPredictions(r.id, r.predictions("oof"), r.predictions("test"), r.folds()) for r in runs]
+    test = items[items["split"] == "test"]
+    submission = submit_runs(
+        track,
+        predicted,
+        items,
+        Choice(cfg.blend, kind, cfg.tta),
+        Path(cfg.out),
+        lambda views, about: cost_and_readme(cfg, track, runs, configs, views, test, about),
     )
-
-    def score(pred: pd.DataFrame) -> float:
-        return track.selection_score(pred, labelled)["score"]
-
-    blends = [blend(stack, name, score) for name in (BLENDS if len(runs) > 1 else ["mean"])]  # one run: itself
-    chosen = pick(blends, cfg.blend)
-    calibration = Calibration.fit(kind, stack.frame(chosen.oof), truth, targets)
-    oof = calibration.apply(stack.frame(chosen.oof))
-    pred = calibration.apply(pd.DataFrame(chosen.test, index=stack.test_ids, columns=targets))
-
-    views = {run_id: list(cfg.tta) or sorted(frame["view"].unique()) for run_id, frame in predictions.items()}
-    about = f"A {chosen.name} blend ({chosen.blender.describe(stack.runs)}) of: " if len(runs) > 1 else ""
-    extras, runtime = cost_and_readme(cfg, track, runs, configs, views, test, about)
-    name = f"{track.name}-{runs[0].id}" if len(runs) == 1 else f"{track.name}-{chosen.name}-{runs_digest(stack.runs)}"
-    folder = Path(cfg.out) / name
-    path = write_zip(pred, track.submission, test["item_id"].tolist(), track.ranges(), folder / f"{name}.zip", extras)
-    write_text(folder / CALIBRATION, json.dumps(calibration.to_json(), indent=2))
-    scores = score_table(stack, blends, chosen, kind, score(oof), score)
-    submission = (
-        "submission",
-        ["runs", "blend", "folds", "views", "calibration", f"runtime/{track.media} (CPU)", "test items", "zip"],
-        [
-            [
-                "\n".join(stack.runs),
-                chosen.name if len(runs) > 1 else "none (one run)",
-                len(np.unique(stack.folds)),
-                "\n".join(sorted({v for vs in views.values() for v in vs})),
-                kind,
-                runtime,
-                len(test),
-                path,
-            ]
-        ],
-    )
-    title = f"submission {name}" + (f", {kind} calibrated (in sample)" if kind != "none" else "")
-    write_report(folder, title, oof, truth, stack.fold_scores(oof.to_numpy(), score), score(oof), [scores, submission])
-    console.print(table(*scores))
-    console.print(table(*submission))
-    return path
+    for printed in submission.tables:
+        console.print(table(*printed))
+    return submission.path
 
 
 def cost_and_readme(
@@ -333,36 +290,6 @@ def cost_and_readme(
                 track.media, seconds, True, cfg.extra_data, description
             )
     return extras, runtime
-
-
-def runs_digest(run_ids: Sequence[str]) -> str:
-    """A short name for a set of runs, whatever their order."""
-    return hashlib.sha256(",".join(sorted(run_ids)).encode()).hexdigest()[:8]
-
-
-def score_table(
-    stack: Stack, blends: Sequence[Blended], chosen: Blended, kind: str, calibrated: float, score: Score
-) -> ReportTable:
-    """Each run's out-of-fold score; each blend's, in sample and nested; the pick's nested predictions after the
-    calibration, which is fitted on them (in sample for its few parameters)."""
-    rows: list[list[object]] = [
-        [f"run {run_id}", score(stack.frame(stack.oof[i])), "", ""] for i, run_id in enumerate(stack.runs)
-    ]
-    if len(stack.runs) > 1:
-        rows += [
-            [
-                f"blend {b.name}" + (" (picked)" if b is chosen else ""),
-                b.in_sample,
-                b.nested,
-                b.blender.describe(stack.runs),
-            ]
-            for b in blends
-        ]
-    if kind != "none":
-        picked = f"blend {chosen.name}, nested," if len(stack.runs) > 1 else "run"
-        rows.append([f"{picked} then {kind} fitted on it (in sample)", calibrated, "", ""])
-    columns = ["", "score (in sample for a fitted blend)", "nested estimate", "blend"]
-    return f"out-of-fold scores: {len(stack.ids)} items, {len(np.unique(stack.folds))} folds", columns, rows
 
 
 def describe(run: Run, config: TrainConfig, views: Sequence[str]) -> str:

@@ -18,7 +18,6 @@ from common.atomic import atomic_path, write_text
 
 CONFIG = "config.json"
 SCORES = "scores.json"
-CALIBRATION = "calibration.json"
 FOLDS = "folds.parquet"
 
 

@@ -28,7 +28,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from common.tables import Table
-from ensembles.calibrate import Calibration
+from ensembles.calibrate import CALIBRATION, Calibration
 from ensembles.report import write_report
 from features.cache import Streams, cache_dir, concat_features, read_features, read_manifest
 from features.fingerprint import fingerprints
@@ -38,7 +38,7 @@ from workbench.config import TrainConfig, as_dict
 from workbench.folds import grouped_folds
 from workbench.heads import StreamHead, create_head
 from workbench.losses import CombinedLoss
-from workbench.runs import CALIBRATION, FOLDS, Run, run_id
+from workbench.runs import FOLDS, Run, run_id
 
 Scorer = Callable[[np.ndarray], dict[str, float]]
 

@@ -1,0 +1,138 @@
+"""Submitting runs: blend them (one run is its own blend), calibrate on the blend's out-of-fold predictions, write
+the zip in the track's format, the calibration and a report beside it, and return the tables to show.
+
+It works on what the runs predicted, not on run folders: the command line finds the runs, checks them against the
+data as it is now, and prints what this returns. Files the zip carries beside the predictions (a readme with a
+measured runtime) come from the caller, which knows the runs' pipelines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from common.atomic import write_text
+from common.tables import Table
+from ensembles.blend import BLENDS, Blended, Score, Stack, blend, pick
+from ensembles.calibrate import CALIBRATION, Calibration
+from ensembles.combine import fold_ensemble, mean_over_views
+from ensembles.export import write_zip
+from ensembles.report import write_report
+from tracks import Track
+
+# (each run's views, the blend's description) -> (files beside the predictions, the runtime to show)
+Extras = Callable[[dict[str, list[str]], str], tuple[dict[str, bytes], str]]
+
+
+@dataclass(frozen=True)
+class RunPredictions:
+    """What a run predicted: out-of-fold and test predictions (long: item_id, view, fold, targets) and its folds."""
+
+    id: str
+    oof: pd.DataFrame
+    test: pd.DataFrame
+    folds: pd.Series
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The user's choices: the blend (auto picks the best nested estimate), the calibration, the test-time views."""
+
+    blend: str
+    calibration: str
+    tta: tuple[str, ...]
+
+
+@dataclass
+class Submission:
+    path: Path
+    tables: list[Table]
+
+
+def submit_runs(
+    track: Track, runs: Sequence[RunPredictions], items: pd.DataFrame, choice: Choice, out: Path, extras: Extras
+) -> Submission:
+    """Blends, calibrates and writes `out/<name>/<name>.zip` with `calibration.json`, `report.png` and `report.md`."""
+    test, labelled = items[items["split"] == "test"], items[items["split"] == "train"]
+    truth = labelled.set_index("item_id")
+    targets, kind = list(track.targets), choice.calibration
+    stack = Stack.of(
+        {r.id: mean_over_views(r.oof, targets, choice.tta).set_index("item_id")[targets] for r in runs},
+        {r.id: fold_ensemble(r.test, targets, choice.tta) for r in runs},
+        {r.id: r.folds for r in runs},
+        truth,
+        targets,
+    )
+
+    def score(pred: pd.DataFrame) -> float:
+        return track.selection_score(pred, labelled)["score"]
+
+    blends = [blend(stack, name, score) for name in (BLENDS if len(runs) > 1 else ["mean"])]  # one run: itself
+    chosen = pick(blends, choice.blend)
+    calibration = Calibration.fit(kind, stack.frame(chosen.oof), truth, targets)
+    oof = calibration.apply(stack.frame(chosen.oof))
+    pred = calibration.apply(pd.DataFrame(chosen.test, index=stack.test_ids, columns=targets))
+
+    views = {r.id: list(choice.tta) or sorted(r.test["view"].unique()) for r in runs}
+    about = f"A {chosen.name} blend ({chosen.blender.describe(stack.runs)}) of: " if len(runs) > 1 else ""
+    files, runtime = extras(views, about)
+    name = f"{track.name}-{runs[0].id}" if len(runs) == 1 else f"{track.name}-{chosen.name}-{runs_digest(stack.runs)}"
+    folder = out / name
+    path = write_zip(pred, track.submission, test["item_id"].tolist(), track.ranges(), folder / f"{name}.zip", files)
+    write_text(folder / CALIBRATION, json.dumps(calibration.to_json(), indent=2))
+    scores = score_table(stack, blends, chosen, kind, score(oof), score)
+    submission = (
+        "submission",
+        ["runs", "blend", "folds", "views", "calibration", f"runtime/{track.media} (CPU)", "test items", "zip"],
+        [
+            [
+                "\n".join(stack.runs),
+                chosen.name if len(runs) > 1 else "none (one run)",
+                len(np.unique(stack.folds)),
+                "\n".join(sorted({v for vs in views.values() for v in vs})),
+                kind,
+                runtime,
+                len(test),
+                path,
+            ]
+        ],
+    )
+    title = f"submission {name}" + (f", {kind} calibrated (in sample)" if kind != "none" else "")
+    write_report(folder, title, oof, truth, stack.fold_scores(oof.to_numpy(), score), score(oof), [scores, submission])
+    return Submission(path, [scores, submission])
+
+
+def runs_digest(run_ids: Sequence[str]) -> str:
+    """A short name for a set of runs, whatever their order."""
+    return hashlib.sha256(",".join(sorted(run_ids)).encode()).hexdigest()[:8]
+
+
+def score_table(
+    stack: Stack, blends: Sequence[Blended], chosen: Blended, kind: str, calibrated: float, score: Score
+) -> Table:
+    """Each run's out-of-fold score; each blend's, in sample and nested; the pick's nested predictions after the
+    calibration, which is fitted on them (in sample for its few parameters)."""
+    rows: list[list[object]] = [
+        [f"run {run_id}", score(stack.frame(stack.oof[i])), "", ""] for i, run_id in enumerate(stack.runs)
+    ]
+    if len(stack.runs) > 1:
+        rows += [
+            [
+                f"blend {b.name}" + (" (picked)" if b is chosen else ""),
+                b.in_sample,
+                b.nested,
+                b.blender.describe(stack.runs),
+            ]
+            for b in blends
+        ]
+    if kind != "none":
+        picked = f"blend {chosen.name}, nested," if len(stack.runs) > 1 else "run"
+        rows.append([f"{picked} then {kind} fitted on it (in sample)", calibrated, "", ""])
+    columns = ["", "score (in sample for a fitted blend)", "nested estimate", "blend"]
+    return f"out-of-fold scores: {len(stack.ids)} items, {len(np.unique(stack.folds))} folds", columns, rows
