@@ -22,6 +22,8 @@ from huggingface_hub import constants as hf_constants
 from huggingface_hub import try_to_load_from_cache
 from torch import nn
 
+from common.registry import Registry
+
 
 class WeightsNotFound(RuntimeError):
     """Pretrained weights are not on this machine (which has no internet); the message says how to get them."""
@@ -56,6 +58,13 @@ class FrozenEncoder(nn.Module, abc.ABC):
     def train(self, mode: bool = True) -> FrozenEncoder:
         """Stay in eval mode whatever a parent module asks: cached features must not depend on the batch."""
         return super().train(False)
+
+
+class EncoderRegistry(Registry):
+    """The factories of one encoder family, `factory(weights, seed) -> FrozenEncoder`; `create` builds one frozen."""
+
+    def create(self, name: str, weights: str = "random", seed: int = 0) -> FrozenEncoder:
+        return self.get(name)(weights, seed).eval().requires_grad_(False)
 
 
 class Backbone(FrozenEncoder):

@@ -57,7 +57,7 @@ import pyarrow.parquet as pq
 from common.atomic import atomic_path, write_text
 from features.decode import DECODERS, FrameSampling
 from features.fingerprint import UNREADABLE
-from features.views import DEFAULT_FAMILY, view_family
+from features.views import DEFAULT_FAMILY, FAMILIES, view_family
 
 SCHEMA_VERSION = 3  # 3: rows bound to their media's fingerprint (2: vectors as fixed-size binary; 1: fixed-size lists)
 PART_GLOB = "part-*.parquet"
@@ -65,7 +65,6 @@ FAILURE_GLOB = "failures-*.parquet"
 DTYPES = ("float32", "float16")
 KEY_COLUMNS = ["item_id", "view", "t"]
 DICTIONARY_COLUMNS = ["item_id", "media", "view"]
-CLIP_FAMILY = "clip"
 DEFAULT_PAGE_BYTES = 1 << 20  # PyArrow's own page size
 MAX_PAGE_BYTES = 1 << 30  # a page's size is a 32-bit integer in Parquet; a part larger than this reads through PyArrow
 
@@ -109,18 +108,25 @@ class FeatureSpec:
     fragment_seed: int = 0
     dtype: str = "float32"
     clip: int = 1
+    audio_seconds: float = 0.0
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype={self.dtype!r}: expected one of {', '.join(DTYPES)}")
-        if (self.clip > 1) != (self.view == CLIP_FAMILY):
+        decoder = DECODERS.get(self.media)
+        family = FAMILIES.get(self.view)
+        if family.clips != (self.clip > 1):
             raise ValueError(
-                f"view={self.view!r} with clip={self.clip}: clips of consecutive frames (clip > 1) take view "
-                f"{CLIP_FAMILY!r}, and that view only them"
+                f"view={self.view!r} with clip={self.clip}: clips of consecutive frames (clip >= 2) go with the views "
+                f"that take them ({', '.join(n for n in FAMILIES.names() if FAMILIES.get(n).clips)}), and only them"
             )
-        if self.clip > 1 and not DECODERS.get(self.media).time_axis:
-            raise ValueError(f"clip={self.clip}: {self.media} media have no time axis to take clips from")
-        DECODERS.get(self.media)
+        if family.audio != (self.audio_seconds > 0):
+            raise ValueError(
+                f"view={self.view!r} with audio_seconds={self.audio_seconds}: audio windows (audio_seconds > 0) go "
+                f"with the views that take them ({', '.join(n for n in FAMILIES.names() if FAMILIES.get(n).audio)})"
+            )
+        if (family.clips or family.audio) and not decoder.time_axis:
+            raise ValueError(f"view={self.view!r}: {self.media} media have no time axis to take clips or audio from")
         view_family(self)
 
     @property
@@ -128,8 +134,10 @@ class FeatureSpec:
         return DECODERS.get(self.media).time_axis
 
     def sampling(self) -> FrameSampling:
-        """How the decoder samples the media for this set (clips scaled to the family's size at decode)."""
-        return FrameSampling(self.frames, self.fps, self.phase, self.clip, self.size if self.clip > 1 else 0)
+        """How the decoder samples the media for this set (clips scaled to the family's size at decode, audio windows
+        of `audio_seconds` at the key frames)."""
+        side = self.size if self.clip > 1 else 0
+        return FrameSampling(self.frames, self.fps, self.phase, self.clip, side, self.audio_seconds)
 
     def identity(self) -> dict:
         """The hashed description; a weights file is identified by its content, not its path."""
@@ -150,6 +158,8 @@ class FeatureSpec:
             ident["sampling"] = {"frames": self.frames, "fps": self.fps, "phase": self.phase}
             if self.clip > 1:  # absent for key frames, so their keys stay as they were
                 ident["sampling"]["clip"] = self.clip
+            if self.audio_seconds > 0:
+                ident["sampling"]["audio_seconds"] = self.audio_seconds
         return ident
 
     def key(self) -> str:

@@ -54,11 +54,14 @@ class FrameSampling:
     phase: float = 0.0
     clip: int = 1
     clip_side: int = 0
+    audio_seconds: float = 0.0  # > 0: the audio window starting at each key frame is decoded too (features.audio)
 
     def __post_init__(self):
-        if self.frames < 1 or self.fps <= 0 or not 0.0 <= self.phase < 1.0 or self.clip < 1 or self.clip_side < 0:
+        invalid = self.frames < 1 or self.fps <= 0 or not 0.0 <= self.phase < 1.0 or self.clip < 1
+        if invalid or self.clip_side < 0 or self.audio_seconds < 0:
             raise ValueError(
-                f"invalid sampling {self}: need frames >= 1, fps > 0, 0 <= phase < 1, clip >= 1 and clip_side >= 0"
+                f"invalid sampling {self}: need frames >= 1, fps > 0, 0 <= phase < 1, clip >= 1, clip_side >= 0 "
+                "and audio_seconds >= 0"
             )
 
     def targets(self) -> np.ndarray:
@@ -79,6 +82,7 @@ class Clip:
     times: np.ndarray
     info: dict = field(default_factory=dict)
     clips: np.ndarray | None = None
+    audio: np.ndarray | None = None  # [T, S] the audio window at each key frame, NaN where it holds no real audio
 
 
 def _rgb_format(video_format: av.VideoFormat) -> str:
@@ -96,14 +100,18 @@ def _clip_frame(frame: av.VideoFrame, side: int, rgb: str) -> np.ndarray:
     return frame.reformat(width=width, height=height, format=rgb).to_ndarray()
 
 
+def open_container(path: str) -> av.container.InputContainer:
+    """The media container, or MediaError naming the file and FFmpeg's reason (an empty file said as such)."""
+    try:
+        return av.open(path)
+    except (av.FFmpegError, OSError) as error:
+        raise unreadable(path, "cannot open", error) from error
+
+
 def sample_video(path: str, sampling: FrameSampling, threads: int = 0) -> Clip:
     """Decodes `path` once, front to back, keeping the first frame at or after each target time (and the clips that
     start there, see FrameSampling), on `threads` FFmpeg threads (0: as many as FFmpeg likes)."""
-    try:
-        container = av.open(path)
-    except (av.FFmpegError, OSError) as error:
-        raise unreadable(path, "cannot open", error) from error
-    with container:
+    with open_container(path) as container:
         if not container.streams.video:
             raise MediaError(path, "no video stream")
         stream = container.streams.video[0]
@@ -168,6 +176,7 @@ def sample_video(path: str, sampling: FrameSampling, threads: int = 0) -> Clip:
             "pix_fmt": stream.codec_context.pix_fmt,
             "codec": stream.codec_context.name,
             "rotation": rotation,
+            "fps": float(stream.average_rate or 0.0),
         }
     return Clip(frames=frames, times=np.asarray(times, dtype=np.float32), info=info, clips=stacked)
 
@@ -254,12 +263,9 @@ def read_image(path: str) -> Clip:
 
 def probe_video(path: str) -> None:
     """Opens the container and finds a video stream, decoding nothing: a check of thousands of files in seconds."""
-    try:
-        with av.open(path) as container:
-            if not container.streams.video:
-                raise MediaError(path, "no video stream")
-    except (av.FFmpegError, OSError) as error:
-        raise unreadable(path, "cannot open", error) from error
+    with open_container(path) as container:
+        if not container.streams.video:
+            raise MediaError(path, "no video stream")
 
 
 def probe_image(path: str) -> None:

@@ -38,6 +38,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from common.atomic import remove_stale_temporaries
+from features.audio import attach_audio, create_audio_encoder
 from features.backbones import FrozenEncoder, create_backbone
 from features.cache import (
     FeatureSpec,
@@ -54,7 +55,8 @@ from features.cache import (
 from features.decode import DECODERS, Decoder, FrameSampling, MediaError
 from features.fingerprint import fingerprints
 from features.motion import create_motion_encoder
-from features.views import Variant, ViewFamily, check_time_axis, split_variants, view_family
+from features.sync import create_sync_encoder
+from features.views import FAMILIES, Variant, ViewFamily, check_time_axis, split_variants, view_family
 
 
 @dataclass(frozen=True)
@@ -87,13 +89,16 @@ def render_item(
     parsed = [[Variant.parse(name) for name in names] for names in variants]
     offsets = sorted({v.offset for views in parsed for v in views})
     clips = {offset: decoder.read(path, sampling.shifted(offset), threads) for offset in offsets}
+    if sampling.audio_seconds:
+        clips = {offset: attach_audio(clip, path, sampling.audio_seconds) for offset, clip in clips.items()}
     rendered = []
     for family, names, views in zip(families, variants, parsed, strict=True):
         out = {}
         for offset, clip in clips.items():
             here = [(name, v.geometry) for name, v in zip(names, views) if v.offset == offset]
             if here:
-                pixels = family.render(getattr(clip, family.source), [geometry for _, geometry in here])
+                source = clip if family.source is None else getattr(clip, family.source)
+                pixels = family.render(source, [geometry for _, geometry in here])
                 out.update({name: (frames, clip.times[: len(frames)]) for (name, _), frames in zip(here, pixels)})
         rendered.append([(name, *out[name]) for name in names])
     return rendered
@@ -392,25 +397,31 @@ def shared_sampling(specs: Sequence[FeatureSpec]) -> FrameSampling:
     clips = {(spec.clip, spec.size) for spec in specs if spec.clip > 1}
     if len(clips) > 1:
         raise ValueError(f"feature sets extracted together take one clip geometry (clip, size), not {sorted(clips)}")
-    samplings = [spec.sampling() for spec in specs]
-    return max(samplings, key=lambda sampling: sampling.clip)
+    windows = {spec.audio_seconds for spec in specs if spec.audio_seconds > 0}
+    if len(windows) > 1:
+        raise ValueError(f"feature sets extracted together take one audio window length, not {sorted(windows)}")
+    clip, side = next(iter(clips), (1, 0))
+    common = specs[0]
+    return FrameSampling(common.frames, common.fps, common.phase, clip, side, next(iter(windows), 0.0))
 
 
-def create_encoder(spec: FeatureSpec) -> FrozenEncoder:
-    """The frozen encoder of a feature set: a motion encoder for clips, an image backbone for frames."""
-    if spec.clip > 1:
-        return create_motion_encoder(spec.backbone, weights=spec.weights)
-    return create_backbone(spec.backbone, weights=spec.weights)
+# The encoder family of each kind of view (ViewFamily.encodes): key frames, clips, audio windows, sync series.
+ENCODERS = {
+    "image": create_backbone,
+    "motion": create_motion_encoder,
+    "audio": create_audio_encoder,
+    "sync": create_sync_encoder,
+}
 
 
 def create_encoders(specs: Sequence[FeatureSpec]) -> list[FrozenEncoder]:
-    """One encoder per set; sets of the same encoder and weights share one."""
-    built: dict[tuple[str, str, bool], FrozenEncoder] = {}
-    for spec in specs:
-        key = (spec.backbone, spec.weights, spec.clip > 1)
-        if key not in built:
-            built[key] = create_encoder(spec)
-    return [built[(spec.backbone, spec.weights, spec.clip > 1)] for spec in specs]
+    """Each set's frozen encoder, of the family its view feeds; sets of the same encoder and weights share one."""
+    built: dict[tuple[str, str, str], FrozenEncoder] = {}
+    keys = [(FAMILIES.get(spec.view).encodes, spec.backbone, spec.weights) for spec in specs]
+    for family, name, weights in keys:
+        if (family, name, weights) not in built:
+            built[family, name, weights] = ENCODERS[family](name, weights=weights)
+    return [built[key] for key in keys]
 
 
 def extract(

@@ -22,8 +22,7 @@ from torch import nn
 from torchvision.models import video
 from torchvision.models._api import WeightsEnum
 
-from common.registry import Registry
-from features.backbones import FrozenEncoder, WeightsNotFound, luminance, sha256_file
+from features.backbones import EncoderRegistry, FrozenEncoder, WeightsNotFound, luminance, sha256_file
 
 
 class MotionEncoder(FrozenEncoder):
@@ -57,18 +56,11 @@ class MotionEncoder(FrozenEncoder):
             )
 
 
-MotionEncoderFactory = Callable[[str, int], MotionEncoder]
-MOTION_ENCODERS: Registry[MotionEncoderFactory] = Registry("motion encoder")
+# weights: "random" (seeded init), "hub" (the torch hub cache only), or a weights file
+MOTION_ENCODERS = EncoderRegistry("motion encoder")
 register_motion_encoder = MOTION_ENCODERS.register
-
-
-def list_motion_encoders() -> list[str]:
-    return MOTION_ENCODERS.names()
-
-
-def create_motion_encoder(name: str, weights: str = "random", seed: int = 0) -> MotionEncoder:
-    """Build a frozen motion encoder; weights: "random" (seeded init), "hub" (torch hub cache only), or a file path."""
-    return MOTION_ENCODERS.get(name)(weights, seed).eval().requires_grad_(False)
+create_motion_encoder = MOTION_ENCODERS.create
+list_motion_encoders = MOTION_ENCODERS.names
 
 
 # --------------------------------------------------------------------------------------------------------

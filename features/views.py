@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from common.registry import Registry
+from features.audio import SAMPLE_RATE
 
 FAMILIES: Registry[type[ViewFamily]] = Registry("view family")
 DEFAULT_FAMILY = "resize"
@@ -149,7 +150,10 @@ def square(frames: np.ndarray, top: int, left: int, side: int, size: int) -> tor
 class ViewFamily(abc.ABC):
     name: ClassVar[str]
     variant_help: ClassVar[str]
-    source: ClassVar[str] = "frames"  # what of a decoded Clip it renders: its key frames, or its clips
+    source: ClassVar[str | None] = "frames"  # the field of a decoded Clip it renders (None: the whole Clip)
+    encodes: ClassVar[str] = "image"  # the encoder family its output feeds (see features.extract.ENCODERS)
+    clips: ClassVar[bool] = False  # whether it needs clips of consecutive frames decoded
+    audio: ClassVar[bool] = False  # whether it needs audio windows decoded
 
     @property
     @abc.abstractmethod
@@ -254,6 +258,8 @@ class Clips(Resize):
     decoder has already scaled their short side to `size`, so this only crops), [V, C, L, 3, size, size]."""
 
     source: ClassVar[str] = "clips"
+    encodes: ClassVar[str] = "motion"
+    clips: ClassVar[bool] = True
 
     def render(self, clips: np.ndarray, geometries: Sequence[str]) -> torch.Tensor:
         count, length = clips.shape[:2]
@@ -261,6 +267,69 @@ class Clips(Resize):
             return torch.empty((len(geometries), 0, length, 3, self.size, self.size))
         flat = super().render(clips.reshape(count * length, *clips.shape[2:]), geometries)
         return flat.reshape(len(geometries), count, length, *flat.shape[2:])
+
+
+@register_family("audio")
+@dataclass(frozen=True)
+class AudioWindows(ViewFamily):
+    """The audio window at each key frame, for an audio encoder: [1, T, S] samples, NaN where a window holds no real
+    audio (no stream, or past its end), which the encoder turns into zeros and a presence flag. Sound has no
+    geometry, so the one variant is `center`; paired with mirrored views it serves each of them."""
+
+    source: ClassVar[str] = "audio"
+    encodes: ClassVar[str] = "audio"
+    audio: ClassVar[bool] = True
+    variant_help: ClassVar[str] = "center"
+
+    @property
+    def side(self) -> int:
+        return 0
+
+    @classmethod
+    def accepts(cls, geometry: str) -> bool:
+        return geometry == "center"
+
+    def render(self, windows: np.ndarray, geometries: Sequence[str]) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))[None].expand(len(geometries), -1, -1)
+
+
+MOUTH = (slice(0.6, 0.85), slice(0.35, 0.65))  # the lower centre of a face crop, as fractions of height and width
+
+
+@register_family("sync")
+@dataclass(frozen=True)
+class SyncSeries(ViewFamily):
+    """For audio-video sync: per key frame, the mouth region's mean luma over its clip's frames beside the audio's
+    loudness over the same frames, [1, C, 2, L]. The mouth is the lower centre of the frame (MOUTH): talking-head
+    videos are face crops. Only the series go to the encoder, which measures how one follows the other."""
+
+    size: int = 64
+    source: ClassVar[None] = None
+    encodes: ClassVar[str] = "sync"
+    clips: ClassVar[bool] = True
+    audio: ClassVar[bool] = True
+    variant_help: ClassVar[str] = "center"
+
+    @property
+    def side(self) -> int:
+        return self.size
+
+    @classmethod
+    def accepts(cls, geometry: str) -> bool:
+        return geometry == "center"
+
+    def render(self, clip: Any, geometries: Sequence[str]) -> torch.Tensor:
+        count, length, height, width = clip.clips.shape[:4]
+        rows = slice(int(MOUTH[0].start * height), max(int(MOUTH[0].start * height) + 1, int(MOUTH[0].stop * height)))
+        cols = slice(int(MOUTH[1].start * width), max(int(MOUTH[1].start * width) + 1, int(MOUTH[1].stop * width)))
+        mouth = clip.clips[:, :, rows, cols].astype(np.float32).mean(axis=(2, 3)) @ np.float32([0.299, 0.587, 0.114])
+        windows = np.nan_to_num(clip.audio[:count])  # [C, S]: absent audio is silence here
+        fps = clip.info.get("fps") or 0.0
+        per_frame = round(SAMPLE_RATE / fps) if fps else windows.shape[1] // length  # samples under one frame
+        span = max(1, min(per_frame, windows.shape[1] // length))
+        loudness = np.sqrt(np.square(windows[:, : span * length].reshape(count, length, span)).mean(axis=2))
+        series = np.stack([mouth / _unit(clip.clips.dtype), loudness], axis=1).astype(np.float32)
+        return torch.from_numpy(series)[None].expand(len(geometries), -1, -1, -1)
 
 
 @register_family("aesthetic")

@@ -230,6 +230,11 @@ class Track:
         """The organiser's score of `pred` against the organiser-side truth folder."""
         raise NotImplementedError
 
+    def read_truth(self, truth: Path) -> pd.DataFrame:
+        """The organiser-side truth (indexed by id, a column per target): by default `truth/truth.csv` in the track's
+        own submission format."""
+        return self.submission.read(Path(truth) / TRUTH_FILE, self.targets)
+
     def synthesize(self, out: Path, items: int, seed: int, width: int = 0, height: int = 0) -> None:
         """Writes a small dataset in the organiser's exact layout, with organiser-side truth under `out/truth`;
         media of `width` x `height` (0: the track's usual size)."""

@@ -297,6 +297,8 @@ def describe(run: Run, config: TrainConfig, views: Sequence[str]) -> str:
     return (
         f"Frozen {config.backbone} (weights: {config.weights}) features of the {config.view} view(s), "
         + (f"{config.motion} motion features of {config.clip}-frame clips, " if config.motion else "")
+        + (f"{config.audio} features of {config.audio_seconds:g} s of audio per key frame, " if config.audio else "")
+        + (f"{config.sync} audio-mouth sync features, " if config.sync else "")
         + f"test-time views {','.join(views)}; {config.head} head trained on {config.folds} folds "
         f"(loss {config.loss}), test prediction the mean of the fold models; run {run.id} of the vqa-workbench."
     )
@@ -419,8 +421,8 @@ def cmd_demo(values: dict[str, str]) -> int:
     announce("train (control, shuffled labels)", control_cfg)
     _, control = stage("control", lambda: _train(control_cfg, range(control_cfg.folds)))
     compared = {"run": summary, "control": control}
-    if train_cfg.motion:  # what the motion stream adds: the same run on key frames alone
-        frames_cfg = build(TrainConfig, {**values, "motion": ""}, track.defaults)
+    if len(train_cfg.streams(track.media)) > 1:  # what the other streams add: the same run on key frames alone
+        frames_cfg = build(TrainConfig, {**values, "motion": "", "audio": "", "sync": ""}, track.defaults)
         announce("train (key frames alone)", frames_cfg)
         _, compared["key frames alone"] = stage("key frames", lambda: _train(frames_cfg, range(frames_cfg.folds)))
     submit_cfg = build(SubmitConfig, {**values, "runs": run.id}, track.defaults)
@@ -441,20 +443,20 @@ def cmd_demo(values: dict[str, str]) -> int:
         ["zip", str(zip_path)],
     ]
     console.print(table(f"{track.name} demo", ["", "score"], rows))
-    if len(track.targets) > 1:
+    if len(track.targets) > 1 or len(compared) > 2:
         console.print(target_table(track, train_cfg, compared))
     console.print(table("time per stage", list(timings), [[f"{t:.1f}s" for t in timings.values()]]))
     return status if isinstance(status, int) else 0
 
 
 def target_table(track: Track, cfg: TrainConfig, summaries: dict[str, dict]) -> Table:
-    """Each target's out-of-fold score in each of the demo's runs (the run, its control, the run without its motion
-    stream), as the track's selection score reports it per target."""
-    named = {"run": "key frames + " + cfg.motion if cfg.motion else "run"}
+    """Each target's out-of-fold score in each of the demo's runs (the run, its control, the run on its key frames
+    alone), as the track's selection score reports it per target, then the score itself."""
+    others = [name for name in (cfg.motion, cfg.audio, cfg.sync) if name]
+    named = {"run": " + ".join(["key frames", *others])}
     columns = [named.get(name, name) for name in summaries]
-    rows = [
-        [target, *(summary["oof"].get(target, "n/a") for summary in summaries.values())] for target in track.targets
-    ]
+    targets = track.targets if len(track.targets) > 1 else ()
+    rows = [[target, *(summary["oof"].get(target, "n/a") for summary in summaries.values())] for target in targets]
     rows.append(["score", *(summary["oof"]["score"] for summary in summaries.values())])
     return table(f"{track.name} demo, out of fold per target", ["", *columns], rows)
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from features.cache import CLIP_FAMILY, FeatureSpec
-from features.views import DEFAULT_FAMILY
+from features.cache import FeatureSpec
+from features.views import DEFAULT_FAMILY, AudioWindows, Clips, SyncSeries
 
 T = TypeVar("T")
 
@@ -52,12 +52,17 @@ class FeatureConfig(TrackConfig):
     fragment_seed: int = 0  # fragments: draw s<k> uses the offsets of seed (fragment_seed, k)
     dtype: str = "float32"
     cache: str = "cache"
-    # A second stream: a motion encoder (features.motion) on clips of `clip` consecutive frames from each key frame,
-    # their short side decoded at `clip_size`; empty: key frames alone.
+    # Streams beside the key frames' (empty: none of them). `motion`: a motion encoder (features.motion) on clips of
+    # `clip` consecutive frames from each key frame, their short side decoded at `clip_size`. `audio`: an audio
+    # encoder (features.audio) on the `audio_seconds` of sound from each key frame. `sync`: a sync encoder
+    # (features.sync) relating the mouth region of those clips to the loudness of that sound.
     motion: str = ""
     motion_weights: str = "random"  # random | hub (the torch hub cache) | a local weights file
     clip: int = 8
     clip_size: int = 112
+    audio: str = ""
+    audio_seconds: float = 1.0
+    sync: str = ""
 
     def feature_specs(self, media: str) -> tuple[FeatureSpec, ...]:
         """The key-frame stream: one feature set per view family of the backbone."""
@@ -66,32 +71,29 @@ class FeatureConfig(TrackConfig):
             raise ConfigError(
                 f"view={self.view!r}: expected distinct view families joined by '+', e.g. aesthetic+fragments"
             )
-        shared = [f.name for f in dataclasses.fields(FeatureSpec) if f.name not in ("media", "view", "clip")]
+        shared = [
+            f.name for f in dataclasses.fields(FeatureSpec) if f.name not in ("media", "view", "clip", "audio_seconds")
+        ]
         common = {name: getattr(self, name) for name in shared}
         return tuple(FeatureSpec(**common, media=media, view=family) for family in families)
 
     def streams(self, media: str) -> tuple[tuple[FeatureSpec, ...], ...]:
         """The feature streams a run reads, each a tuple of feature sets joined on the feature axis: the key frames'
-        view families, then the motion stream where `motion` names an encoder."""
+        view families, then the motion, audio and sync streams that are named."""
         frames = self.feature_specs(media)
-        if not self.motion:
-            return (frames,)
-        if self.clip < 2:
-            raise ConfigError(f"clip={self.clip}: a motion stream takes clips of 2 frames or more")
+        if (self.motion or self.sync) and self.clip < 2:
+            raise ConfigError(f"clip={self.clip}: clips take 2 frames or more")
+        if (self.audio or self.sync) and not self.audio_seconds > 0:
+            raise ConfigError(f"audio_seconds={self.audio_seconds}: an audio or sync stream needs a window > 0")
         key = frames[0]
-        motion = FeatureSpec(
-            backbone=self.motion,
-            weights=self.motion_weights,
-            media=media,
-            frames=key.frames,
-            fps=key.fps,
-            phase=key.phase,
-            view=CLIP_FAMILY,
-            size=self.clip_size,
-            dtype=key.dtype,
-            clip=self.clip,
-        )
-        return frames, (motion,)
+        shared = {"media": media, "frames": key.frames, "fps": key.fps, "phase": key.phase, "dtype": key.dtype}
+        clips = {"clip": self.clip, "size": self.clip_size}
+        extra = [
+            (self.motion, {"weights": self.motion_weights, "view": Clips.name, **clips}),
+            (self.audio, {"view": AudioWindows.name, "audio_seconds": self.audio_seconds}),
+            (self.sync, {"view": SyncSeries.name, "audio_seconds": self.audio_seconds, **clips}),
+        ]
+        return (frames, *((FeatureSpec(backbone=name, **shared, **words),) for name, words in extra if name))
 
     def all_specs(self, media: str) -> tuple[FeatureSpec, ...]:
         """Every feature set of every stream: what one extraction fills from one decode."""
@@ -203,7 +205,7 @@ class SynthConfig(TrackConfig):
 class BenchConfig:
     quick: bool = False  # the same suite on less work, in about a minute
     backbone: str = "resnet18"  # the timm CNN (random weights) the extraction rows run
-    rows: tuple[str, ...] = ()  # row groups (extraction, cache, training, memory, sweep, fingerprint, motion); all
+    rows: tuple[str, ...] = ()  # row groups (extraction, cache, training, memory, sweep, fingerprint, motion, audio)
     root: str = "cache/bench"  # generated media (kept, so reruns skip generating them) and scratch space
     write: str = ""  # a BENCHMARKS.md whose generated block gets this run's table; empty only prints it
 

@@ -35,7 +35,8 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
-from features.cache import CLIP_FAMILY, PART_GLOB, cache_dir
+from features.cache import PART_GLOB, cache_dir
+from features.views import FAMILIES
 from tracks import get_track
 from workbench.config import ConfigError, FeatureConfig, SweepBestConfig, SweepConfig, TrainConfig, as_dict
 from workbench.losses import CombinedLoss
@@ -160,9 +161,10 @@ def manifest_fields(manifest: dict, base: TrainConfig) -> dict[str, object]:
 
 def cached_feature_sets(base: TrainConfig) -> list[FeatureSet]:
     """Every feature set of the track under the cache root that a config can select, each view family alone, and the
-    default's own combination of families, each with the default's motion stream; and the default without its motion
-    stream, where it has one. The default's set first. A folder whose manifest does not lead back to its own key (a
-    weights file other than the default's) cannot be selected and is left out, and so are motion streams alone."""
+    default's own combination of families, each with the default's other streams (motion, audio, sync); and the
+    default on its key frames alone, where it has other streams. The default's set first. A folder whose manifest does
+    not lead back to its own key (a weights file other than the default's) cannot be selected and is left out, and so
+    are the other streams alone."""
     track = get_track(base.track)
     root = Path(base.cache) / track.name
     own = base.all_specs(track.media)
@@ -173,18 +175,19 @@ def cached_feature_sets(base: TrainConfig) -> list[FeatureSet]:
         )
     default = FeatureSet.of("+".join(spec.key() for spec in own), base)
     sets = [default]
-    motion = [spec.key() for spec in own if spec.clip > 1]
-    if motion:
-        frames_only = replace(base, motion="")
+    others = [spec.key() for spec in own if FAMILIES.get(spec.view).encodes != "image"]  # motion, audio, sync
+    if others:
+        frames_only = replace(base, motion="", audio="", sync="")
         sets.append(FeatureSet.of("+".join(spec.key() for spec in frames_only.all_specs(track.media)), frames_only))
     for manifest_path in sorted(root.glob("*/manifest.json")):
         manifest = json.loads(manifest_path.read_text())
         spec = manifest["spec"]
-        if spec["media"] != track.media or spec["view"] == CLIP_FAMILY or not any(manifest_path.parent.glob(PART_GLOB)):
+        frames = FAMILIES.get(spec["view"]).encodes == "image"  # other streams ride along with the default's
+        if spec["media"] != track.media or not frames or not any(manifest_path.parent.glob(PART_GLOB)):
             continue
         fields = {**default.fields, **manifest_fields(manifest, base), "views": ()}  # every cached variant
         (spec, *_) = replace(base, **fields).all_specs(track.media)
-        name = "+".join([spec.key(), *motion])
+        name = "+".join([spec.key(), *others])
         if spec.key() == manifest_path.parent.name and name != default.name:
             sets.append(FeatureSet(name, fields))
     return sets

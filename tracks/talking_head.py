@@ -1,0 +1,123 @@
+"""Talking heads: NTIRE 2025 XGC track 3 (THQA-NTIRE), AI-generated talking-head videos with their speech.
+
+Official (the organisers' files and example zip, copies in shared/reference/thqa):
+  * `thqa_ntire_train.csv` header `Video,Score` (0 to 5); `thqa_ntire_vallist.csv` and `thqa_ntire_testlist.csv`
+    header `Video`; CRLF (the label files the organisers released later end without a newline);
+  * names `<source image>_<image model>_common_voice_en_<speech>_<generator>.mp4` for generated faces, and
+    `<image>_voice_en_<speech>_<generator>.mp4` or `<image>_SEN_<sentence>_<distortion>.mp4` for real ones; no test
+    source image appears in training, so folds are grouped by it (`source_image`);
+  * score: (SRCC + PLCC) / 2;
+  * submission: `output.txt` alone at the zip root, no header, lines `name.mp4,score` in the list's order.
+Ours (assumed):
+  * the phase follows the download: the test list is the test split once it is there, the validation list before;
+  * `just score truth=` takes the organisers' released label file (`thqa_ntire_val.csv`, `thqa_ntire_test.csv`)
+    as well as a synthetic dataset's `truth/` folder;
+  * the videos lie beside the lists.
+Audio matters (lead, lag and pauses against the mouth), so the track's default configuration adds the audio stream:
+log-mel statistics of a window of speech at each key frame, and the audio-mouth sync stream.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.inputs import Video
+from synth import talking_head as synth_talking_head
+from tracks.base import (
+    TRUTH_FILE,
+    CorrelationTrack,
+    CsvFormat,
+    LayoutError,
+    check_split_overlap,
+    correlation_parts,
+    lookup,
+    media_path,
+    numeric_column,
+    register_track,
+    require_columns,
+    require_unique,
+)
+
+TRAIN_LIST, VAL_LIST, TEST_LIST = "thqa_ntire_train.csv", "thqa_ntire_vallist.csv", "thqa_ntire_testlist.csv"
+
+
+def read_list(path: Path, labelled: bool) -> pd.DataFrame:
+    """A `Video[,Score]` list as the organisers ship it (CRLF, with or without a final newline)."""
+    if not path.is_file():
+        raise LayoutError(f"{path}: label file not found")
+    table = pd.read_csv(path, dtype={"Video": str})
+    require_columns(table, ("Video", "Score") if labelled else ("Video",), str(path))
+    table["Video"] = table["Video"].str.strip()
+    require_unique(table["Video"], str(path))
+    if labelled:
+        table["Score"] = numeric_column(table, "Score", str(path))
+    return table
+
+
+REAL_SETS = ("voice", "SEN")  # second fields of the sets of real faces (`4_voice_en_...`, `5372021_SEN_...`)
+
+
+def source_image(name: str) -> str:
+    """The source image of a name: its first field, marked with its set for the real faces (`4_voice`), which number
+    their images as the generated faces do (`4_dalle3_...`), so the first field alone would join different faces."""
+    first, _, rest = name.partition("_")
+    kind = rest.split("_", 1)[0]
+    return f"{first}_{kind}" if kind in REAL_SETS else first
+
+
+@register_track
+class TalkingHead(CorrelationTrack):
+    name = "talking_head"
+    title = "NTIRE 2025 XGC track 3: talking-head video quality (THQA-NTIRE)"
+    inputs = (Video(),)
+    targets = ("score",)
+    score_range = (-1.0, 6.0)  # scores are 0 to 5
+    submission = CsvFormat("output.txt", "Video", ("score",), header=False)
+    # Key frames each second of 3-4 s clips; beside them the speech at each key frame and the mouth's sync with it
+    # over the clip's first 8 frames (about a second at THQA's frame rates).
+    defaults = {
+        "frames": 4,
+        "size": 224,
+        "loss": "mse:1,plcc:1",
+        "audio": "logmel_stats",
+        "sync": "av_sync",
+        "clip": 8,
+        "clip_size": 64,
+        "audio_seconds": 1.0,
+    }
+    tta_views = ("center", "hflip")
+
+    def read_items(self, data: Path) -> pd.DataFrame:
+        data = Path(data)
+        train = read_list(data / TRAIN_LIST, labelled=True)
+        listed = data / (TEST_LIST if (data / TEST_LIST).is_file() else VAL_LIST)
+        test = read_list(listed, labelled=False)
+        check_split_overlap(train["Video"], test["Video"], str(data))
+        items = pd.concat([train.assign(split="train"), test.assign(split="test", Score=np.nan)], ignore_index=True)
+        items = items.rename(columns={"Video": "item_id", "Score": "score"})
+        items["path"] = [media_path(data, item, str(listed)) for item in items["item_id"]]
+        items["group"] = items["item_id"].map(source_image)
+        return items[["item_id", "path", "split", "group", "score"]]
+
+    def read_truth(self, truth: Path) -> pd.DataFrame:
+        """The organisers' label file itself (`Video,Score`), or a synthetic dataset's `truth/` folder holding one."""
+        path = Path(truth)
+        table = read_list(path / TRUTH_FILE if path.is_dir() else path, labelled=True)
+        return pd.DataFrame({"score": table["Score"].to_numpy()}, index=pd.Index(table["Video"], name="item_id"))
+
+    def official_score(self, pred: pd.DataFrame, truth: Path) -> dict[str, float | str]:
+        """Over the truth's items that were predicted, since one file may hold both phases' labels (ours does)."""
+        table = self.read_truth(truth)
+        scored = table[table.index.isin(pred.index)]
+        if scored.empty:
+            raise LayoutError(f"{truth}: none of its {len(table)} items has a prediction (another phase's list?)")
+        parts = correlation_parts(
+            lookup(pred["score"], scored.index.to_series(), str(truth)), scored["score"].to_numpy()
+        )
+        return {**parts, "items": len(scored)}
+
+    def synthesize(self, out: Path, items: int = 120, seed: int = 0, width: int = 0, height: int = 0) -> None:
+        synth_talking_head.synthesize(Path(out), items, seed, width or 96, height or 96)
