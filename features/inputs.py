@@ -38,3 +38,12 @@ def Video(column: str = "path", transfer: str = "sdr") -> MediaInput:  # noqa: N
 
 def Image(column: str = "path") -> MediaInput:  # noqa: N802 - reads as a declaration
     return MediaInput(column, "image")
+
+
+@dataclass(frozen=True)
+class Text:
+    """A column of the items table holding text (a prompt, a title): encoded from the table itself, so its features
+    always follow the text as the label files hold it now (see features.text)."""
+
+    column: str
+    time_axis: bool = False

@@ -117,5 +117,7 @@ def test_official_score_is_the_mean_of_srcc_and_plcc(fiqa, tmp_path):
     srcc, plcc = spearmanr(values, truth)[0], pearsonr(values, truth)[0]
     assert parts["score"] == pytest.approx((srcc + plcc) / 2)
     assert parts["rmse"] == pytest.approx(np.sqrt(np.mean((values - truth) ** 2)))
-    with pytest.raises(LayoutError, match=r"no prediction for 1 id\(s\), e.g. '0.png'"):
-        fiqa.official_score(pred.iloc[:4], tmp_path / "truth")
+    fewer = fiqa.official_score(pred.iloc[:4], tmp_path / "truth")  # a phase's predictions beside a fuller truth
+    assert fewer["items"] == 4 and fewer["note"].startswith("1 truth item(s) without a prediction")
+    with pytest.raises(LayoutError, match="none of its 5 items has a prediction"):
+        fiqa.official_score(pred.rename(index=lambda name: "x" + name), tmp_path / "truth")

@@ -203,6 +203,9 @@ class Track:
     # The smallest synthetic dataset (synthesize's items, width, height) that exercises the whole track: what the
     # conformance suite runs every track on.
     smoke: ClassVar[dict[str, int]] = {"items": 12, "width": 64, "height": 48}
+    # Whether a group may have items in both splits: the organisers keep a source's versions together in most
+    # challenges, but XGC AIGV's test prompts mostly occur in training too.
+    groups_cross_splits: ClassVar[bool] = False
 
     def ranges(self) -> dict[str, tuple[float, float]]:
         """Each target's (low, high), in the order of `targets`."""
@@ -303,6 +306,13 @@ def source_groups(mapping_file: Path, item_ids: pd.Series) -> pd.Series:
     return groups
 
 
+def find_media(data: Path, item_id: str, folders: Sequence[str], source: str) -> str:
+    """The media file of `item_id` in the first of `folders` (under `data`, then `data` itself) that holds it; where
+    none does, its path in the first, so a missing file is named where the track expects it."""
+    candidates = [media_path(data / folder, item_id, source) for folder in (*folders, ".")]
+    return next((path for path in candidates if Path(path).is_file()), candidates[0])
+
+
 def check_split_overlap(train_ids: pd.Series, test_ids: pd.Series, source: str) -> None:
     overlap = sorted(set(train_ids) & set(test_ids))
     if overlap:
@@ -347,10 +357,22 @@ class CorrelationTrack(Track):
         return correlation_parts(pred[target].to_numpy(dtype=np.float64), truth.to_numpy(dtype=np.float64))
 
     def official_score(self, pred: pd.DataFrame, truth: Path) -> dict[str, float | str]:
+        """Over the truth's items that were predicted: an organiser's label file, or a synthetic truth, may hold
+        both phases' items (validation and test), and a phase's predictions are scored on their own. How many were
+        scored is reported, and so are the truth items left without a prediction."""
         (target,) = self.targets
-        path = Path(truth) / TRUTH_FILE
-        table = self.submission.read(path, self.targets)
-        return correlation_parts(lookup(pred[target], table.index.to_series(), str(path)), table[target].to_numpy())
+        table = self.read_truth(truth)
+        scored = table[table.index.isin(pred.index)]
+        if scored.empty:
+            raise LayoutError(f"{truth}: none of its {len(table)} items has a prediction (another phase's list?)")
+        predicted = lookup(pred[target], scored.index.to_series(), str(truth))
+        parts: dict[str, float | str] = {
+            **correlation_parts(predicted, scored[target].to_numpy()),
+            "items": len(scored),
+        }
+        if len(scored) < len(table):
+            parts["note"] = f"{len(table) - len(scored)} truth item(s) without a prediction (another phase's?) left out"
+        return parts
 
     def write_truth(self, out: Path, scores: pd.Series) -> None:
         """The truth of a synthetic dataset's test items (`scores` indexed by id) where official_score reads it."""

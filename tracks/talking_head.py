@@ -32,8 +32,6 @@ from tracks.base import (
     CsvFormat,
     LayoutError,
     check_split_overlap,
-    correlation_parts,
-    lookup,
     media_path,
     numeric_column,
     register_track,
@@ -107,17 +105,6 @@ class TalkingHead(CorrelationTrack):
         path = Path(truth)
         table = read_list(path / TRUTH_FILE if path.is_dir() else path, labelled=True)
         return pd.DataFrame({"score": table["Score"].to_numpy()}, index=pd.Index(table["Video"], name="item_id"))
-
-    def official_score(self, pred: pd.DataFrame, truth: Path) -> dict[str, float | str]:
-        """Over the truth's items that were predicted, since one file may hold both phases' labels (ours does)."""
-        table = self.read_truth(truth)
-        scored = table[table.index.isin(pred.index)]
-        if scored.empty:
-            raise LayoutError(f"{truth}: none of its {len(table)} items has a prediction (another phase's list?)")
-        parts = correlation_parts(
-            lookup(pred["score"], scored.index.to_series(), str(truth)), scored["score"].to_numpy()
-        )
-        return {**parts, "items": len(scored)}
 
     def synthesize(self, out: Path, items: int = 120, seed: int = 0, width: int = 0, height: int = 0) -> None:
         synth_talking_head.synthesize(Path(out), items, seed, width or 96, height or 96)

@@ -34,8 +34,8 @@ from tracks.base import (
     Track,
     check_split_overlap,
     correlation_parts,
+    find_media,
     lookup,
-    media_path,
     register_track,
     require_unique,
     source_groups,
@@ -99,16 +99,9 @@ class XGCUGC(Track):
         check_split_overlap(train["filename"], test["filename"], str(data))
         items = pd.concat([train.assign(split="train"), test.assign(split="test")], ignore_index=True)
         items = items.rename(columns={"filename": "item_id"})
-        items["path"] = [self._media(data, item) for item in items["item_id"]]
+        items["path"] = [find_media(data, item, VIDEO_DIRS, str(data / TRAIN_LIST)) for item in items["item_id"]]
         items["group"] = source_groups(data / SOURCE_MAP, items["item_id"])
         return items[["item_id", "path", "split", "group", *DIMENSIONS]]
-
-    @staticmethod
-    def _media(data: Path, item_id: str) -> str:
-        """The first of VIDEO_DIRS (then the data folder) holding the video; the first folder where none does."""
-        candidates = [media_path(data / folder, item_id, str(data / TRAIN_LIST)) for folder in VIDEO_DIRS]
-        candidates.append(media_path(data, item_id, str(data / TRAIN_LIST)))
-        return next((path for path in candidates if Path(path).is_file()), candidates[0])
 
     def selection_score(self, pred: pd.DataFrame, items: pd.DataFrame) -> dict[str, float]:
         truth = items.set_index("item_id").loc[pred.index]

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from features.decode import DECODERS, MediaError
+from features.inputs import Text
 from tracks import LayoutError, Track
 
 SHOWN = 5  # examples named per finding
@@ -87,8 +88,11 @@ def check(track: Track, data: Path, media: bool = True, threads: int = 8) -> Rep
             report.problems.append(f"{outside} {target} label(s) outside the track's range [{low}, {high}]")
         if not len(known):
             report.problems.append(f"no {target} label in the training list")
-    if media:
-        for kind in track.inputs:
+    for kind in track.inputs:
+        if isinstance(kind, Text):
+            empty = int(items[kind.column].fillna("").astype(str).str.strip().eq("").sum())
+            report.facts.append((f"{kind.column} (text)", f"{empty} of {len(items)} empty"))
+        elif media:
             _probe_column(report, items, kind.column, kind.decoder, threads)
     return report
 

@@ -299,6 +299,7 @@ def describe(run: Run, config: TrainConfig, views: Sequence[str]) -> str:
         + (f"{config.motion} motion features of {config.clip}-frame clips, " if config.motion else "")
         + (f"{config.audio} features of {config.audio_seconds:g} s of audio per key frame, " if config.audio else "")
         + (f"{config.sync} audio-mouth sync features, " if config.sync else "")
+        + (f"{config.text} features of the text, " if config.text else "")
         + f"test-time views {','.join(views)}; {config.head} head trained on {config.folds} folds "
         f"(loss {config.loss}), test prediction the mean of the fold models; run {run.id} of the vqa-workbench."
     )
@@ -391,6 +392,9 @@ def score_submission(cfg: ScoreConfig) -> dict[str, float | str]:
     return track.official_score(pred, Path(cfg.truth))
 
 
+OTHER_STREAMS = ("motion", "audio", "sync", "text")  # the config words naming the streams beside the key frames
+
+
 def cmd_demo(values: dict[str, str]) -> int:
     """Synthesise (if absent), extract, train every fold, train the shuffled-label control, submit, score."""
     track = get_track(values.get("track", "kvq"))
@@ -421,8 +425,9 @@ def cmd_demo(values: dict[str, str]) -> int:
     announce("train (control, shuffled labels)", control_cfg)
     _, control = stage("control", lambda: _train(control_cfg, range(control_cfg.folds)))
     compared = {"run": summary, "control": control}
-    if len(train_cfg.streams(track.media)) > 1:  # what the other streams add: the same run on key frames alone
-        frames_cfg = build(TrainConfig, {**values, "motion": "", "audio": "", "sync": ""}, track.defaults)
+    others = {name: "" for name in OTHER_STREAMS if getattr(train_cfg, name)}
+    if others:  # what the other streams add: the same run on key frames alone
+        frames_cfg = build(TrainConfig, {**values, **others}, track.defaults)
         announce("train (key frames alone)", frames_cfg)
         _, compared["key frames alone"] = stage("key frames", lambda: _train(frames_cfg, range(frames_cfg.folds)))
     submit_cfg = build(SubmitConfig, {**values, "runs": run.id}, track.defaults)
@@ -452,7 +457,7 @@ def cmd_demo(values: dict[str, str]) -> int:
 def target_table(track: Track, cfg: TrainConfig, summaries: dict[str, dict]) -> Table:
     """Each target's out-of-fold score in each of the demo's runs (the run, its control, the run on its key frames
     alone), as the track's selection score reports it per target, then the score itself."""
-    others = [name for name in (cfg.motion, cfg.audio, cfg.sync) if name]
+    others = [getattr(cfg, name) for name in OTHER_STREAMS if getattr(cfg, name)]
     named = {"run": " + ".join(["key frames", *others])}
     columns = [named.get(name, name) for name in summaries]
     targets = track.targets if len(track.targets) > 1 else ()

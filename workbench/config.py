@@ -63,6 +63,7 @@ class FeatureConfig(TrackConfig):
     audio: str = ""
     audio_seconds: float = 1.0
     sync: str = ""
+    text: str = ""  # a text encoder (features.text) on each of the track's text inputs: one more stream each
 
     def feature_specs(self, media: str) -> tuple[FeatureSpec, ...]:
         """The key-frame stream: one feature set per view family of the backbone."""

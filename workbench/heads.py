@@ -61,7 +61,10 @@ class StreamHead(nn.Module):
             mean, std = self.standardisation(k)
             frames = x[mask]
             mean.copy_(frames.mean(0))
-            std.copy_(frames.std(0, unbiased=False).clamp_min(1e-6))
+            spread = frames.std(0, unbiased=False)
+            # A feature constant over the training fold carries nothing to learn, and dividing by its near-zero
+            # spread would blow up any other value it takes at test time: it is left out (z = 0 always).
+            std.copy_(torch.where(spread > 1e-6, spread, torch.inf))
         known = torch.isfinite(y)
         count = known.sum(0).clamp_min(1)
         target_mean = torch.where(known, y, 0.0).sum(0) / count

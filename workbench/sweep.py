@@ -50,6 +50,7 @@ from workbench.train import (
 )
 
 LOSS_TERMS = ("mse", "plcc", "rank")  # searched on top of the terms of the default loss
+SCALE_FLOOR = 0.1  # the least weight a trial gives mse, the term that ties predictions to the label scale
 HEADS = ("linear", "mlp")
 LOCAL_FIELDS = ("data", "cache", "runs_dir")  # paths of one machine: workers elsewhere may mount the data elsewhere
 # The fields that select a cached feature set, and those that, with them, decide what `load_training_data` loads.
@@ -214,8 +215,15 @@ class SearchSpace:
             hidden = trial.suggest_int("hidden", min(32, base.hidden), max(512, base.hidden), log=True)
         dropout = trial.suggest_float("dropout", 0.0, max(0.5, base.dropout))
         base_weights = CombinedLoss.from_spec(base.loss).weights
+        # The pointwise term keeps a floor where the default has one: PLCC and ranking losses are blind to scale and
+        # offset, so a trial without it predicts on an arbitrary scale, which the submission's range check then
+        # refuses (a test's best trial on synthetic features once predicted outside KVQ's 0-6 range so). A default
+        # without the term keeps the range from 0, so that it stays trial 0.
+        floor = min(SCALE_FLOOR, base_weights.get("mse", 0.0))
         weights = {
-            term: trial.suggest_float(f"loss_{term}", 0.0, max(1.0, base_weights.get(term, 0.0)))
+            term: trial.suggest_float(
+                f"loss_{term}", floor if term == "mse" else 0.0, max(1.0, base_weights.get(term, 0.0))
+            )
             for term in self.loss_terms
         }
         chosen = {s.name: s for s in self.feature_sets}[

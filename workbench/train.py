@@ -30,8 +30,10 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 from common.tables import Table
 from ensembles.calibrate import CALIBRATION, Calibration
 from ensembles.report import write_report
-from features.cache import Streams, cache_dir, concat_features, read_features, read_manifest
+from features.cache import Features, Streams, cache_dir, concat_features, read_features, read_manifest
 from features.fingerprint import fingerprints
+from features.inputs import Text
+from features.text import text_features
 from features.views import split_variants, view_family
 from tracks import Track, get_track
 from workbench.config import TrainConfig, as_dict
@@ -206,7 +208,20 @@ def read_streams(cfg: TrainConfig, track: Track, items: pd.DataFrame) -> tuple[S
             sets.append(read_features(folder, ids, list(views) if views else None, spec.frames, media))
             keys.append(folder.name)
         streams.append(concat_features(sets))
+    for column in (kind.column for kind in track.inputs if isinstance(kind, Text)) if cfg.text else ():
+        features, key = text_stream(cfg.text, items, column, cfg.seed)
+        streams.append(features)
+        keys.append(f"text-{column}-{key}")
     return Streams.pair(streams), "+".join(keys)
+
+
+def text_stream(encoder: str, items: pd.DataFrame, column: str, seed: int) -> tuple[Features, str]:
+    """The text column's features, one per item (one frame, one view), and their key: the encoder is fitted on the
+    training split's text, out-of-fold items included, since it is unsupervised and sees no label."""
+    texts = items[column].fillna("").astype(str).tolist()
+    x, key = text_features(encoder, texts, (items["split"] == "train").to_numpy(), seed)
+    mask = np.ones((len(texts), 1, 1), dtype=bool)
+    return Features(x[:, None, None, :], mask, items["item_id"].tolist(), ["center"]), key
 
 
 def load_training_data(cfg: TrainConfig) -> TrainingData:
