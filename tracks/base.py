@@ -313,6 +313,12 @@ def find_media(data: Path, item_id: str, folders: Sequence[str], source: str) ->
     return next((path for path in candidates if Path(path).is_file()), candidates[0])
 
 
+def phase_list(data: Path, validation: str, test: str) -> Path:
+    """The list a challenge with two phases is scored on now: its test list once the download holds it, its
+    validation list before."""
+    return data / (test if (data / test).is_file() else validation)
+
+
 def check_split_overlap(train_ids: pd.Series, test_ids: pd.Series, source: str) -> None:
     overlap = sorted(set(train_ids) & set(test_ids))
     if overlap:

@@ -34,6 +34,7 @@ from tracks.base import (
     check_split_overlap,
     media_path,
     numeric_column,
+    phase_list,
     register_track,
     require_columns,
     require_unique,
@@ -91,7 +92,7 @@ class TalkingHead(CorrelationTrack):
     def read_items(self, data: Path) -> pd.DataFrame:
         data = Path(data)
         train = read_list(data / TRAIN_LIST, labelled=True)
-        listed = data / (TEST_LIST if (data / TEST_LIST).is_file() else VAL_LIST)
+        listed = phase_list(data, VAL_LIST, TEST_LIST)
         test = read_list(listed, labelled=False)
         check_split_overlap(train["Video"], test["Video"], str(data))
         items = pd.concat([train.assign(split="train"), test.assign(split="test", Score=np.nan)], ignore_index=True)

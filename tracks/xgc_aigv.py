@@ -30,6 +30,7 @@ from tracks.base import (
     LayoutError,
     check_split_overlap,
     find_media,
+    phase_list,
     register_track,
     require_unique,
 )
@@ -87,7 +88,7 @@ class XGCAIGV(CorrelationTrack):
     def read_items(self, data: Path) -> pd.DataFrame:
         data = Path(data)
         train = read_list(data / TRAIN_LIST, labelled=True)
-        listed = data / (TEST_LIST if (data / TEST_LIST).is_file() else VAL_LIST)
+        listed = phase_list(data, VAL_LIST, TEST_LIST)
         test = read_list(listed, labelled=False)
         check_split_overlap(train["video"], test["video"], str(data))
         items = pd.concat([train.assign(split="train"), test.assign(split="test")], ignore_index=True)
