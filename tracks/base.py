@@ -200,6 +200,9 @@ class Track:
     # The demo's views where they must be fewer than tta_views to keep the demo quick (empty: tta_views); each view
     # costs a backbone pass per frame and adds training rows.
     demo_views: ClassVar[tuple[str, ...]] = ()
+    # Whether predictions must lie inside `score_range` (a rate in [0, 1]): they are mapped into it (into_range)
+    # rather than refused at export.
+    bounded: ClassVar[bool] = False
     # The smallest synthetic dataset (synthesize's items, width, height) that exercises the whole track: what the
     # conformance suite runs every track on.
     smoke: ClassVar[dict[str, int]] = {"items": 12, "width": 64, "height": 48}
@@ -234,9 +237,24 @@ class Track:
         raise NotImplementedError
 
     def read_truth(self, truth: Path) -> pd.DataFrame:
-        """The organiser-side truth (indexed by id, a column per target): by default `truth/truth.csv` in the track's
-        own submission format."""
-        return self.submission.read(Path(truth) / TRUTH_FILE, self.targets)
+        """The organiser-side truth (indexed by id, a column per target): by default a file in the track's own
+        submission format, or a synthetic dataset's `truth/` folder holding one as `truth.csv`."""
+        path = Path(truth)
+        return self.submission.read(path / TRUTH_FILE if path.is_dir() else path, self.targets)
+
+    def into_range(self, pred: pd.DataFrame) -> pd.DataFrame:
+        """Predictions inside the declared ranges where the track is `bounded`: where any falls outside, one positive
+        affine map per target takes the span of predictions and range together onto the range. Ranks and linear
+        correlation are unchanged, where clipping would tie the extremes; predictions already inside stay put."""
+        if not self.bounded:
+            return pred
+        mapped = pred.copy()
+        for target, (low, high) in self.ranges().items():
+            values = pred[target].to_numpy(dtype=np.float64)
+            lowest, highest = min(values.min(initial=low), low), max(values.max(initial=high), high)
+            if lowest < low or highest > high:
+                mapped[target] = low + (values - lowest) * (high - low) / (highest - lowest)
+        return mapped
 
     def synthesize(self, out: Path, items: int, seed: int, width: int = 0, height: int = 0) -> None:
         """Writes a small dataset in the organiser's exact layout, with organiser-side truth under `out/truth`;
@@ -367,23 +385,26 @@ class CorrelationTrack(Track):
         both phases' items (validation and test), and a phase's predictions are scored on their own. How many were
         scored is reported, and so are the truth items left without a prediction."""
         (target,) = self.targets
-        table = self.read_truth(truth)
-        scored = table[table.index.isin(pred.index)]
-        if scored.empty:
-            raise LayoutError(f"{truth}: none of its {len(table)} items has a prediction (another phase's list?)")
+        scored, extra = predicted_truth(self.read_truth(truth), pred, truth)
         predicted = lookup(pred[target], scored.index.to_series(), str(truth))
-        parts: dict[str, float | str] = {
-            **correlation_parts(predicted, scored[target].to_numpy()),
-            "items": len(scored),
-        }
-        if len(scored) < len(table):
-            parts["note"] = f"{len(table) - len(scored)} truth item(s) without a prediction (another phase's?) left out"
-        return parts
+        return {**correlation_parts(predicted, scored[target].to_numpy()), **extra}
 
     def write_truth(self, out: Path, scores: pd.Series) -> None:
         """The truth of a synthetic dataset's test items (`scores` indexed by id) where official_score reads it."""
         (target,) = self.targets
         write_bytes(Path(out) / "truth" / TRUTH_FILE, self.submission.encode(scores.to_frame(target), self.targets))
+
+
+def predicted_truth(table: pd.DataFrame, pred: pd.DataFrame, truth: Path) -> tuple[pd.DataFrame, dict]:
+    """The truth's items that were predicted, and what to report beside the score: a truth may hold both phases'
+    items (validation and test), and a phase's predictions are scored on their own."""
+    scored = table[table.index.isin(pred.index)]
+    if scored.empty:
+        raise LayoutError(f"{truth}: none of its {len(table)} items has a prediction (another phase's list?)")
+    extra: dict[str, float | str] = {"items": len(scored)}
+    if len(scored) < len(table):
+        extra["note"] = f"{len(table) - len(scored)} truth item(s) without a prediction (another phase's?) left out"
+    return scored, extra
 
 
 def correlation_parts(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
