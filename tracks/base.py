@@ -10,7 +10,7 @@ import abc
 import io
 import json
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -335,6 +335,18 @@ def phase_list(data: Path, validation: str, test: str) -> Path:
     """The list a challenge with two phases is scored on now: its test list once the download holds it, its
     validation list before."""
     return data / (test if (data / test).is_file() else validation)
+
+
+def phased_items(
+    data: Path, lists: tuple[str, str, str], read: Callable[[Path, bool], pd.DataFrame], id_column: str
+) -> tuple[pd.DataFrame, Path]:
+    """The training list and the current phase's list (`lists`: train, validation, test; see phase_list), each read
+    by `read(path, labelled)`, as one table with a `split` column (the phase's labels NaN); and the phase's list."""
+    train = read(data / lists[0], True)
+    listed = phase_list(data, *lists[1:])
+    test = read(listed, False)
+    check_split_overlap(train[id_column], test[id_column], str(data))
+    return pd.concat([train.assign(split="train"), test.assign(split="test")], ignore_index=True), listed
 
 
 def check_split_overlap(train_ids: pd.Series, test_ids: pd.Series, source: str) -> None:

@@ -32,11 +32,10 @@ from tracks.base import (
     CsvFormat,
     LayoutError,
     Track,
-    check_split_overlap,
     find_media,
     lookup,
     numeric_column,
-    phase_list,
+    phased_items,
     predicted_truth,
     register_track,
     require_columns,
@@ -80,11 +79,7 @@ class Engagement(Track):
 
     def read_items(self, data: Path) -> pd.DataFrame:
         data = Path(data)
-        train = read_list(data / TRAIN_LIST, labelled=True)
-        listed = phase_list(data, VAL_LIST, TEST_LIST)
-        test = read_list(listed, labelled=False)
-        check_split_overlap(train["Id"], test["Id"], str(data))
-        items = pd.concat([train.assign(split="train"), test.assign(split="test")], ignore_index=True)
+        items, listed = phased_items(data, (TRAIN_LIST, VAL_LIST, TEST_LIST), read_list, "Id")
         items = items.rename(columns={"Id": "item_id"})
         items["path"] = [find_media(data, f"{item}.mp4", VIDEO_DIRS, str(listed)) for item in items["item_id"]]
         items["group"] = items["item_id"]

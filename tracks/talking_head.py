@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from features.inputs import Video
@@ -31,10 +30,9 @@ from tracks.base import (
     CorrelationTrack,
     CsvFormat,
     LayoutError,
-    check_split_overlap,
     media_path,
     numeric_column,
-    phase_list,
+    phased_items,
     register_track,
     require_columns,
     require_unique,
@@ -91,11 +89,7 @@ class TalkingHead(CorrelationTrack):
 
     def read_items(self, data: Path) -> pd.DataFrame:
         data = Path(data)
-        train = read_list(data / TRAIN_LIST, labelled=True)
-        listed = phase_list(data, VAL_LIST, TEST_LIST)
-        test = read_list(listed, labelled=False)
-        check_split_overlap(train["Video"], test["Video"], str(data))
-        items = pd.concat([train.assign(split="train"), test.assign(split="test", Score=np.nan)], ignore_index=True)
+        items, listed = phased_items(data, (TRAIN_LIST, VAL_LIST, TEST_LIST), read_list, "Video")
         items = items.rename(columns={"Video": "item_id", "Score": "score"})
         items["path"] = [media_path(data, item, str(listed)) for item in items["item_id"]]
         items["group"] = items["item_id"].map(source_image)

@@ -28,9 +28,8 @@ from tracks.base import (
     CorrelationTrack,
     JsonListFormat,
     LayoutError,
-    check_split_overlap,
     find_media,
-    phase_list,
+    phased_items,
     register_track,
     require_unique,
 )
@@ -87,11 +86,7 @@ class XGCAIGV(CorrelationTrack):
 
     def read_items(self, data: Path) -> pd.DataFrame:
         data = Path(data)
-        train = read_list(data / TRAIN_LIST, labelled=True)
-        listed = phase_list(data, VAL_LIST, TEST_LIST)
-        test = read_list(listed, labelled=False)
-        check_split_overlap(train["video"], test["video"], str(data))
-        items = pd.concat([train.assign(split="train"), test.assign(split="test")], ignore_index=True)
+        items, listed = phased_items(data, (TRAIN_LIST, VAL_LIST, TEST_LIST), read_list, "video")
         items = items.rename(columns={"video": "item_id"})
         items["path"] = [find_media(data, item, VIDEO_DIRS, str(listed)) for item in items["item_id"]]
         items["group"] = items["prompt"]
