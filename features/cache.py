@@ -670,8 +670,8 @@ class Streams:
         return np.logical_or.reduce([part.mask.any(axis=(1, 2)) for part in self.parts])
 
     def take(self, index: np.ndarray) -> Streams:
-        ids = [self.item_ids[k] for k in np.flatnonzero(index)] if index.dtype == bool else None
-        ids = ids if ids is not None else [self.item_ids[k] for k in index]
+        """The items at `index` (positions, or a boolean mask)."""
+        ids = [self.item_ids[k] for k in (np.flatnonzero(index) if index.dtype == bool else index)]
         return Streams([Features(p.x[index], p.mask[index], ids, p.views) for p in self.parts])
 
 

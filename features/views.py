@@ -37,6 +37,7 @@ from scipy import ndimage
 
 from common.registry import Registry
 from features.audio import SAMPLE_RATE
+from features.backbones import luminance
 
 FAMILIES: Registry[type[ViewFamily]] = Registry("view family")
 DEFAULT_FAMILY = "resize"
@@ -296,6 +297,12 @@ class AudioWindows(ViewFamily):
 MOUTH = (slice(0.6, 0.85), slice(0.35, 0.65))  # the lower centre of a face crop, as fractions of height and width
 
 
+def _fraction(part: slice, size: int) -> slice:
+    """The pixels of `size` that the fractional `part` covers, at least one."""
+    start = int(part.start * size)
+    return slice(start, max(start + 1, int(part.stop * size)))
+
+
 @register_family("sync")
 @dataclass(frozen=True)
 class SyncSeries(ViewFamily):
@@ -320,15 +327,15 @@ class SyncSeries(ViewFamily):
 
     def render(self, clip: Any, geometries: Sequence[str]) -> torch.Tensor:
         count, length, height, width = clip.clips.shape[:4]
-        rows = slice(int(MOUTH[0].start * height), max(int(MOUTH[0].start * height) + 1, int(MOUTH[0].stop * height)))
-        cols = slice(int(MOUTH[1].start * width), max(int(MOUTH[1].start * width) + 1, int(MOUTH[1].stop * width)))
-        mouth = clip.clips[:, :, rows, cols].astype(np.float32).mean(axis=(2, 3)) @ np.float32([0.299, 0.587, 0.114])
+        region = clip.clips[:, :, _fraction(MOUTH[0], height), _fraction(MOUTH[1], width)]
+        luma = luminance(to_float(region.reshape(count * length, *region.shape[2:])))  # [C*L, h, w] in [0, 1]
+        mouth = luma.mean(dim=(1, 2)).reshape(count, length).numpy()
         windows = np.nan_to_num(clip.audio[:count])  # [C, S]: absent audio is silence here
         fps = clip.info.get("fps") or 0.0
         per_frame = round(SAMPLE_RATE / fps) if fps else windows.shape[1] // length  # samples under one frame
         span = max(1, min(per_frame, windows.shape[1] // length))
         loudness = np.sqrt(np.square(windows[:, : span * length].reshape(count, length, span)).mean(axis=2))
-        series = np.stack([mouth / _unit(clip.clips.dtype), loudness], axis=1).astype(np.float32)
+        series = np.stack([mouth, loudness], axis=1).astype(np.float32)
         return torch.from_numpy(series)[None].expand(len(geometries), -1, -1, -1)
 
 

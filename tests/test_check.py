@@ -45,3 +45,14 @@ def test_xgc_ugc_reads_six_dimensions_and_the_test_placeholders_as_unlabelled():
 def test_a_layout_error_is_the_report(tmp_path):
     report = check.check(get_track("xgc_ugc"), tmp_path)
     assert report.problems == [f"{tmp_path / 'train.txt'}: label file not found"] and not report.facts
+
+
+def test_an_xgc_ugc_label_that_is_no_number_is_named_by_its_line_and_an_empty_one_is_unlabelled(tmp_path):
+    rows = ["1.mp4\t40\t41\t42\t43\t44\t45", "2.mp4\t\t41\t42\t43\t44\t45"]
+    (tmp_path / "train.txt").write_text("\n".join(rows))
+    (tmp_path / "test.txt").write_text("3.mp4,-1,-1,-1\r\n")
+    items = get_track("xgc_ugc").read_items(tmp_path)
+    assert items["color"].isna().tolist() == [False, True, True] and items.loc[0, "overall"] == 45.0
+    (tmp_path / "train.txt").write_text("\n".join([*rows, "4.mp4\t40\tgood\t42\t43\t44\t45"]))
+    report = check.check(get_track("xgc_ugc"), tmp_path)
+    assert report.problems == [f"{tmp_path / 'train.txt'}, line 3: noise='good' is not a finite number (1 such row(s))"]

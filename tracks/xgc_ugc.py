@@ -36,6 +36,7 @@ from tracks.base import (
     correlation_parts,
     find_media,
     lookup,
+    numeric_column,
     register_track,
     require_unique,
     source_groups,
@@ -65,13 +66,9 @@ def read_train_list(path: Path) -> pd.DataFrame:
     rows = _rows(path, "\t", 1 + len(DIMENSIONS))
     table = pd.DataFrame(rows, columns=["filename", *DIMENSIONS])
     require_unique(table["filename"], str(path), header=False)
-    for line, row in enumerate(rows, start=1):
-        for dimension, cell in zip(DIMENSIONS, row[1:], strict=True):
-            value = pd.to_numeric(cell, errors="coerce") if cell.strip() else np.nan
-            if cell.strip() and not np.isfinite(value):
-                raise LayoutError(f"{path}, line {line}: {dimension}={cell!r} is not a finite number")
-    for dimension in DIMENSIONS:
-        table[dimension] = pd.to_numeric(table[dimension].str.strip().replace("", np.nan), errors="coerce")
+    cells = table[list(DIMENSIONS)].apply(lambda column: column.str.strip().replace("", np.nan))
+    for dimension in DIMENSIONS:  # an empty cell is an unlabelled dimension; anything else must be a number
+        table[dimension] = numeric_column(cells, dimension, str(path), allow_empty=True, header=False)
     return table
 
 

@@ -392,9 +392,6 @@ def score_submission(cfg: ScoreConfig) -> dict[str, float | str]:
     return track.official_score(pred, Path(cfg.truth))
 
 
-OTHER_STREAMS = ("motion", "audio", "sync", "text")  # the config words naming the streams beside the key frames
-
-
 def cmd_demo(values: dict[str, str]) -> int:
     """Synthesise (if absent), extract, train every fold, train the shuffled-label control, submit, score."""
     track = get_track(values.get("track", "kvq"))
@@ -425,9 +422,8 @@ def cmd_demo(values: dict[str, str]) -> int:
     announce("train (control, shuffled labels)", control_cfg)
     _, control = stage("control", lambda: _train(control_cfg, range(control_cfg.folds)))
     compared = {"run": summary, "control": control}
-    others = {name: "" for name in OTHER_STREAMS if getattr(train_cfg, name)}
-    if others:  # what the other streams add: the same run on key frames alone
-        frames_cfg = build(TrainConfig, {**values, **others}, track.defaults)
+    if train_cfg.extra_streams():  # what the other streams add: the same run on key frames alone
+        frames_cfg = train_cfg.key_frames_alone()
         announce("train (key frames alone)", frames_cfg)
         _, compared["key frames alone"] = stage("key frames", lambda: _train(frames_cfg, range(frames_cfg.folds)))
     submit_cfg = build(SubmitConfig, {**values, "runs": run.id}, track.defaults)
@@ -457,8 +453,7 @@ def cmd_demo(values: dict[str, str]) -> int:
 def target_table(track: Track, cfg: TrainConfig, summaries: dict[str, dict]) -> Table:
     """Each target's out-of-fold score in each of the demo's runs (the run, its control, the run on its key frames
     alone), as the track's selection score reports it per target, then the score itself."""
-    others = [getattr(cfg, name) for name in OTHER_STREAMS if getattr(cfg, name)]
-    named = {"run": " + ".join(["key frames", *others])}
+    named = {"run": " + ".join(["key frames", *cfg.extra_streams()])}
     columns = [named.get(name, name) for name in summaries]
     targets = track.targets if len(track.targets) > 1 else ()
     rows = [[target, *(summary["oof"].get(target, "n/a") for summary in summaries.values())] for target in targets]

@@ -19,6 +19,7 @@ from features.cache import FeatureSpec
 from features.views import DEFAULT_FAMILY, AudioWindows, Clips, SyncSeries
 
 T = TypeVar("T")
+EXTRA_STREAMS = ("motion", "audio", "sync", "text")  # the config words naming the streams beside the key frames
 
 
 class ConfigError(ValueError):
@@ -64,6 +65,14 @@ class FeatureConfig(TrackConfig):
     audio_seconds: float = 1.0
     sync: str = ""
     text: str = ""  # a text encoder (features.text) on each of the track's text inputs: one more stream each
+
+    def extra_streams(self) -> list[str]:
+        """The encoders named for the streams beside the key frames (motion, audio, sync, text), in that order."""
+        return [getattr(self, word) for word in EXTRA_STREAMS if getattr(self, word)]
+
+    def key_frames_alone(self) -> typing.Self:
+        """The same configuration without the streams beside the key frames."""
+        return dataclasses.replace(self, **{word: "" for word in EXTRA_STREAMS})
 
     def feature_specs(self, media: str) -> tuple[FeatureSpec, ...]:
         """The key-frame stream: one feature set per view family of the backbone."""

@@ -178,7 +178,7 @@ def cached_feature_sets(base: TrainConfig) -> list[FeatureSet]:
     sets = [default]
     others = [spec.key() for spec in own if FAMILIES.get(spec.view).encodes != "image"]  # motion, audio, sync
     if others:
-        frames_only = replace(base, motion="", audio="", sync="")
+        frames_only = base.key_frames_alone()
         sets.append(FeatureSet.of("+".join(spec.key() for spec in frames_only.all_specs(track.media)), frames_only))
     for manifest_path in sorted(root.glob("*/manifest.json")):
         manifest = json.loads(manifest_path.read_text())

@@ -199,12 +199,12 @@ def read_streams(cfg: TrainConfig, track: Track, items: pd.DataFrame) -> tuple[S
     families = [view_family(spec) for spec in specs]
     chosen = iter(split_variants(families, cfg.views) if cfg.views else [None] * len(specs))
     streams, keys = [], []
+    ids, media = items["item_id"].tolist(), items["media"].tolist()
     for stream in cfg.streams(track.media):
         sets = []
         for spec in stream:
             folder, views = cache_dir(cfg.cache, track.name, spec), next(chosen)
             read_manifest(folder, spec)
-            ids, media = items["item_id"].tolist(), items["media"].tolist()
             sets.append(read_features(folder, ids, list(views) if views else None, spec.frames, media))
             keys.append(folder.name)
         streams.append(concat_features(sets))
