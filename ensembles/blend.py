@@ -1,10 +1,12 @@
-"""Blending runs that share folds: equal mean, rank mean, simplex weights fitted to the track's score, a ridge stack.
+"""Blending runs that share folds: the best single run, equal mean, rank mean, simplex weights fitted to the track's
+score, a ridge stack.
 
 Every run of a track trained on the same folds has one out-of-fold prediction per labelled item, so a blend can be
 fitted on them and scored. A fitted blend scored on the predictions it was fitted to is optimistic (the in-sample
 score); the nested estimate refits it once per fold on the other folds' items, predicts the held-out fold, and scores
-the pooled predictions, so the weights are never scored on the predictions they were fitted to. `pick` takes the
-best nested estimate.
+the pooled predictions, so the weights are never scored on the predictions they were fitted to. Choosing the best run
+is a fit too (the best of several out-of-fold scores is optimistic), so the best single run is a blender of its own,
+estimated the same way, and `pick` submits a blend only where its nested estimate beats that run's by more than noise.
 
 Arrays are [runs, items, targets] for the runs' predictions and [items, targets] for labels and blends.
 """
@@ -110,6 +112,27 @@ class Blender(Protocol):
     def describe(self, runs: Sequence[str]) -> str: ...
 
 
+def _finite(value: float) -> float:
+    """A score that could not be computed (constant predictions) ranks below every score that could."""
+    return value if np.isfinite(value) else -np.inf
+
+
+class BestRun:
+    """The one run with the best score on the items fitted on, alone (the first of equals): what a user could submit
+    without blending, so the candidate every blend has to beat. Its nested estimate chooses the run on the other folds
+    and scores that choice on the held-out fold, so it pays for the choice as a fitted blend pays for its weights."""
+
+    def fit(self, oof: np.ndarray, truth: np.ndarray, score: ArrayScore) -> BestRun:
+        self.run_ = int(np.argmax([_finite(score(pred)) for pred in oof]))
+        return self
+
+    def predict(self, preds: np.ndarray) -> np.ndarray:
+        return preds[self.run_]
+
+    def describe(self, runs: Sequence[str]) -> str:
+        return f"{runs[self.run_]} alone"
+
+
 class MeanBlend:
     """Equal weights: nothing fitted, so its in-sample score is already honest."""
 
@@ -169,8 +192,7 @@ class WeightsBlend:
         runs = len(oof)
 
         def value(weights: np.ndarray) -> float:
-            result = score(np.tensordot(weights, oof, axes=1))
-            return result if np.isfinite(result) else -np.inf
+            return _finite(score(np.tensordot(weights, oof, axes=1)))
 
         def weights(free: np.ndarray) -> np.ndarray:  # the first run's logit is pinned at 0
             return softmax(np.concatenate([[0.0], free]))
@@ -218,13 +240,20 @@ class RidgeBlend:
         )
 
 
-BLENDS: dict[str, type] = {"mean": MeanBlend, "rank": RankBlend, "weights": WeightsBlend, "ridge": RidgeBlend}
+# The order is the order of simplicity, the single run first: the first of equals is the simplest.
+BLENDS: dict[str, type] = {
+    "best": BestRun,
+    "mean": MeanBlend,
+    "rank": RankBlend,
+    "weights": WeightsBlend,
+    "ridge": RidgeBlend,
+}
 
 
 @dataclass(frozen=True)
 class Blended:
     """One blend of a stack: fitted on every labelled item (which makes the test predictions and the in-sample
-    score), and its nested out-of-fold predictions with their score."""
+    score), and its nested out-of-fold predictions with their score, and that score with each fold left out."""
 
     name: str
     blender: Blender
@@ -232,6 +261,7 @@ class Blended:
     nested: float
     oof: np.ndarray  # each fold predicted by the blend fitted on the other folds
     test: np.ndarray
+    leave_fold_out: np.ndarray  # [folds]: the nested predictions' score without each fold's items
 
 
 def blend(stack: Stack, name: str, score: Score) -> Blended:
@@ -243,15 +273,58 @@ def blend(stack: Stack, name: str, score: Score) -> Blended:
 
     full = fitted(np.arange(len(stack.ids)))
     nested = np.empty_like(stack.truth)
-    for k in np.unique(stack.folds):
+    folds = np.unique(stack.folds)
+    for k in folds:
         held = stack.folds == k
         nested[held] = fitted(np.flatnonzero(~held)).predict(stack.oof[:, held])
+    without = np.array([score(stack.frame(nested[stack.folds != k], stack.folds != k)) for k in folds])
     in_sample = score(stack.frame(full.predict(stack.oof)))
-    return Blended(name, full, in_sample, score(stack.frame(nested)), nested, full.predict(stack.test))
+    return Blended(name, full, in_sample, score(stack.frame(nested)), nested, full.predict(stack.test), without)
 
 
-def pick(blends: Sequence[Blended], name: str = "auto") -> Blended:
-    """The blend named, or with `auto` the best nested estimate (the first of equals, in the order of BLENDS)."""
+def gain(a: Blended, b: Blended) -> tuple[float, float]:
+    """`a.nested - b.nested` and one standard error of it: the delete-one-fold jackknife of that pooled difference
+    (the fits are kept; only the items scored change). Both are scored on the same items, so what they share (a hard
+    fold) cancels, and what is left is how much the difference rests on which items happened to be labelled."""
+    d = a.leave_fold_out - b.leave_fold_out
+    return a.nested - b.nested, float(np.sqrt((len(d) - 1) / len(d) * np.sum((d - d.mean()) ** 2)))
+
+
+TIE = 1e-9  # nested estimates closer than this are equal: the same predictions summed in another order
+
+
+@dataclass(frozen=True)
+class Pick:
+    """The blend to submit, and why, in words for the table."""
+
+    chosen: Blended
+    why: str
+
+
+def pick(blends: Sequence[Blended], name: str = "auto") -> Pick:
+    """The blend named or, with `auto`, the best single run unless a blend's nested estimate beats the run's by more
+    than one standard error of the difference; of the blends that do, the highest nested estimate (the first of
+    equals, in the order of BLENDS). Fitted to a few folds' items, a blend finds gains that are not there (identical
+    runs, a run with nothing to add), and the single run is the simpler submission: this is the one-standard-error
+    rule of model selection, with the run as the simplest model. Without a `best` candidate: the highest estimate."""
     if name != "auto":
-        return next(b for b in blends if b.name == name)
-    return max(blends, key=lambda b: b.nested if np.isfinite(b.nested) else -np.inf)
+        return Pick(next(b for b in blends if b.name == name), f"named by blend={name}")
+    best = next((b for b in blends if b.name == "best"), None)
+    others = {b.name: (b, *gain(b, best)) for b in blends if best is not None and b is not best}
+    if not others:
+        return Pick(max(blends, key=lambda b: _finite(b.nested)), "the highest nested estimate")
+    beating = [b for b, more, error in others.values() if _finite(more) > max(error, TIE)]
+    if beating:
+        chosen = max(beating, key=lambda b: _finite(b.nested))
+        _, more, error = others[chosen.name]
+        return Pick(
+            chosen,
+            f"its nested estimate beats the best single run's {best.nested:.4f} by {more:+.4f}, more than one "
+            f"standard error ({error:.4f})" + (", the most of the blends that do" if len(beating) > 1 else ""),
+        )
+    closest, more, error = max(others.values(), key=lambda entry: _finite(entry[0].nested))
+    return Pick(
+        best,
+        f"no blend's nested estimate beats the best single run's {best.nested:.4f} by more than one standard error "
+        f"of the difference (the highest, {closest.name}, by {more:+.4f} against {error:.4f})",
+    )

@@ -19,7 +19,7 @@ import pandas as pd
 
 from common.atomic import write_text
 from common.tables import Table
-from ensembles.blend import BLENDS, Blended, Score, Stack, blend, pick
+from ensembles.blend import BLENDS, BestRun, Blended, Pick, Score, Stack, blend, gain, pick
 from ensembles.calibrate import CALIBRATION, Calibration
 from ensembles.combine import fold_ensemble, mean_over_views
 from ensembles.export import write_zip
@@ -42,7 +42,8 @@ class RunPredictions:
 
 @dataclass(frozen=True)
 class Choice:
-    """The user's choices: the blend (auto picks the best nested estimate), the calibration, the test-time views."""
+    """The user's choices: the blend (auto: the best single run unless a blend's nested estimate beats it by more than
+    noise, see ensembles.blend.pick), the calibration, the test-time views."""
 
     blend: str
     calibration: str
@@ -73,20 +74,24 @@ def submit_runs(
     def score(pred: pd.DataFrame) -> float:
         return track.selection_score(pred, labelled)["score"]
 
-    blends = [blend(stack, name, score) for name in (BLENDS if len(runs) > 1 else ["mean"])]  # one run: itself
-    chosen = pick(blends, choice.blend)
+    blends = [blend(stack, name, score) for name in (BLENDS if len(runs) > 1 else ["best"])]  # one run: itself
+    picked = pick(blends, choice.blend)
+    chosen = picked.chosen
     calibration = Calibration.fit(kind, stack.frame(chosen.oof), truth, targets)
     oof = calibration.apply(stack.frame(chosen.oof))
     pred = calibration.apply(pd.DataFrame(chosen.test, index=stack.test_ids, columns=targets))
 
-    views = {r.id: list(choice.tta) or sorted(r.test["view"].unique()) for r in runs}
-    about = f"A {chosen.name} blend ({chosen.blender.describe(stack.runs)}) of: " if len(runs) > 1 else ""
+    # The runs the submission runs: the best run alone, or every run of a blend (their costs and runtimes add up).
+    used = [runs[chosen.blender.run_]] if isinstance(chosen.blender, BestRun) else runs
+    views = {r.id: list(choice.tta) or sorted(r.test["view"].unique()) for r in used}
+    what = "The best single run" if chosen.name == "best" else f"A {chosen.name} blend"
+    about = f"{what} ({chosen.blender.describe(stack.runs)}) of: " if len(runs) > 1 else ""
     files, runtime = extras(views, about)
     name = f"{track.name}-{runs[0].id}" if len(runs) == 1 else f"{track.name}-{chosen.name}-{runs_digest(stack.runs)}"
     folder = out / name
     path = write_zip(pred, track.submission, test["item_id"].tolist(), track.ranges(), folder / f"{name}.zip", files)
     write_text(folder / CALIBRATION, json.dumps(calibration.to_json(), indent=2))
-    scores = score_table(stack, blends, chosen, kind, score(oof), score)
+    scores = score_table(stack, blends, picked, kind, score(oof), score)
     submission = (
         "submission",
         ["runs", "blend", "folds", "views", "calibration", f"runtime/{track.media} (CPU)", "test items", "zip"],
@@ -114,25 +119,36 @@ def runs_digest(run_ids: Sequence[str]) -> str:
 
 
 def score_table(
-    stack: Stack, blends: Sequence[Blended], chosen: Blended, kind: str, calibrated: float, score: Score
+    stack: Stack, blends: Sequence[Blended], picked: Pick, kind: str, calibrated: float, score: Score
 ) -> Table:
-    """Each run's out-of-fold score; each blend's, in sample and nested; the pick's nested predictions after the
+    """Each run's out-of-fold score; with several runs, each blend's, in sample and nested, how far its nested
+    estimate is from the best single run's and why the pick was picked; the pick's nested predictions after the
     calibration, which is fitted on them (in sample for its few parameters)."""
+    chosen, several = picked.chosen, len(stack.runs) > 1
+    columns = ["", "score (in sample for a fitted blend)", "nested estimate"]
+    columns += ["against best (± 1 s.e.)", "blend"] if several else ["blend"]
+    blank = [""] * (len(columns) - 2)
     rows: list[list[object]] = [
-        [f"run {run_id}", score(stack.frame(stack.oof[i])), "", ""] for i, run_id in enumerate(stack.runs)
+        [f"run {run_id}", score(stack.frame(stack.oof[i])), *blank] for i, run_id in enumerate(stack.runs)
     ]
-    if len(stack.runs) > 1:
+    if several:
+        best = next(b for b in blends if b.name == "best")
+
+        def against(b: Blended) -> str:
+            return "" if b is best else "{:+.4f} ± {:.4f}".format(*gain(b, best))
+
         rows += [
             [
                 f"blend {b.name}" + (" (picked)" if b is chosen else ""),
                 b.in_sample,
                 b.nested,
+                against(b),
                 b.blender.describe(stack.runs),
             ]
             for b in blends
         ]
+        rows.append([f"why {chosen.name}", "", "", "", picked.why])
     if kind != "none":
-        picked = f"blend {chosen.name}, nested," if len(stack.runs) > 1 else "run"
-        rows.append([f"{picked} then {kind} fitted on it (in sample)", calibrated, "", ""])
-    columns = ["", "score (in sample for a fitted blend)", "nested estimate", "blend"]
+        label = f"blend {chosen.name}, nested," if several else "run"
+        rows.append([f"{label} then {kind} fitted on it (in sample)", calibrated, *blank])
     return f"out-of-fold scores: {len(stack.ids)} items, {len(np.unique(stack.folds))} folds", columns, rows

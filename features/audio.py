@@ -8,9 +8,12 @@ the cache key: it names everything that changes the vectors.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import av
@@ -19,8 +22,9 @@ import scipy.fft
 import torch
 import torch.nn.functional as F
 
-from features.backbones import EncoderRegistry, FrozenEncoder
+from features.backbones import EncoderRegistry, FrozenEncoder, WeightsNotFound
 from features.decode import Clip, MediaError, open_container
+from features.hf import files_digest, model_folder
 
 SAMPLE_RATE = 16000  # what speech and audio-event models are trained at; 8 kHz of bandwidth holds what raters notice
 
@@ -296,3 +300,222 @@ def logmel_stats(weights: str, seed: int) -> AudioEncoder:
     if weights not in ("none", "random"):
         raise ValueError(f"logmel_stats has no weights (it is weight-free): use weights='none', got {weights!r}")
     return LogmelStats()
+
+
+# --------------------------------------------------------------------------------------------------------
+# Pretrained encoders through Hugging Face transformers: `hf:<repo id>` or `hf:<local folder>`.
+
+# Self-supervised speech models: a convolutional feature encoder on the raw waveform (20 ms frames), then a
+# transformer; their feature extractors only normalise the waveform.
+WAVEFORM_MODELS = ("wav2vec2", "wav2vec2-conformer", "hubert", "wavlm", "data2vec-audio", "unispeech", "unispeech-sat")
+SPECTROGRAM_MODELS = ("audio-spectrogram-transformer",)  # AST: 16x16 patches of a kaldi log-mel fbank
+_AST_FRAME, _AST_HOP = 400, 160  # the AST extractor's fbank frames: 25 ms every 10 ms, only whole frames
+# Config keys that never change the base model's vectors, or name where it was loaded from.
+_CONFIG_NOISE = (
+    *("_name_or_path", "transformers_version", "architectures", "id2label", "label2id", "dtype", "torch_dtype"),
+)
+_UNUSED_IN_EVAL = ("masked_spec_embed",)  # SpecAugment's mask vector: fine-tuned checkpoints may lack it
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    """The weights transformers loads from `folder`, in its order of preference: safetensors before pickles, one
+    file or the shards an index names."""
+    for single in ("model.safetensors", "pytorch_model.bin"):
+        index = f"{single}.index.json"
+        if (folder / single).is_file():
+            return [folder / single]
+        if (folder / index).is_file():
+            shards = sorted(set(json.loads((folder / index).read_text())["weight_map"].values()))
+            return [folder / index, *(folder / shard for shard in shards)]
+    return []
+
+
+def _json_digest(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class TransformersAudioEncoder(AudioEncoder):
+    """A pretrained audio model of `transformers` (wav2vec2, HuBERT, WavLM and kin; AST), frozen: each window goes
+    through the model's own feature extractor (the waveform normalisation or the log-mel fbank it was trained on,
+    at 16 kHz, asserted) and the model; the vector pools its hidden states over the window's time.
+
+    Pooling. A window is one quality sample: its vector should say what the whole window sounds like, whatever
+    moment the noise or clipping falls on, and a mean over time does that with a fixed size for any window length
+    (a CLS-style token would be the pretext task's, and wav2vec2-like models have none).
+    - wav2vec2 family: the mean over the window's frames (one per 20 ms) of the last hidden state, then the mean of
+      the middle layer's (layer L // 2 of L). Layer-wise analyses of these self-supervised models (Pasad et al.,
+      2021, "Layer-wise analysis of a self-supervised speech representation model"; the SUPERB layer weights) find
+      the last layers bent toward the pre-training objective and the middle ones richest in acoustic detail, which
+      noise, codecs and clipping change; a head picks from both halves.
+    - AST: the mean of the last hidden state over the patch tokens whose frames are all real audio. The extractor
+      pads every window's fbank to `max_length` frames (10.24 s for the AudioSet models, trained on 10 s clips padded
+      the same way) and the model runs on all of it, as it was trained, but the padding patches are left out of the
+      mean: for a 1 s window they would be nine tenths of it. The two summary tokens (CLS, distillation) are the
+      AudioSet classifier's and are left out too. Only the last layer: the model is trained supervised on sound
+      events, whose last layer is the one that names them.
+
+    Length. A window shorter than one output step (the conv encoder's receptive field, 400 samples for the base
+    models; one patch of fbank frames for AST, 2800 samples for 16-frame patches) is refused by `check` rather than
+    padded: padding would invent silence that the vector then describes. For AST a window longer than `max_length`
+    fbank frames is refused too, as the extractor would silently cut it.
+    """
+
+    version = 1
+
+    def __init__(self, model: Any, extractor: Any, weights: dict[str, Any], config_digest: str) -> None:
+        super().__init__()
+        import transformers
+
+        self.model = model
+        self.extractor = extractor
+        config = model.config
+        if getattr(extractor, "sampling_rate", None) != SAMPLE_RATE:
+            raise ValueError(
+                f"{type(model).__name__}: its feature extractor expects {extractor.sampling_rate} Hz audio; audio "
+                f"windows are {SAMPLE_RATE} Hz mono"
+            )
+        self.spectrogram = config.model_type in SPECTROGRAM_MODELS
+        self.max_samples: int | None = None
+        if self.spectrogram:
+            self.patch, self.stride, self.max_frames = config.patch_size, config.time_stride, extractor.max_length
+            self.frequency_patches = (config.num_mel_bins - config.patch_size) // config.frequency_stride + 1
+            self.time_patches = (config.max_length - config.patch_size) // config.time_stride + 1
+            if config.max_length != extractor.max_length or config.num_mel_bins != extractor.num_mel_bins:
+                raise ValueError(
+                    f"{type(model).__name__}: the feature extractor's max_length/num_mel_bins "
+                    f"({extractor.max_length}/{extractor.num_mel_bins}) are not the model's "
+                    f"({config.max_length}/{config.num_mel_bins})"
+                )
+            self.min_samples = _AST_FRAME + (self.patch - 1) * _AST_HOP
+            self.max_samples = _AST_FRAME + (self.max_frames - 1) * _AST_HOP + _AST_HOP - 1
+            layers = {"last": config.num_hidden_layers}
+            tokens = "mean over the patch tokens of real fbank frames (CLS and distillation tokens left out)"
+        else:
+            self.min_samples = _shortest_input(model)
+            layers = {"last": config.num_hidden_layers, "middle": config.num_hidden_layers // 2}
+            tokens = "mean over frames"
+        self.layers = layers
+        self.width = config.hidden_size * len(layers)
+        self._identity = {
+            "name": "hf",
+            "class": type(model).__name__,
+            "model_type": config.model_type,
+            "config_sha256": config_digest,
+            "feature_extractor": {
+                "class": type(extractor).__name__,
+                "sha256": _json_digest({k: v for k, v in extractor.to_dict().items() if k != "processor_class"}),
+            },
+            "weights": weights,
+            "pooling": {"tokens": tokens, "layers": layers},
+            "attention": getattr(config, "_attn_implementation", None),
+            "sample_rate": SAMPLE_RATE,
+            "transformers": transformers.__version__,
+            "version": self.version,
+        }
+        if self.spectrogram:
+            from transformers.utils import is_speech_available
+
+            self._identity["fbank"] = "torchaudio" if is_speech_available() else "numpy"  # they differ a little
+
+    def identity(self) -> dict[str, Any]:
+        return json.loads(json.dumps(self._identity))
+
+    def check(self, windows: torch.Tensor) -> None:
+        super().check(windows)
+        if self.max_samples is not None and windows.shape[1] > self.max_samples:
+            raise ValueError(
+                f"{self._identity['class']} sees at most {self.max_frames} fbank frames "
+                f"({self.max_samples / SAMPLE_RATE:.2f} s, {self.max_samples} samples at {SAMPLE_RATE} Hz): "
+                f"got windows of {windows.shape[1]} samples; use a shorter audio_seconds"
+            )
+
+    def encode(self, windows: torch.Tensor) -> torch.Tensor:
+        device = next(self.model.parameters()).device
+        batch = self.extractor(list(windows.cpu().numpy()), sampling_rate=SAMPLE_RATE, return_tensors="pt")
+        inputs = batch["input_values"].to(device=device, dtype=torch.float32)
+        out = self.model(input_values=inputs, output_hidden_states=not self.spectrogram)
+        if self.spectrogram:
+            frames = min(1 + (windows.shape[1] - _AST_FRAME) // _AST_HOP, self.max_frames)
+            real = (frames - self.patch) // self.stride + 1  # time patches over real frames only
+            patches = out.last_hidden_state[:, 2:].unflatten(1, (self.frequency_patches, self.time_patches))
+            return patches[:, :, :real].mean(dim=(1, 2))
+        middle = out.hidden_states[self.layers["middle"]]
+        return torch.cat([out.last_hidden_state.mean(dim=1), middle.mean(dim=1)], dim=1)
+
+
+def _shortest_input(model: Any) -> int:
+    """The fewest samples that give the model's conv feature encoder one output frame (its receptive field)."""
+    length = model._get_feat_extract_output_lengths
+    low, high = 1, 1 << 22  # the bisection's invariant: `high` gives a frame, `low - 1` does not
+    while low < high:
+        mid = (low + high) // 2
+        if int(length(torch.tensor(mid))) >= 1:
+            high = mid
+        else:
+            low = mid + 1
+    return low
+
+
+def _shown(keys: list[str], n: int = 4) -> str:
+    return "[" + ", ".join(keys[:n]) + (f", ... ({len(keys)} in all)" if len(keys) > n else "") + "]"
+
+
+def _config_dict(config: Any) -> dict[str, Any]:
+    return {k: v for k, v in config.to_dict().items() if k not in _CONFIG_NOISE}
+
+
+@AUDIO_ENCODERS.register_prefix("hf:")
+def transformers_audio_encoder(name: str, weights: str, seed: int) -> TransformersAudioEncoder:
+    """`hf:<repo id>[@revision]` (from the local Hugging Face cache) or `hf:<folder>` (a save_pretrained folder).
+
+    weights: "hub", the pretrained weights of that cache snapshot or folder; "random", the architecture of its
+    config.json with a seeded random init (tests, smoke runs: still needs the config and the feature extractor's
+    preprocessor_config.json on disk). Nothing is downloaded: a model not on disk raises WeightsNotFound saying how
+    to bring it."""
+    if weights not in ("hub", "random"):
+        raise ValueError(
+            f"hf:{name}: weights must be 'hub' (the pretrained weights of the cache or folder) or 'random' (seeded "
+            f"init of its config), got {weights!r}"
+        )
+    folder = model_folder(name)
+    from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
+
+    for needed in ("config.json", "preprocessor_config.json"):
+        if not (folder / needed).is_file():
+            raise WeightsNotFound(
+                f"hf:{name}: {folder} has no {needed}; the model is incomplete on this machine (run "
+                f"`hf download <repo>` on a machine with internet and copy it here)"
+            )
+    config = AutoConfig.from_pretrained(folder, local_files_only=True)
+    if config.model_type not in WAVEFORM_MODELS + SPECTROGRAM_MODELS:
+        raise ValueError(
+            f"hf:{name} is a {config.model_type!r} model; audio encoders take "
+            f"{', '.join(WAVEFORM_MODELS + SPECTROGRAM_MODELS)}"
+        )
+    extractor = AutoFeatureExtractor.from_pretrained(folder, local_files_only=True)
+    if weights == "random":
+        with torch.random.fork_rng(devices=[]):  # seed the init without disturbing the caller's RNG stream
+            torch.manual_seed(seed)
+            model = AutoModel.from_config(config).float()
+        identity: dict[str, Any] = {"init": "random", "seed": seed}
+    else:
+        files = _weight_files(folder)
+        if not files or not all(f.is_file() for f in files):
+            raise WeightsNotFound(
+                f"hf:{name}: no weights in {folder} (looked for model.safetensors, pytorch_model.bin or their "
+                f"sharded indexes with all their shards); download the whole repository (`hf download <repo>`), or "
+                f"use weights=random"
+            )
+        model, info = AutoModel.from_pretrained(
+            folder, config=config, local_files_only=True, dtype=torch.float32, output_loading_info=True
+        )
+        missing = sorted(k for k in info["missing_keys"] if not k.endswith(_UNUSED_IN_EVAL))
+        if missing or info["mismatched_keys"]:
+            raise ValueError(
+                f"hf:{name}: the weights in {folder} do not fill {type(model).__name__} (missing "
+                f"{_shown(missing)}, mismatched {_shown(sorted(map(str, info['mismatched_keys'])))}): they would "
+                f"run partly random"
+            )
+        identity = {"sha256": files_digest(files), "files": [f.name for f in files]}
+    return TransformersAudioEncoder(model.eval(), extractor, identity, _json_digest(_config_dict(config)))

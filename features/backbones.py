@@ -94,18 +94,41 @@ def register_backbone(name: str) -> Callable[[BackboneFactory], BackboneFactory]
     return decorator
 
 
+BACKBONE_PREFIXES: dict[str, Callable[[str, str, int], Backbone]] = {}
+
+
+def register_backbone_prefix(prefix: str) -> Callable:
+    """Register `factory(rest_of_name, weights, seed) -> Backbone` for the open-ended names `<prefix><rest>`, such as
+    `open_clip:ViT-B-32` (see features.clip)."""
+
+    def decorator(factory: Callable[[str, str, int], Backbone]) -> Callable[[str, str, int], Backbone]:
+        if prefix in BACKBONE_PREFIXES:
+            raise ValueError(f"backbone prefix {prefix!r} is already registered")
+        BACKBONE_PREFIXES[prefix] = factory
+        return factory
+
+    return decorator
+
+
 def list_backbones() -> list[str]:
     """Registered backbone names; any timm model name (see `timm.list_models()`) is accepted as well."""
     return sorted(BACKBONES)
 
 
 def create_backbone(name: str, weights: str = "random", seed: int = 0) -> Backbone:
-    """Build a frozen backbone: a registered name first, otherwise a timm model of that name.
+    """Build a frozen backbone: a registered name first, then a registered prefix (`open_clip:<architecture>`),
+    otherwise a timm model of that name.
 
     weights: "random" (seeded init), "hub" (Hugging Face cache only, never the network), or a local file path.
     """
     factory = BACKBONES.get(name)
-    backbone = factory(weights, seed) if factory is not None else timm_backbone(name, weights, seed)
+    prefix = next((p for p in BACKBONE_PREFIXES if name.startswith(p)), None)
+    if factory is not None:
+        backbone = factory(weights, seed)
+    elif prefix is not None:
+        backbone = BACKBONE_PREFIXES[prefix](name.removeprefix(prefix), weights, seed)
+    else:
+        backbone = timm_backbone(name, weights, seed)
     return backbone.eval().requires_grad_(False)
 
 

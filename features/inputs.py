@@ -47,3 +47,12 @@ class Text:
 
     column: str
     time_axis: bool = False
+
+
+@dataclass(frozen=True)
+class Category:
+    """A column of the items table holding a category a track parses from its ids (THQA's generator): one-hot over
+    the categories of the training split, in the metadata stream (see features.metadata)."""
+
+    column: str
+    time_axis: bool = False

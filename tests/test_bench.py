@@ -10,9 +10,9 @@ from workbench.cli import main
 SMOKE = bench.Sizes(
     resolutions=((128, 72), (192, 108)), clips=1, extraction_items=2, seconds=2, fps=8, repeats=1,
     cache_items=40, cache_frames=2, cache_dim=16, train_items=60, train_dim=8, folds=3, epochs=1,
-    memory_items=(2, 4), trials=1, trial_folds=2, long_seconds=3,
+    memory_items=(2, 4), trials=1, trial_folds=2, long_seconds=3, texts=16,
 )  # fmt: skip
-EVERY_ROW = ["1", "1", "2", "2", "3", "4", "5", "6", "6", "7", "7", "7", "8", "8", "9"]
+EVERY_ROW = ["1", "1", "2", "2", "3", "4", "5", "6", "6", "7", "7", "7", "8", "8", "9", "10", "10"]
 
 
 def table_rows(text: str) -> list[str]:

@@ -1,5 +1,7 @@
 """Blending runs: fitted weights stay on the simplex and use complementary runs; the nested estimate does not leak;
-runs on other folds are refused; the rank blend sees only ranks; `submit runs=a,b` writes the blend's zip."""
+runs on other folds are refused; the rank blend sees only ranks; the best single run is chosen fold by fold in its
+nested estimate, and auto submits a blend only where that beats the run by more than noise; `submit runs=a,b`
+writes the blend's zip, and with `blend=best` the better run's, saying why."""
 
 from pathlib import Path
 
@@ -8,8 +10,9 @@ import pandas as pd
 import pytest
 
 from common import metrics
-from ensembles.blend import BLENDS, BlendError, Stack, blend, pick
+from ensembles.blend import BLENDS, BlendError, Stack, blend, gain, pick
 from ensembles.combine import fold_ensemble
+from ensembles.submit import Choice, RunPredictions, submit_runs
 from tracks import get_track
 from workbench.cli import main
 from workbench.runs import Run
@@ -38,14 +41,19 @@ def _stack(runs: dict[str, np.ndarray], truth: np.ndarray, folds: dict[str, np.n
     )
 
 
-def test_weights_are_on_the_simplex_and_beat_each_run_with_complementary_errors():
+def _complementary() -> Stack:
+    """Two runs with complementary errors: each is good on one half of the items and noisy on the other."""
     rng = np.random.default_rng(0)
     truth = rng.normal(size=ITEMS)
     first_half = np.arange(ITEMS) < ITEMS // 2
     noise = rng.normal(scale=1.5, size=(2, ITEMS))
     a = truth + np.where(first_half, noise[0], 0.2 * noise[0])  # good on the second half only
     b = truth + np.where(first_half, 0.2 * noise[1], noise[1])  # good on the first half only
-    stack = _stack({"a": a, "b": b}, truth)
+    return _stack({"a": a, "b": b}, truth)
+
+
+def test_weights_are_on_the_simplex_and_beat_each_run_with_complementary_errors():
+    stack = _complementary()
     score = _score(stack.frame(stack.truth))
     weights = blend(stack, "weights", score)
     w = weights.blender.weights_
@@ -84,14 +92,103 @@ def test_the_rank_blend_ignores_a_monotone_transform_of_a_run():
     assert truth.min() <= plain.oof.min() and plain.oof.max() <= truth.max()  # on the label scale
 
 
-def test_auto_picks_the_best_nested_estimate():
+def _candidates(stack: Stack):
+    score = _score(stack.frame(stack.truth))
+    blends = [blend(stack, name, score) for name in BLENDS]
+    return score, {b.name: b for b in blends}, blends
+
+
+def test_the_best_run_is_chosen_on_the_other_folds_and_scored_on_the_held_out_one():
+    rng = np.random.default_rng(5)
+    truth = rng.normal(size=ITEMS)
+    fold = np.arange(ITEMS) % FOLDS
+    # a is the better run except on fold 0, where it is noise: the choice made without fold 0 differs from the others
+    a = np.where(fold == 0, rng.normal(size=ITEMS), truth + 0.5 * rng.normal(size=ITEMS))
+    b = truth + 0.8 * rng.normal(size=ITEMS)
+    stack = _stack({"a": a, "b": b}, truth)
+    score, blends, _ = _candidates(stack)
+    best = blends["best"]
+    chosen = []
+    for k in range(FOLDS):
+        rows = np.flatnonzero(fold != k)
+        on_the_others = [score(stack.frame(stack.oof[r, rows], rows)) for r in range(2)]
+        chosen.append(int(np.argmax(on_the_others)))
+        np.testing.assert_array_equal(best.oof[fold == k], stack.oof[chosen[-1], fold == k])
+    assert len(set(chosen)) == 2  # the estimate pays for the choice, fold by fold
+    assert best.nested == pytest.approx(score(stack.frame(best.oof)))
+    full = int(np.argmax([score(stack.frame(p)) for p in stack.oof]))
+    assert best.in_sample == max(score(stack.frame(p)) for p in stack.oof)
+    np.testing.assert_array_equal(best.test, stack.test[full])
+    assert best.blender.describe(stack.runs) == f"{stack.runs[full]} alone"
+
+
+@pytest.mark.parametrize(
+    "seed, above",
+    [(0, False), (7, True)],  # every blend below the run (the issue's case), or one above it by less than noise
+)
+def test_auto_submits_the_better_run_alone_when_the_other_is_clearly_worse(seed, above):
+    rng = np.random.default_rng(seed)
+    truth = rng.normal(size=ITEMS)
+    good = truth + 0.6 * rng.normal(size=ITEMS)
+    poor = good + rng.normal(size=ITEMS)  # worse, and nothing in it that the good run lacks
+    stack = _stack({"good": good, "poor": poor}, truth)
+    _, blends, candidates = _candidates(stack)
+    top = max((b for b in candidates if b.name != "best"), key=lambda b: b.nested)
+    more, error = gain(top, blends["best"])
+    assert (0 < more < error) if above else more < 0
+    picked = pick(candidates)
+    assert picked.chosen.name == "best"
+    np.testing.assert_array_equal(picked.chosen.test, stack.test[0])  # the good run's test predictions, alone
+    assert picked.chosen.nested > max(b.nested for b in candidates if b.name in ("mean", "rank"))
+    assert f"the highest, {top.name}, by {more:+.4f} against {error:.4f}" in picked.why
+
+
+def test_auto_blends_when_blending_clearly_helps():
+    stack = _complementary()
+    _, blends, candidates = _candidates(stack)
+    picked = pick(candidates)
+    assert picked.chosen.name != "best"
+    more, error = gain(picked.chosen, blends["best"])
+    assert more > max(error, 0.05)
+    assert picked.chosen.nested == max(b.nested for b in candidates)
+    assert picked.why.startswith(f"its nested estimate beats the best single run's {blends['best'].nested:.4f}")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_identical_runs_are_submitted_as_the_run(seed):
+    rng = np.random.default_rng(seed)
+    truth = rng.normal(size=ITEMS)
+    run = truth + rng.normal(size=ITEMS)
+    stack = _stack({"a": run, "b": run.copy()}, truth)
+    score, blends, candidates = _candidates(stack)
+    for same in ("mean", "weights"):  # the run itself, so a tie, which goes to the run
+        assert blends[same].nested == pytest.approx(blends["best"].nested, abs=1e-12)
+    picked = pick(candidates)
+    assert picked.chosen.name == "best"
+    np.testing.assert_array_equal(picked.chosen.test, stack.test[0])
+    assert picked.chosen.nested == score(stack.frame(run))
+
+
+def test_one_run_is_its_own_best_run():
+    rng = np.random.default_rng(6)
+    truth = rng.normal(size=ITEMS)
+    stack = _stack({"a": truth + rng.normal(size=ITEMS)}, truth)
+    score = _score(stack.frame(stack.truth))
+    only = blend(stack, "best", score)
+    np.testing.assert_array_equal(only.oof, stack.oof[0])
+    np.testing.assert_array_equal(only.test, stack.test[0])
+    assert only.nested == only.in_sample == score(stack.frame(stack.oof[0]))
+    assert pick([only]).chosen is only
+
+
+def test_a_blend_named_is_submitted_whatever_auto_would_pick():
     rng = np.random.default_rng(4)
     truth = rng.normal(size=ITEMS)
     stack = _stack({"a": truth + rng.normal(size=ITEMS), "b": rng.normal(size=ITEMS)}, truth)
-    score = _score(stack.frame(stack.truth))
-    blends = [blend(stack, name, score) for name in BLENDS]
-    assert pick(blends).nested == max(b.nested for b in blends)
-    assert pick(blends, "rank").name == "rank"
+    _, blends, candidates = _candidates(stack)
+    for name in BLENDS:
+        picked = pick(candidates, name)
+        assert picked.chosen is blends[name] and picked.why == f"named by blend={name}"
 
 
 def test_submit_blends_two_runs_of_different_heads(two_kvq_runs, tmp_path):
@@ -101,8 +198,9 @@ def test_submit_blends_two_runs_of_different_heads(two_kvq_runs, tmp_path):
     (zip_path,) = out.glob("kvq-mean-*/kvq-mean-*.zip")
     assert {p.name for p in zip_path.parent.iterdir()} == {zip_path.name, "calibration.json", "report.png", "report.md"}
     report = (zip_path.parent / "report.md").read_text()  # the table the command printed
-    for label in ("blend mean (picked)", "blend rank", "blend weights", "blend ridge", "nested estimate", *runs):
+    for label in ("blend mean (picked)", "blend best", "blend rank", "blend weights", "blend ridge", *runs):
         assert label in report
+    assert "nested estimate" in report and "named by blend=mean" in report
     kvq = get_track("kvq")
     submitted = kvq.submission.read(zip_path, kvq.targets)
     runs_dir = words[1].split("=", 1)[1]
@@ -110,3 +208,35 @@ def test_submit_blends_two_runs_of_different_heads(two_kvq_runs, tmp_path):
     expected = (each[0] + each[1].loc[each[0].index]) / 2
     np.testing.assert_allclose(submitted.loc[expected.index, "score"], expected["score"])
     assert not np.allclose(submitted.loc[expected.index, "score"], each[0]["score"])
+
+
+def test_submit_best_writes_the_better_run_alone_and_says_why(two_kvq_runs, tmp_path):
+    words, runs = two_kvq_runs
+    out = tmp_path / "subs"
+    assert main(["submit", *words, f"runs={','.join(runs)}", f"out={out}", "blend=best"]) == 0
+    (zip_path,) = out.glob("kvq-best-*/kvq-best-*.zip")
+    report = (zip_path.parent / "report.md").read_text()
+    assert "blend best (picked)" in report and "named by blend=best" in report
+    kvq = get_track("kvq")
+    runs_dir = Path(words[1].split("=", 1)[1])
+    loaded = [Run(runs_dir / "kvq" / run) for run in runs]
+    labelled = kvq.read_items(Path(words[0].split("=", 1)[1])).query("split == 'train'")
+    oof = [fold_ensemble(run.predictions("oof"), kvq.targets) for run in loaded]
+    better = int(np.argmax([kvq.selection_score(pred, labelled)["score"] for pred in oof]))
+    assert f"{runs[better]} alone" in report
+    submitted = kvq.submission.read(zip_path, kvq.targets)
+    expected = fold_ensemble(loaded[better].predictions("test"), kvq.targets)
+    np.testing.assert_allclose(submitted.loc[expected.index, "score"], expected["score"])
+    # Its cost and readme are the submitted run's alone: the extras see only its views.
+    seen = []
+    predicted = [RunPredictions(r.id, r.predictions("oof"), r.predictions("test"), r.folds()) for r in loaded]
+    items = kvq.read_items(Path(words[0].split("=", 1)[1]))
+    submit_runs(
+        kvq,
+        predicted,
+        items,
+        Choice("best", "none", ()),
+        tmp_path / "direct",
+        lambda v, a: (seen.append(v), ({}, ""))[1],
+    )
+    assert [list(views) for views in seen] == [[runs[better]]]

@@ -18,7 +18,7 @@ from features.cache import FeatureSpec, read_features
 from features.extract import extract
 from synth.video import encode_mp4, render_source
 from tracks import get_track
-from tracks.talking_head import TRAIN_LIST, VAL_LIST, source_image
+from tracks.talking_head import TRAIN_LIST, VAL_LIST, generator, source_image
 from workbench.cli import main
 
 REFERENCE = Path(__file__).parents[2] / "shared" / "reference" / "thqa"
@@ -46,6 +46,13 @@ def test_a_source_image_is_told_apart_across_the_name_families():
     assert source_image("4_dalle3_common_voice_en_35333821_audio2head.mp4") == "4"
     assert source_image("4_voice_en_35092633_ahead.mp4") == "4_voice"
     assert source_image("5372021_SEN_the_small_boy_put_the_worm_on_the_hook_video_lead_1.mp4") == "5372021_SEN"
+
+
+def test_the_generator_is_read_from_every_name_family():
+    assert generator("4_dalle3_common_voice_en_35333821_audio2head.mp4") == "audio2head"
+    assert generator("4_voice_en_35092633_ahead.mp4") == "ahead"
+    assert generator("5372021_SEN_the_small_boy_put_the_worm_on_the_hook_qp_level_9.mp4") == "SEN_qp_level"
+    assert generator("5372021_SEN_the_boy_stream_level_-2.mp4") == "SEN_stream_level"
 
 
 def test_the_organisers_example_zip_scores_against_their_validation_labels(capsys):

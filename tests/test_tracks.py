@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from ensembles.export import write_zip
-from features.inputs import Text
+from features.inputs import Category, Text
 from tracks import ITEM_COLUMNS, get_track, list_tracks
 from workbench import check
 from workbench.cli import load_track, main
@@ -48,8 +48,8 @@ def test_declarations_agree(synthetic):
 def test_synthetic_data_reads_back_as_declared(synthetic):
     track, folder = synthetic
     items = track.read_items(folder / "data")
-    texts = [kind.column for kind in track.inputs if isinstance(kind, Text)]
-    assert list(items.columns) == [*ITEM_COLUMNS, *texts, *track.targets]
+    named = [kind.column for kind in track.inputs if isinstance(kind, (Text, Category))]
+    assert list(items.columns) == [*ITEM_COLUMNS, *named, *track.targets]
     assert items["item_id"].is_unique and items["path"].map(lambda p: Path(p).is_file()).all()
     train, test = items[items.split == "train"], items[items.split == "test"]
     assert len(train) and len(test)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.inputs import Video
+from features.inputs import Category, Video
 from synth import talking_head as synth_talking_head
 from tracks.base import (
     TRUTH_FILE,
@@ -65,11 +65,18 @@ def source_image(name: str) -> str:
     return f"{first}_{kind}" if kind in REAL_SETS else first
 
 
+def generator(name: str) -> str:
+    """What made the clip: the generator, the name's last field (`sadtalker`); for a real face's distorted clip
+    (`..._SEN_<sentence>_qp_level_9`) the kind of its distortion (`SEN_qp_level`), its level left out."""
+    fields = name.removesuffix(".mp4").split("_")
+    return "SEN_" + "_".join(fields[-3:-1]) if "SEN" in fields[1:2] else fields[-1]
+
+
 @register_track
 class TalkingHead(CorrelationTrack):
     name = "talking_head"
     title = "NTIRE 2025 XGC track 3: talking-head video quality (THQA-NTIRE)"
-    inputs = (Video(),)
+    inputs = (Video(), Category("generator"))
     targets = ("score",)
     score_range = (-1.0, 6.0)  # scores are 0 to 5
     submission = CsvFormat("output.txt", "Video", ("score",), header=False)
@@ -93,7 +100,8 @@ class TalkingHead(CorrelationTrack):
         items = items.rename(columns={"Video": "item_id", "Score": "score"})
         items["path"] = [media_path(data, item, str(listed)) for item in items["item_id"]]
         items["group"] = items["item_id"].map(source_image)
-        return items[["item_id", "path", "split", "group", "score"]]
+        items["generator"] = items["item_id"].map(generator)
+        return items[["item_id", "path", "split", "group", "generator", "score"]]
 
     def read_truth(self, truth: Path) -> pd.DataFrame:
         """The organisers' label file itself (`Video,Score`), or a synthetic dataset's `truth/` folder holding one."""

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from features.decode import DECODERS, MediaError
-from features.inputs import Text
+from features.inputs import Category, Text
 from tracks import LayoutError, Track
 
 SHOWN = 5  # examples named per finding
@@ -92,6 +92,11 @@ def check(track: Track, data: Path, media: bool = True, threads: int = 8) -> Rep
         if isinstance(kind, Text):
             empty = int(items[kind.column].fillna("").astype(str).str.strip().eq("").sum())
             report.facts.append((f"{kind.column} (text)", f"{empty} of {len(items)} empty"))
+        elif isinstance(kind, Category):
+            values = items[kind.column].astype(str)
+            seen = set(values[items["split"] == "train"])
+            unseen = int((~values[items["split"] != "train"].isin(seen)).sum())
+            report.facts.append((f"{kind.column} (category)", f"{len(seen)} in training; {unseen} other items unseen"))
         elif media:
             _probe_column(report, items, kind.column, kind.decoder, threads)
     return report

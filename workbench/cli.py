@@ -274,8 +274,10 @@ def cost_and_readme(
     about: str,
 ) -> tuple[dict[str, bytes], str]:
     """Checks the budget where the track sets one; the readme (runtime measured on a few test items) where the
-    track's zip carries one. A blend runs every run's pipeline, so costs and runtimes add up."""
+    track's zip carries one, for the runs the submission runs (those in `views`): a blend runs every run's pipeline,
+    so costs and runtimes add up."""
     extras, runtime = {}, "n/a"
+    runs, configs = zip(*[(run, config) for run, config in zip(runs, configs) if run.id in views])
     if track.budget or track.submission.readme:
         pipelines = [
             Pipeline.of(config, track, family_variants(views[run.id], len(config.all_specs(track.media))))
@@ -300,6 +302,8 @@ def describe(run: Run, config: TrainConfig, views: Sequence[str]) -> str:
         + (f"{config.audio} features of {config.audio_seconds:g} s of audio per key frame, " if config.audio else "")
         + (f"{config.sync} audio-mouth sync features, " if config.sync else "")
         + (f"{config.text} features of the text, " if config.text else "")
+        + ("the cosine of the text's embedding with each key frame's, " if config.align else "")
+        + ("the files' container metadata and the track's categories, " if config.meta else "")
         + f"test-time views {','.join(views)}; {config.head} head trained on {config.folds} folds "
         f"(loss {config.loss}), test prediction the mean of the fold models; run {run.id} of the vqa-workbench."
     )

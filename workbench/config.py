@@ -19,7 +19,10 @@ from features.cache import FeatureSpec
 from features.views import DEFAULT_FAMILY, AudioWindows, Clips, SyncSeries
 
 T = TypeVar("T")
-EXTRA_STREAMS = ("motion", "audio", "sync", "text")  # the config words naming the streams beside the key frames
+# the config words naming the streams beside the key frames
+EXTRA_STREAMS = ("motion", "audio", "sync", "text", "align", "meta")
+ALIGNMENTS = ("cosine",)
+METADATA = ("container",)
 
 
 class ConfigError(ValueError):
@@ -62,12 +65,20 @@ class FeatureConfig(TrackConfig):
     clip: int = 8
     clip_size: int = 112
     audio: str = ""
+    audio_weights: str = "random"  # random | hub (hf:<model>: the cache's or folder's pretrained weights)
     audio_seconds: float = 1.0
     sync: str = ""
-    text: str = ""  # a text encoder (features.text) on each of the track's text inputs: one more stream each
+    # `text`: a text encoder (features.text) on each of the track's text inputs, one more stream each. `align=cosine`:
+    # beside each, the cosine of its embedding with each key frame's (features.clip; backbone and text encoder the
+    # two towers of one model). `meta=container`: the files' container facts and the track's categories, one stream.
+    text: str = ""
+    text_weights: str = "random"  # random | hub (hf:<model>) | hub:<tag> (open_clip:<arch>) | a local weights file
+    align: str = ""
+    meta: str = ""
 
     def extra_streams(self) -> list[str]:
-        """The encoders named for the streams beside the key frames (motion, audio, sync, text), in that order."""
+        """The encoders named for the streams beside the key frames (motion, audio, sync, text, alignment,
+        metadata), in that order."""
         return [getattr(self, word) for word in EXTRA_STREAMS if getattr(self, word)]
 
     def key_frames_alone(self) -> typing.Self:
@@ -88,19 +99,29 @@ class FeatureConfig(TrackConfig):
         return tuple(FeatureSpec(**common, media=media, view=family) for family in families)
 
     def streams(self, media: str) -> tuple[tuple[FeatureSpec, ...], ...]:
-        """The feature streams a run reads, each a tuple of feature sets joined on the feature axis: the key frames'
-        view families, then the motion, audio and sync streams that are named."""
+        """The cached feature streams a run reads, each a tuple of feature sets joined on the feature axis: the key
+        frames' view families, then the motion, audio and sync streams that are named (the text, alignment and
+        metadata streams are made when a run loads: workbench.train.read_streams)."""
         frames = self.feature_specs(media)
         if (self.motion or self.sync) and self.clip < 2:
             raise ConfigError(f"clip={self.clip}: clips take 2 frames or more")
         if (self.audio or self.sync) and not self.audio_seconds > 0:
             raise ConfigError(f"audio_seconds={self.audio_seconds}: an audio or sync stream needs a window > 0")
+        if self.align and self.align not in ALIGNMENTS:
+            raise ConfigError(f"align={self.align!r}: expected one of {', '.join(ALIGNMENTS)}")
+        if self.align and not self.text:
+            raise ConfigError("align= relates a text encoder's embedding to the key frames': name one with text=")
+        if self.meta and self.meta not in METADATA:
+            raise ConfigError(f"meta={self.meta!r}: expected one of {', '.join(METADATA)}")
         key = frames[0]
         shared = {"media": media, "frames": key.frames, "fps": key.fps, "phase": key.phase, "dtype": key.dtype}
         clips = {"clip": self.clip, "size": self.clip_size}
         extra = [
             (self.motion, {"weights": self.motion_weights, "view": Clips.name, **clips}),
-            (self.audio, {"view": AudioWindows.name, "audio_seconds": self.audio_seconds}),
+            (
+                self.audio,
+                {"weights": self.audio_weights, "view": AudioWindows.name, "audio_seconds": self.audio_seconds},
+            ),
             (self.sync, {"view": SyncSeries.name, "audio_seconds": self.audio_seconds, **clips}),
         ]
         return (frames, *((FeatureSpec(backbone=name, **shared, **words),) for name, words in extra if name))
@@ -178,7 +199,7 @@ class ProfileConfig(HeadConfig, FeatureConfig):
 @dataclass(frozen=True)
 class SubmitConfig(TrackConfig):
     runs: tuple[str, ...] = ()  # run ids to blend (they must share folds); empty means the newest complete run
-    blend: str = "auto"  # auto (best nested estimate) | mean | rank | weights | ridge
+    blend: str = "auto"  # auto (the best run unless a blend beats it by more than noise) | best | mean | rank | ...
     calibration: str = ""  # none | logistic4 | logistic5; empty means the track's own (Track.calibrate)
     runs_dir: str = "runs"  # the root folder of run folders
     out: str = "submissions"

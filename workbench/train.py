@@ -31,9 +31,11 @@ from common.tables import Table
 from ensembles.calibrate import CALIBRATION, Calibration
 from ensembles.report import write_report
 from features.cache import Features, Streams, cache_dir, concat_features, read_features, read_manifest
+from features.clip import prompt_alignment
 from features.fingerprint import fingerprints
-from features.inputs import Text
-from features.text import text_features
+from features.inputs import Category, Text
+from features.metadata import CONTAINER_FACTS, CONTAINER_VERSION, container_metadata, one_hot
+from features.text import EncodedText, text_features
 from features.views import split_variants, view_family
 from tracks import Track, get_track
 from workbench.config import TrainConfig, as_dict
@@ -192,36 +194,69 @@ def oof_score(run: Run, data: TrainingData) -> float:
 
 
 def read_streams(cfg: TrainConfig, track: Track, items: pd.DataFrame) -> tuple[Streams, str]:
-    """The feature streams of `cfg` for `items` (item_id, media: their files' fingerprints now): per stream its
-    feature sets side by side (see concat_features), the streams' views paired; and the joined cache keys. Rows made
-    from other bytes are refused (StaleFeatures)."""
+    """The feature streams of `cfg` for `items` (item_id, media: their files' fingerprints now): per cached stream
+    its feature sets side by side (see concat_features), then the streams made from the items table and the files
+    (text, alignment, metadata), the streams' views paired; and the joined keys. Rows made from other bytes are
+    refused (StaleFeatures)."""
     specs = cfg.all_specs(track.media)
     families = [view_family(spec) for spec in specs]
     chosen = iter(split_variants(families, cfg.views) if cfg.views else [None] * len(specs))
-    streams, keys = [], []
+    streams, keys, manifests = [], [], []
     ids, media = items["item_id"].tolist(), items["media"].tolist()
     for stream in cfg.streams(track.media):
         sets = []
         for spec in stream:
             folder, views = cache_dir(cfg.cache, track.name, spec), next(chosen)
-            read_manifest(folder, spec)
+            manifests.append(read_manifest(folder, spec))
             sets.append(read_features(folder, ids, list(views) if views else None, spec.frames, media))
             keys.append(folder.name)
         streams.append(concat_features(sets))
+        if len(streams) == 1:
+            key_frames = sets[0]  # the first view family's, in the backbone's own space (for alignment)
+    train = (items["split"] == "train").to_numpy()
     for column in (kind.column for kind in track.inputs if isinstance(kind, Text)) if cfg.text else ():
-        features, key = text_stream(cfg.text, items, column, cfg.seed)
+        texts = items[column].fillna("").astype(str).tolist()
+        encoded = text_features(cfg.text, texts, train, cfg.seed, cfg.text_weights, cfg.cache)
+        streams.append(per_item(encoded.vectors, ids))
+        keys.append(f"text-{column}-{encoded.key}")
+        if cfg.align:
+            streams.append(alignment_stream(key_frames, manifests[0], encoded, cfg))
+            keys.append(f"align-{column}-{encoded.key}")
+    if cfg.meta:
+        features, key = metadata_stream(track, items, train, cfg.cache)
         streams.append(features)
-        keys.append(f"text-{column}-{key}")
+        keys.append(key)
     return Streams.pair(streams), "+".join(keys)
 
 
-def text_stream(encoder: str, items: pd.DataFrame, column: str, seed: int) -> tuple[Features, str]:
-    """The text column's features, one per item (one frame, one view), and their key: the encoder is fitted on the
-    training split's text, out-of-fold items included, since it is unsupervised and sees no label."""
-    texts = items[column].fillna("").astype(str).tolist()
-    x, key = text_features(encoder, texts, (items["split"] == "train").to_numpy(), seed)
-    mask = np.ones((len(texts), 1, 1), dtype=bool)
-    return Features(x[:, None, None, :], mask, items["item_id"].tolist(), ["center"]), key
+def per_item(vectors: np.ndarray, ids: list[str]) -> Features:
+    """One vector per item as a stream of one frame and one view; a row of NaN is an item without it."""
+    present = ~np.isnan(vectors).any(axis=1)
+    return Features(np.nan_to_num(vectors)[:, None, None, :], present[:, None, None], ids, ["center"])
+
+
+def alignment_stream(frames: Features, manifest: dict, text: EncodedText, cfg: TrainConfig) -> Features:
+    """The cosine of the text's embedding with each key frame's, refused unless both come from one model's towers."""
+    space = manifest.get("backbone", {}).get("space")
+    if space is None or space != text.identity.get("space"):
+        raise ValueError(
+            f"align={cfg.align} needs the backbone and the text encoder to be the two towers of one model in one "
+            f"embedding space (e.g. backbone=open_clip:ViT-B-32 text=open_clip:ViT-B-32 with the same weights); "
+            f"got backbone={cfg.backbone} weights={cfg.weights}, text={cfg.text} text_weights={cfg.text_weights}"
+        )
+    return prompt_alignment(frames, text.vectors[:, :-1])  # the last feature is the empty flag
+
+
+def metadata_stream(track: Track, items: pd.DataFrame, train: np.ndarray, cache: str) -> tuple[Features, str]:
+    """The container facts of each item's file and the one-hot of the track's categories, and their key."""
+    parts = [container_metadata(items["path"].tolist(), items["media"].tolist(), cache)]
+    named = []
+    for column in (kind.column for kind in track.inputs if isinstance(kind, Category)):
+        hot, categories = one_hot(items[column].astype(str).tolist(), train)
+        parts.append(hot)
+        named.append([column, categories])
+    digest = hashlib.sha256(json.dumps([CONTAINER_FACTS, CONTAINER_VERSION, named]).encode()).hexdigest()[:10]
+    return per_item(np.concatenate(parts, axis=1), items["item_id"].tolist()), f"meta-container__{digest}"
 
 
 def load_training_data(cfg: TrainConfig) -> TrainingData:

@@ -1,0 +1,96 @@
+"""Metadata: what a file's container says of it (duration, frame rate, resolution, bitrate, bit depth, sound) and
+what a track reads from its ids (THQA's generator), one vector per item.
+
+Raters never see these numbers, but they track what raters do see: a short clip, a low frame rate, an upscaled
+small picture, a starved bitrate, a dead soundtrack; and a talking-head generator's name says much of its clips'
+quality. The container is only opened, never decoded, and its facts are memoised under the file's fingerprint
+(features.memo), so a changed file is read again and an unchanged one costs nothing on the next run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import av
+import numpy as np
+
+from features.decode import MediaError, open_container
+from features.fingerprint import UNREADABLE
+from features.memo import memo_path, memoised
+
+CONTAINER_FACTS = (
+    "log_duration",  # log1p of seconds
+    "fps",
+    "log2_width",
+    "log2_height",
+    "aspect",  # width / height
+    "log_kbps",  # log1p of the container's bitrate in kbit/s
+    "bit_depth",  # of the first video plane: 8, or 10 for HDR10
+    "has_audio",
+)
+CONTAINER_VERSION = 1
+
+
+def container_facts(path: str) -> np.ndarray:
+    """[len(CONTAINER_FACTS)] float32 of the first video stream and the container; MediaError where the file cannot
+    be opened or holds no video (an image opens as a one-frame video)."""
+    with open_container(path) as container:
+        if not container.streams.video:
+            raise MediaError(path, "no video stream")
+        video = container.streams.video[0]
+        width, height = video.codec_context.width, video.codec_context.height
+        if not width or not height:
+            raise MediaError(path, "the video stream declares no size")
+        seconds = (
+            float(video.duration * video.time_base)
+            if video.duration and video.time_base
+            else (container.duration or 0) / av.time_base
+        )
+        fps = float(video.average_rate or video.guessed_rate or 0)
+        depth = av.VideoFormat(video.codec_context.pix_fmt).components[0].bits if video.codec_context.pix_fmt else 8
+        kbps = (container.bit_rate or 0) / 1000
+        return np.array(
+            [
+                math.log1p(seconds),
+                fps,
+                math.log2(width),
+                math.log2(height),
+                width / height,
+                math.log1p(kbps),
+                depth,
+                bool(container.streams.audio),
+            ],
+            dtype=np.float32,
+        )
+
+
+def container_metadata(paths: Sequence[str], media: Sequence[str], memo_root: str | Path | None) -> np.ndarray:
+    """[N, facts] for each path, memoised under its fingerprint; NaN rows for files that cannot be read (the item
+    then has no metadata row, as an item that failed extraction has no frame)."""
+    width = len(CONTAINER_FACTS)
+
+    def read(rows: list[int]) -> np.ndarray:
+        out = np.full((len(rows), width), np.nan, dtype=np.float32)
+        for k, row in enumerate(rows):
+            with contextlib.suppress(MediaError):
+                out[k] = container_facts(paths[row])
+        return out
+
+    memo = memo_path(memo_root, "container", {"facts": CONTAINER_FACTS, "version": CONTAINER_VERSION})
+    keys = [digest if digest != UNREADABLE else f"{UNREADABLE}:{path}" for digest, path in zip(media, paths)]
+    return memoised(memo if memo_root is not None else None, keys, width, read)
+
+
+def one_hot(values: Sequence[str], train: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """[N, C] of the categories seen in the training split (sorted), and their names; a category the training split
+    never shows is all zeros, so a test generator the model has not met claims nothing."""
+    categories = sorted({v for v, keep in zip(values, train) if keep})
+    where = {c: i for i, c in enumerate(categories)}
+    out = np.zeros((len(values), len(categories)), dtype=np.float32)
+    for row, value in enumerate(values):
+        if value in where:
+            out[row, where[value]] = 1.0
+    return out, categories
