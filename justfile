@@ -39,6 +39,10 @@ sweep-best *args:
 submit *args:
     @{{python}} -m workbench submit "$@"
 
+# pack runs into a folder and zip with an executable `predict MEDIA RESULT_FILE`: track=<t> runs=<ids> [out=exports]
+export *args:
+    @{{python}} -m workbench export "$@"
+
 # official score of a prediction csv or zip: track=<t> preds=<file> truth=<dir>
 score *args:
     @{{python}} -m workbench score "$@"

@@ -8,7 +8,10 @@ the pooled predictions, so the weights are never scored on the predictions they 
 is a fit too (the best of several out-of-fold scores is optimistic), so the best single run is a blender of its own,
 estimated the same way, and `pick` submits a blend only where its nested estimate beats that run's by more than noise.
 
-Arrays are [runs, items, targets] for the runs' predictions and [items, targets] for labels and blends.
+Arrays are [runs, items, targets] for the runs' predictions and [items, targets] for labels and blends. A fitted
+blender is its class and its fitted attributes (named with a trailing `_`, each a float array or an int), so the
+exported predictor saves it as JSON (`blender_state`) and restores it (`restore_blender`); its `predict` maps each
+item on its own, the same bits whether the item is predicted alone or with the whole test list.
 """
 
 from __future__ import annotations
@@ -104,6 +107,13 @@ class Stack:
         return {int(k): score(self.frame(pred[self.folds == k], self.folds == k)) for k in np.unique(self.folds)}
 
 
+def _over_runs(weights: np.ndarray, preds: Sequence[np.ndarray]) -> np.ndarray:
+    """The sum over runs of `weights[r] * preds[r]` (weights [runs] or [runs, targets]), added elementwise in the runs'
+    order: a BLAS product or numpy's pairwise reduction may sum in an order that depends on the batch's shape, which
+    would make an item's blend differ in its last bits alone and in the whole test list."""
+    return sum(w * p for w, p in zip(weights, preds))
+
+
 class Blender(Protocol):
     def fit(self, oof: np.ndarray, truth: np.ndarray, score: ArrayScore) -> Blender: ...
 
@@ -140,7 +150,7 @@ class MeanBlend:
         return self
 
     def predict(self, preds: np.ndarray) -> np.ndarray:
-        return preds.mean(axis=0)
+        return _over_runs(np.ones(len(preds)), preds) / len(preds)
 
     def describe(self, runs: Sequence[str]) -> str:
         return "equal weights"
@@ -171,7 +181,7 @@ class RankBlend:
         return self
 
     def _consensus(self, preds: np.ndarray) -> np.ndarray:
-        return np.mean([_positions(reference, p) for reference, p in zip(self.runs_, preds)], axis=0)
+        return _over_runs(np.ones(len(preds)), [_positions(ref, p) for ref, p in zip(self.runs_, preds)]) / len(preds)
 
     def predict(self, preds: np.ndarray) -> np.ndarray:
         quantile = _positions(self.consensus_, self._consensus(preds))
@@ -192,7 +202,7 @@ class WeightsBlend:
         runs = len(oof)
 
         def value(weights: np.ndarray) -> float:
-            return _finite(score(np.tensordot(weights, oof, axes=1)))
+            return _finite(score(_over_runs(weights, oof)))
 
         def weights(free: np.ndarray) -> np.ndarray:  # the first run's logit is pinned at 0
             return softmax(np.concatenate([[0.0], free]))
@@ -212,7 +222,7 @@ class WeightsBlend:
         return self
 
     def predict(self, preds: np.ndarray) -> np.ndarray:
-        return np.tensordot(self.weights_, preds, axes=1)
+        return _over_runs(self.weights_, preds)
 
     def describe(self, runs: Sequence[str]) -> str:
         return ", ".join(f"{w:.3f} {run}" for w, run in zip(self.weights_, runs))
@@ -223,20 +233,23 @@ RIDGE_ALPHAS = np.logspace(-3, 3, 13)
 
 class RidgeBlend:
     """Per target, a ridge regression of the labels on the runs' predictions with an intercept, its penalty chosen by
-    efficient leave-one-out over a log grid: a linear stack that may rescale and shift, and weigh a run negatively."""
+    efficient leave-one-out over a log grid: a linear stack that may rescale and shift, and weigh a run negatively.
+    Only the fitted line is kept (coefficients [runs, targets], intercepts and penalties [targets])."""
 
     def fit(self, oof: np.ndarray, truth: np.ndarray, score: ArrayScore) -> RidgeBlend:
-        self.models_ = [RidgeCV(alphas=RIDGE_ALPHAS).fit(oof[:, :, t].T, truth[:, t]) for t in range(truth.shape[1])]
+        models = [RidgeCV(alphas=RIDGE_ALPHAS).fit(oof[:, :, t].T, truth[:, t]) for t in range(truth.shape[1])]
+        self.coef_ = np.column_stack([m.coef_ for m in models])
+        self.intercept_ = np.array([m.intercept_ for m in models])
+        self.alpha_ = np.array([m.alpha_ for m in models])
         return self
 
     def predict(self, preds: np.ndarray) -> np.ndarray:
-        return np.column_stack([model.predict(preds[:, :, t].T) for t, model in enumerate(self.models_)])
+        return _over_runs(self.coef_, preds) + self.intercept_
 
     def describe(self, runs: Sequence[str]) -> str:
         return "; ".join(
-            " ".join(f"{c:+.3f} {run}" for c, run in zip(m.coef_, runs))
-            + f" {m.intercept_:+.3f} (alpha {m.alpha_:.3g})"
-            for m in self.models_
+            " ".join(f"{c:+.3f} {run}" for c, run in zip(coef, runs)) + f" {intercept:+.3f} (alpha {alpha:.3g})"
+            for coef, intercept, alpha in zip(self.coef_.T, self.intercept_, self.alpha_)
         )
 
 
@@ -248,6 +261,32 @@ BLENDS: dict[str, type] = {
     "weights": WeightsBlend,
     "ridge": RidgeBlend,
 }
+
+
+def blender_state(name: str, blender: Blender) -> dict:
+    """A fitted blender as JSON: its name in BLENDS and its fitted attributes, arrays as nested lists."""
+    fitted = {}
+    for key, value in vars(blender).items():
+        if not key.endswith("_"):
+            continue
+        if isinstance(value, np.ndarray) and value.dtype == np.float64:
+            fitted[key] = value.tolist()
+        elif isinstance(value, int):
+            fitted[key] = value
+        else:
+            raise TypeError(f"blend {name}: fitted {key} is a {type(value).__name__}, not a float array or an int")
+    return {"name": name, "fitted": fitted}
+
+
+def restore_blender(state: dict) -> Blender:
+    """The blender `blender_state` saved, predicting exactly as it did."""
+    name = state["name"]
+    if name not in BLENDS:
+        raise ValueError(f"blend {name!r} is not one of {', '.join(BLENDS)}")
+    blender = BLENDS[name]()
+    for key, value in state["fitted"].items():
+        setattr(blender, key, value if isinstance(value, int) else np.asarray(value, dtype=np.float64))
+    return blender
 
 
 @dataclass(frozen=True)

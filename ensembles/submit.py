@@ -25,9 +25,10 @@ from ensembles.combine import fold_ensemble, mean_over_views
 from ensembles.export import write_zip
 from ensembles.report import write_report
 from tracks import Track
+from tracks.base import RangeMap
 
-# (each run's views, the blend's description) -> (files beside the predictions, the runtime to show)
-Extras = Callable[[dict[str, list[str]], str], tuple[dict[str, bytes], str]]
+# (the decision, each run's views, the blend's description) -> (files beside the predictions, the runtime to show)
+Extras = Callable[["Decision", dict[str, list[str]], str], tuple[dict[str, bytes], str]]
 
 
 @dataclass(frozen=True)
@@ -56,13 +57,27 @@ class Submission:
     tables: list[Table]
 
 
-def submit_runs(
-    track: Track, runs: Sequence[RunPredictions], items: pd.DataFrame, choice: Choice, out: Path, extras: Extras
-) -> Submission:
-    """Blends, calibrates and writes `out/<name>/<name>.zip` with `calibration.json`, `report.png` and `report.md`."""
-    test, labelled = items[items["split"] == "test"], items[items["split"] == "train"]
+@dataclass
+class Decision:
+    """What a submission of runs is: the blends tried and the one picked, the calibration fitted on its out-of-fold
+    predictions, the map into the track's range, and the runs it runs (the best run alone, or every run of a
+    blend); with the calibrated out-of-fold and the final test predictions."""
+
+    stack: Stack
+    blends: list[Blended]
+    picked: Pick
+    calibration: Calibration
+    range_map: RangeMap
+    used: list[RunPredictions]
+    oof: pd.DataFrame
+    test: pd.DataFrame
+
+
+def decide(track: Track, runs: Sequence[RunPredictions], items: pd.DataFrame, choice: Choice) -> Decision:
+    """Blends (one run is its own blend), calibrates and maps into range, as `submit` writes and `export` packs."""
+    labelled = items[items["split"] == "train"]
     truth = labelled.set_index("item_id")
-    targets, kind = list(track.targets), choice.calibration
+    targets = list(track.targets)
     stack = Stack.of(
         {r.id: mean_over_views(r.oof, targets, choice.tta).set_index("item_id")[targets] for r in runs},
         {r.id: fold_ensemble(r.test, targets, choice.tta) for r in runs},
@@ -77,21 +92,37 @@ def submit_runs(
     blends = [blend(stack, name, score) for name in (BLENDS if len(runs) > 1 else ["best"])]  # one run: itself
     picked = pick(blends, choice.blend)
     chosen = picked.chosen
-    calibration = Calibration.fit(kind, stack.frame(chosen.oof), truth, targets)
+    calibration = Calibration.fit(choice.calibration, stack.frame(chosen.oof), truth, targets)
     oof = calibration.apply(stack.frame(chosen.oof))
-    pred = calibration.apply(pd.DataFrame(chosen.test, index=stack.test_ids, columns=targets))
+    calibrated = calibration.apply(pd.DataFrame(chosen.test, index=stack.test_ids, columns=targets))
+    range_map = track.range_map(calibrated)
+    used = [runs[chosen.blender.run_]] if isinstance(chosen.blender, BestRun) else list(runs)
+    return Decision(stack, blends, picked, calibration, range_map, used, oof, range_map.apply(calibrated))
 
-    # The runs the submission runs: the best run alone, or every run of a blend (their costs and runtimes add up).
-    used = [runs[chosen.blender.run_]] if isinstance(chosen.blender, BestRun) else runs
-    views = {r.id: list(choice.tta) or sorted(r.test["view"].unique()) for r in used}
+
+def submit_runs(
+    track: Track, runs: Sequence[RunPredictions], items: pd.DataFrame, choice: Choice, out: Path, extras: Extras
+) -> Submission:
+    """Writes `out/<name>/<name>.zip` of the decision (see decide) with `calibration.json`, `report.png` and
+    `report.md`."""
+    test, truth = items[items["split"] == "test"], items[items["split"] == "train"].set_index("item_id")
+    decision = decide(track, runs, items, choice)
+    stack, chosen, kind = decision.stack, decision.picked.chosen, choice.calibration
+
+    def score(pred: pd.DataFrame) -> float:
+        return track.selection_score(pred, items[items["split"] == "train"])["score"]
+
+    views = {r.id: list(choice.tta) or sorted(r.test["view"].unique()) for r in decision.used}
     what = "The best single run" if chosen.name == "best" else f"A {chosen.name} blend"
     about = f"{what} ({chosen.blender.describe(stack.runs)}) of: " if len(runs) > 1 else ""
-    files, runtime = extras(views, about)
+    files, runtime = extras(decision, views, about)
     name = f"{track.name}-{runs[0].id}" if len(runs) == 1 else f"{track.name}-{chosen.name}-{runs_digest(stack.runs)}"
     folder = out / name
-    path = write_zip(pred, track.submission, test["item_id"].tolist(), track.ranges(), folder / f"{name}.zip", files)
-    write_text(folder / CALIBRATION, json.dumps(calibration.to_json(), indent=2))
-    scores = score_table(stack, blends, picked, kind, score(oof), score)
+    path = write_zip(
+        decision.test, track.submission, test["item_id"].tolist(), track.ranges(), folder / f"{name}.zip", files
+    )
+    write_text(folder / CALIBRATION, json.dumps(decision.calibration.to_json(), indent=2))
+    scores = score_table(stack, decision.blends, decision.picked, kind, score(decision.oof), score)
     submission = (
         "submission",
         ["runs", "blend", "folds", "views", "calibration", f"runtime/{track.media} (CPU)", "test items", "zip"],
@@ -109,6 +140,7 @@ def submit_runs(
         ],
     )
     title = f"submission {name}" + (f", {kind} calibrated (in sample)" if kind != "none" else "")
+    oof = decision.oof
     write_report(folder, title, oof, truth, stack.fold_scores(oof.to_numpy(), score), score(oof), [scores, submission])
     return Submission(path, [scores, submission])
 

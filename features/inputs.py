@@ -7,6 +7,7 @@ it, which column of the items table holds its files (and so which files an item'
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from features.decode import DECODERS
@@ -51,8 +52,10 @@ class Text:
 
 @dataclass(frozen=True)
 class Category:
-    """A column of the items table holding a category a track parses from its ids (THQA's generator): one-hot over
-    the categories of the training split, in the metadata stream (see features.metadata)."""
+    """A category a track parses from each item's file name (THQA's generator), held in a column of the items table:
+    one-hot over the categories of the training split, in the metadata stream (see features.metadata). `parse` is
+    what makes the column, so an exported predictor reads it from a new file's name as the track reads its lists."""
 
     column: str
+    parse: Callable[[str], str]
     time_axis: bool = False

@@ -84,13 +84,17 @@ def container_metadata(paths: Sequence[str], media: Sequence[str], memo_root: st
     return memoised(memo if memo_root is not None else None, keys, width, read)
 
 
-def one_hot(values: Sequence[str], train: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """[N, C] of the categories seen in the training split (sorted), and their names; a category the training split
-    never shows is all zeros, so a test generator the model has not met claims nothing."""
-    categories = sorted({v for v, keep in zip(values, train) if keep})
+def training_categories(values: Sequence[str], train: np.ndarray) -> list[str]:
+    """The categories the training split shows, sorted: the columns of their one-hot."""
+    return sorted({v for v, keep in zip(values, train) if keep})
+
+
+def one_hot(values: Sequence[str], categories: Sequence[str]) -> np.ndarray:
+    """[N, C] over `categories`; a category not among them (one the training split never shows) is all zeros, so a
+    test generator the model has not met claims nothing."""
     where = {c: i for i, c in enumerate(categories)}
     out = np.zeros((len(values), len(categories)), dtype=np.float32)
     for row, value in enumerate(values):
         if value in where:
             out[row, where[value]] = 1.0
-    return out, categories
+    return out

@@ -46,8 +46,8 @@ class HashedNgrams:
 
     dims: int = 64
     seed: int = 0
-    _svd: TruncatedSVD | None = field(default=None, init=False, repr=False)
-    _columns: np.ndarray | None = field(default=None, init=False, repr=False)  # hashes the training text holds
+    _columns: np.ndarray | None = field(default=None, init=False, repr=False)  # the hashes the training text holds
+    _components: np.ndarray | None = field(default=None, init=False, repr=False)  # [dims, columns]: the SVD's axes
 
     @property
     def width(self) -> int:
@@ -71,27 +71,35 @@ class HashedNgrams:
         hold only: the other columns are zero, and the randomized SVD's dense passes over all 2^19 of them cost 100
         times as much (16 s against 0.15 s for 2,000 prompts)."""
         filled = [t for t in texts if t.strip()]
-        components = max(1, min(self.dims, len(filled) - 1))
-        self._svd = TruncatedSVD(n_components=components, random_state=self.seed)
+        self._columns = self._components = None  # too little text to reduce: every text reads as empty
         if len(filled) > 1:
             hashed = self._hashed(filled).tocsc()
             self._columns = np.flatnonzero(np.diff(hashed.indptr))
-            self._svd.fit(hashed[:, self._columns])
-        else:
-            self._svd = None  # too little text to reduce: every text reads as empty
+            svd = TruncatedSVD(n_components=max(1, min(self.dims, len(filled) - 1)), random_state=self.seed)
+            self._components = svd.fit(hashed[:, self._columns]).components_
         return self
 
     def transform(self, texts: Sequence[str]) -> np.ndarray:
         """[N, dims + 2] float32: the SVD coordinates (zero-padded to `dims`), log1p of the word count, empty flag."""
         out = np.zeros((len(texts), self.width), dtype=np.float32)
         empty = np.array([not t.strip() for t in texts], dtype=bool)
-        if self._svd is not None and (~empty).any():
+        if self._components is not None and (~empty).any():
             hashed = self._hashed([t for t, e in zip(texts, empty) if not e]).tocsc()[:, self._columns]
-            reduced = self._svd.transform(hashed)
+            reduced = hashed @ self._components.T
             out[~empty, : reduced.shape[1]] = reduced
         out[:, self.dims] = np.log1p([len(t.split()) for t in texts])
         out[:, self.dims + 1] = empty
         return out
+
+    def state(self) -> dict[str, np.ndarray]:
+        """What the fit learned, as arrays (an exported predictor's text stream)."""
+        if self._components is None:
+            return {}
+        return {"columns": self._columns, "components": self._components}
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> HashedNgrams:
+        self._columns, self._components = arrays.get("columns"), arrays.get("components")
+        return self
 
 
 @dataclass
@@ -236,6 +244,7 @@ class EncodedText:
     vectors: np.ndarray  # [N, width] float32
     key: str  # names the encoder and the texts: a run on other text is another run
     identity: dict[str, Any]
+    encoder: TextEncoder  # fitted: what an exported predictor encodes new texts with
 
 
 def text_features(
@@ -256,11 +265,12 @@ def text_features(
             memo, [text_key(t) for t in texts], encoder.width, lambda rows: encoder.transform([texts[i] for i in rows])
         )
         seen: object = None
-    else:  # each distinct text once (AIGV's 23,820 training videos have 3,762 prompts), in the fit as in the vectors
-        encoder.fit(list(dict.fromkeys(t for t, keep in zip(texts, train) if keep)))
+    else:  # fitted on every training item's text, a prompt of many videos weighing as much as its videos (on the AIGV
+        # demo, 0.6151 out of fold against 0.5668 fitting each distinct prompt once); each distinct text encoded once
+        encoder.fit([t for t, keep in zip(texts, train) if keep])
         distinct = list(dict.fromkeys(texts))
         where = {t: k for k, t in enumerate(distinct)}
         vectors = encoder.transform(distinct)[[where[t] for t in texts]]
         identity, seen = encoder.identity(), train.tolist()
     digest = hashlib.sha256(json.dumps([identity, list(texts), seen]).encode()).hexdigest()[:10]
-    return EncodedText(vectors, f"{re.sub(r'[^A-Za-z0-9._-]+', '-', name)}__{digest}", identity)
+    return EncodedText(vectors, f"{re.sub(r'[^A-Za-z0-9._-]+', '-', name)}__{digest}", identity, encoder)

@@ -1,16 +1,30 @@
 """Blending runs: fitted weights stay on the simplex and use complementary runs; the nested estimate does not leak;
 runs on other folds are refused; the rank blend sees only ranks; the best single run is chosen fold by fold in its
 nested estimate, and auto submits a blend only where that beats the run by more than noise; `submit runs=a,b`
-writes the blend's zip, and with `blend=best` the better run's, saying why."""
+writes the blend's zip, and with `blend=best` the better run's, saying why. Every fitted blend predicts each item on
+its own and comes back from JSON predicting the same bits; the ridge stack predicts as scikit-learn's does."""
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.linear_model import RidgeCV
 
 from common import metrics
-from ensembles.blend import BLENDS, BlendError, Stack, blend, gain, pick
+from ensembles.blend import (
+    BLENDS,
+    RIDGE_ALPHAS,
+    BlendError,
+    RidgeBlend,
+    Stack,
+    blend,
+    blender_state,
+    gain,
+    pick,
+    restore_blender,
+)
 from ensembles.combine import fold_ensemble
 from ensembles.submit import Choice, RunPredictions, submit_runs
 from tracks import get_track
@@ -237,6 +251,62 @@ def test_submit_best_writes_the_better_run_alone_and_says_why(two_kvq_runs, tmp_
         items,
         Choice("best", "none", ()),
         tmp_path / "direct",
-        lambda v, a: (seen.append(v), ({}, ""))[1],
+        lambda decision, v, a: (seen.append(v), ({}, ""))[1],
     )
     assert [list(views) for views in seen] == [[runs[better]]]
+
+
+def _nine_runs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Out-of-fold predictions of nine runs on two targets with their labels, and test predictions partly outside
+    the fitted ones: nine, as numpy's pairwise sums change order from eight terms."""
+    rng = np.random.default_rng(8)
+    truth = rng.normal(size=(ITEMS, 2))
+    oof = truth + rng.normal(scale=rng.uniform(0.3, 2, size=(9, 1, 2)), size=(9, ITEMS, 2))
+    return oof, truth, 2 * rng.normal(size=(9, 30, 2))
+
+
+@pytest.fixture(scope="module", params=list(BLENDS))
+def fitted(request):
+    oof, truth, test = _nine_runs()
+
+    def score(pred: np.ndarray) -> float:
+        return float(np.mean([metrics.srcc(pred[:, t], truth[:, t]) for t in range(truth.shape[1])]))
+
+    return request.param, BLENDS[request.param]().fit(oof, truth, score), test
+
+
+def test_a_blend_predicts_each_item_on_its_own(fitted):
+    _, blender, test = fitted
+    whole = blender.predict(test)
+    for rows in ([0], [29], [7, 3, 18], list(range(29, -1, -2))):
+        np.testing.assert_array_equal(blender.predict(test[:, rows]), whole[rows])
+
+
+def test_a_blend_restored_from_json_predicts_the_same_bits(fitted):
+    name, blender, test = fitted
+    restored = restore_blender(json.loads(json.dumps(blender_state(name, blender))))
+    assert type(restored) is type(blender)
+    np.testing.assert_array_equal(restored.predict(test), blender.predict(test))
+    runs = [f"run{r}" for r in range(len(test))]
+    assert restored.describe(runs) == blender.describe(runs)
+
+
+def test_the_ridge_blend_predicts_as_scikit_learns_ridge_does():
+    oof, truth, test = _nine_runs()
+    ridge = RidgeBlend().fit(oof, truth, lambda pred: 0.0)
+    for t in range(truth.shape[1]):
+        model = RidgeCV(alphas=RIDGE_ALPHAS).fit(oof[:, :, t].T, truth[:, t])
+        np.testing.assert_allclose(ridge.predict(test)[:, t], model.predict(test[:, :, t].T), rtol=0, atol=1e-12)
+        assert ridge.alpha_[t] == model.alpha_
+
+
+def test_a_blend_state_names_what_it_cannot_save_or_restore():
+    class Fitted:
+        pass
+
+    unsaved = Fitted()
+    unsaved.models_ = [RidgeCV()]
+    with pytest.raises(TypeError, match="blend odd: fitted models_ is a list, not a float array or an int"):
+        blender_state("odd", unsaved)
+    with pytest.raises(ValueError, match="blend 'odd' is not one of best, mean"):
+        restore_blender({"name": "odd", "fitted": {}})

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from features.fingerprint import UNREADABLE, fingerprints
-from features.metadata import CONTAINER_FACTS, container_facts, container_metadata, one_hot
+from features.metadata import CONTAINER_FACTS, container_facts, container_metadata, one_hot, training_categories
 from synth.video import encode_mp4
 
 
@@ -57,20 +57,23 @@ def test_facts_are_memoised_by_content_and_an_unreadable_file_has_none(tmp_path)
 
 
 def test_a_category_unseen_in_training_claims_nothing():
-    hot, names = one_hot(["sadtalker", "wavlip", "sadtalker", "newgen"], np.array([True, True, False, False]))
+    values = ["sadtalker", "wavlip", "sadtalker", "newgen"]
+    names = training_categories(values, np.array([True, True, False, False]))
+    hot = one_hot(values, names)
     assert names == ["sadtalker", "wavlip"]
     np.testing.assert_array_equal(hot, [[1, 0], [0, 1], [1, 0], [0, 0]])
 
 
 def test_talking_heads_carry_their_generator_in_the_metadata_stream(tmp_path):
     from tracks import get_track
-    from workbench.train import metadata_stream
+    from workbench.train import metadata_stream, track_categories
 
     track = get_track("talking_head")
     track.synthesize(tmp_path / "data", items=16, width=48, height=48)
     items = track.read_items(tmp_path / "data")
     items["media"] = fingerprints(items["path"].tolist())
-    features, key = metadata_stream(track, items, (items["split"] == "train").to_numpy(), str(tmp_path / "cache"))
+    categories = track_categories(track, items, (items["split"] == "train").to_numpy())
+    features, key = metadata_stream(track, items, categories, str(tmp_path / "cache"))
     generators = sorted(set(items.loc[items["split"] == "train", "generator"]))
     assert features.x.shape == (len(items), 1, 1, len(CONTAINER_FACTS) + len(generators)) and features.mask.all()
     assert (features.x[:, 0, 0, CONTAINER_FACTS.index("has_audio")] == 1).all()  # every talking head speaks

@@ -15,6 +15,7 @@ from features.inputs import Category, Text
 from tracks import ITEM_COLUMNS, get_track, list_tracks
 from workbench import check
 from workbench.cli import load_track, main
+from workbench.predictor import Predictor
 
 TRACKS = list_tracks()
 TINY = ["size=32", "views=center", "view=resize", "workers=0"]  # any track's items through one cheap family
@@ -95,7 +96,7 @@ def test_the_submission_reads_back_as_written(synthetic, tmp_path):
     pd.testing.assert_frame_equal(back.loc[ids], perfect.loc[ids], check_names=False)
 
 
-def test_a_tiny_run_goes_from_the_layout_to_a_scored_zip(synthetic, tmp_path):
+def test_a_tiny_run_goes_from_the_layout_to_a_scored_zip_and_an_export_that_agrees(synthetic, tmp_path):
     track, folder = synthetic
     where = [f"track={track.name}", f"data={folder / 'data'}", f"cache={tmp_path / 'cache'}"]
     runs = [f"runs_dir={tmp_path / 'runs'}"]
@@ -104,3 +105,12 @@ def test_a_tiny_run_goes_from_the_layout_to_a_scored_zip(synthetic, tmp_path):
     assert main(["submit", *where[:2], *runs, f"out={tmp_path / 'subs'}"]) == 0
     (zip_path,) = (tmp_path / "subs").glob("*/*.zip")
     assert main(["score", *where[:1], f"preds={zip_path}", f"truth={folder / 'data' / 'truth'}"]) == 0
+
+    # Exported, the same runs score the test items from their media as the zip did.
+    assert main(["export", *where[:2], *runs, f"out={tmp_path / 'exports'}"]) == 0
+    (exported,) = (p for p in (tmp_path / "exports").iterdir() if p.is_dir())
+    items = track.read_items(folder / "data")
+    scores = Predictor.load(exported).predict(items[items["split"] == "test"])
+    submitted = track.submission.read(zip_path, track.targets)
+    for target in track.targets:
+        np.testing.assert_allclose(scores.loc[submitted.index, target], submitted[target], rtol=1e-4, atol=1e-5)

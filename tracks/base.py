@@ -11,7 +11,7 @@ import io
 import json
 import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -154,6 +154,62 @@ class JsonListFormat(SubmissionFormat):
         return table
 
 
+# A bounded target's margin, as a fraction of its range's width: the span of the submission's predictions goes onto
+# the range shrunk by it at each end. Small, so a prediction already inside moves by at most a millionth of the width
+# (the ranks and PLCC the scorers read do not move at all); large against the spacing of doubles, so some 1e10 of them
+# lie between the shrunk range and a unit-scale bound for the tail. The tail's scale is the margin itself (slope 1 at
+# the joints): a larger margin would lengthen the stretch past the span where later items stay distinct (some 24
+# margins, then the last double inside) only by moving every prediction as much.
+RANGE_MARGIN = 1e-6
+
+
+@dataclass(frozen=True)
+class TargetRange:
+    """One target's map into the open (low, high): one positive affine map takes the span [lowest, highest] (the
+    submission's predictions and the range together) onto [low + margin, high - margin]; beyond the span, where only
+    items predicted later can be, an exponential tail, continuous with slope 1 at the joints, approaches the bound."""
+
+    low: float
+    high: float
+    lowest: float
+    highest: float
+    margin: float
+
+    def apply(self, values: np.ndarray) -> np.ndarray:
+        floor, ceiling = self.low + self.margin, self.high - self.margin
+        z = floor + (values - self.lowest) * ((ceiling - floor) / (self.highest - self.lowest))
+        # (high - m) + m (1 - exp(-t)) written as high - m exp(-t): never below the joint in floating point either.
+        above = self.high - self.margin * np.exp(-np.maximum(z - ceiling, 0) / self.margin)
+        below = self.low + self.margin * np.exp(np.minimum(z - floor, 0) / self.margin)
+        mapped = np.where(z > ceiling, above, np.where(z < floor, below, z))
+        # Far out the tail rounds onto the bound itself: the last double inside is as close as it may come.
+        return np.clip(mapped, np.nextafter(self.low, self.high), np.nextafter(self.high, self.low))
+
+
+@dataclass(frozen=True)
+class RangeMap:
+    """A bounded track's predictions strictly inside its ranges, each row on its own: a frozen map per target, fitted
+    once on the submission's predictions (Track.range_map), so the exported predictor scoring one item gives the
+    submission's number. Over the submission's span it is affine, so the submission's ranks and linear correlation are
+    exactly the raw predictions' (clipping would tie the extremes); it is applied even where every prediction is
+    inside (moving none by more than the margin), so one definition serves both. No targets: the identity."""
+
+    targets: dict[str, TargetRange]
+
+    def apply(self, pred: pd.DataFrame) -> pd.DataFrame:
+        mapped = pred.copy()
+        for target, bounds in self.targets.items():
+            mapped[target] = bounds.apply(pred[target].to_numpy(dtype=np.float64))
+        return mapped
+
+    def to_json(self) -> dict:
+        return {"targets": {target: asdict(bounds) for target, bounds in self.targets.items()}}
+
+    @classmethod
+    def from_json(cls, payload: dict) -> RangeMap:
+        return cls({target: TargetRange(**fields) for target, fields in payload["targets"].items()})
+
+
 _BUDGET_UNITS = {"macs": ("GMACs", 1e9), "flops": ("GFLOPs", 1e9), "params": ("M parameters", 1e6)}
 
 
@@ -200,8 +256,8 @@ class Track:
     # The demo's views where they must be fewer than tta_views to keep the demo quick (empty: tta_views); each view
     # costs a backbone pass per frame and adds training rows.
     demo_views: ClassVar[tuple[str, ...]] = ()
-    # Whether predictions must lie inside `score_range` (a rate in [0, 1]): they are mapped into it (into_range)
-    # rather than refused at export.
+    # Whether predictions must lie inside `score_range` (a rate in [0, 1]): they are mapped strictly inside it by the
+    # submission's RangeMap (range_map) rather than refused at export.
     bounded: ClassVar[bool] = False
     # The smallest synthetic dataset (synthesize's items, width, height) that exercises the whole track: what the
     # conformance suite runs every track on.
@@ -242,19 +298,20 @@ class Track:
         path = Path(truth)
         return self.submission.read(path / TRUTH_FILE if path.is_dir() else path, self.targets)
 
-    def into_range(self, pred: pd.DataFrame) -> pd.DataFrame:
-        """Predictions inside the declared ranges where the track is `bounded`: where any falls outside, one positive
-        affine map per target takes the span of predictions and range together onto the range. Ranks and linear
-        correlation are unchanged, where clipping would tie the extremes; predictions already inside stay put."""
+    def range_map(self, pred: pd.DataFrame) -> RangeMap:
+        """The map that keeps a `bounded` track's predictions strictly inside its ranges, fitted once on the
+        submission's test predictions (a column per target) and applied to them and, item by item, to any prediction
+        made later; the identity where the track is not bounded."""
         if not self.bounded:
-            return pred
-        mapped = pred.copy()
+            return RangeMap({})
+        maps = {}
         for target, (low, high) in self.ranges().items():
             values = pred[target].to_numpy(dtype=np.float64)
-            lowest, highest = min(values.min(initial=low), low), max(values.max(initial=high), high)
-            if lowest < low or highest > high:
-                mapped[target] = low + (values - lowest) * (high - low) / (highest - lowest)
-        return mapped
+            if not np.isfinite(values).all():
+                raise ValueError(f"track {self.name}: the range map of {target} needs finite predictions")
+            span = float(values.min(initial=low)), float(values.max(initial=high))
+            maps[target] = TargetRange(float(low), float(high), *span, RANGE_MARGIN * (high - low))
+        return RangeMap(maps)
 
     def synthesize(self, out: Path, items: int, seed: int, width: int = 0, height: int = 0) -> None:
         """Writes a small dataset in the organiser's exact layout, with organiser-side truth under `out/truth`;

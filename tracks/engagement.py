@@ -12,8 +12,9 @@ Assumed:
   * an Id is read with or without `.mp4`; the videos lie in `videos/` beside the lists, then the data folder;
   * the phase follows the download: the test list once it is there, the validation list before;
   * every video is its own group (no sources are published);
-  * ECR goes out inside [0, 1] by a positive affine map where any prediction falls outside (`bounded`): the ranks
-    and the linear correlation the score reads are unchanged, where clipping would tie the extremes.
+  * ECR goes out strictly inside (0, 1) (`bounded`): an affine map fitted once on the submission's predictions and
+    always applied (tracks.base.RangeMap), so the ranks and the linear correlation the score reads are unchanged
+    where clipping would tie the extremes, and an exported predictor maps a new item the same way.
 The title and the description are text inputs and the sound matters (the winner found audio helps), so the track's
 defaults add both text streams and the audio stream.
 """

@@ -76,7 +76,7 @@ def generator(name: str) -> str:
 class TalkingHead(CorrelationTrack):
     name = "talking_head"
     title = "NTIRE 2025 XGC track 3: talking-head video quality (THQA-NTIRE)"
-    inputs = (Video(), Category("generator"))
+    inputs = (Video(), Category("generator", generator))
     targets = ("score",)
     score_range = (-1.0, 6.0)  # scores are 0 to 5
     submission = CsvFormat("output.txt", "Video", ("score",), header=False)
@@ -100,7 +100,7 @@ class TalkingHead(CorrelationTrack):
         items = items.rename(columns={"Video": "item_id", "Score": "score"})
         items["path"] = [media_path(data, item, str(listed)) for item in items["item_id"]]
         items["group"] = items["item_id"].map(source_image)
-        items["generator"] = items["item_id"].map(generator)
+        items["generator"] = items["item_id"].map(self.inputs[1].parse)
         return items[["item_id", "path", "split", "group", "generator", "score"]]
 
     def read_truth(self, truth: Path) -> pd.DataFrame:

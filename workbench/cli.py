@@ -19,10 +19,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from common.tables import cell, rich_table
-from ensembles.blend import BLENDS
+from ensembles.blend import BLENDS, MeanBlend, blender_state
 from ensembles.calibrate import check_kind
 from ensembles.export import SubmissionError
-from ensembles.submit import Choice, RunPredictions, submit_runs
+from ensembles.submit import Choice, Decision, RunPredictions, decide, runs_digest, submit_runs
 from features.cache import CacheError, family_variants
 from features.extract import ExtractionSummary, extract, group_leader
 from features.fingerprint import fingerprints
@@ -33,6 +33,7 @@ from workbench.config import (
     BenchConfig,
     CheckConfig,
     ConfigError,
+    ExportConfig,
     ExtractConfig,
     ProfileConfig,
     ScoreConfig,
@@ -47,6 +48,7 @@ from workbench.config import (
     known_keys,
     parse_words,
 )
+from workbench.predictor import Predictor, export_folder, member_of
 from workbench.profile import Cost, Pipeline
 from workbench.runs import Run, newest_complete_run, open_run
 from workbench.train import (
@@ -207,6 +209,39 @@ def cmd_submit(cfg: SubmitConfig) -> int:
     return 0
 
 
+def predictor_of(named: Submitted, decision: Decision) -> Predictor:
+    """The runs the decision runs, as one runnable predictor (one run, the best alone or the only one, is its own
+    mean)."""
+    chosen = decision.picked.chosen
+    members = [
+        member_of(run, config, list(named.choice.tta), named.track, named.items)
+        for run, config in zip(named.runs, named.configs)
+        if run.id in {used.id for used in decision.used}
+    ]
+    state = blender_state("mean", MeanBlend()) if len(members) == 1 else blender_state(chosen.name, chosen.blender)
+    return Predictor(named.track, members, state, decision.calibration, decision.range_map)
+
+
+def cmd_export(cfg: ExportConfig) -> int:
+    """Packs the runs a submit would submit into a folder and zip that score raw media (workbench.predictor)."""
+    named = submitted(cfg)
+    decision = decide(named.track, named.predicted, named.items, named.choice)
+    predictor = predictor_of(named, decision)
+    runs = [member.run for member in predictor.members]
+    name = f"{named.track.name}-{runs[0]}" if len(runs) == 1 else f"{named.track.name}-{runs_digest(runs)}"
+    with console.status(f"exporting {', '.join(runs)}"):
+        archive = export_folder(predictor, Path(cfg.out) / name)
+    folder = archive.with_suffix("")
+    test = named.items[named.items["split"] == "test"].head(3)
+    seconds = Predictor.load(folder).seconds_per_item(test) if len(test) else float("nan")
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    rows = [[folder, archive, f"{size / 1e6:.2f} MB", ", ".join(runs), decision.picked.chosen.name, seconds]]
+    columns = ["folder", "zip", "size", "runs", "blend", f"s/{named.track.media} (CPU, {len(test)} test items)"]
+    console.print(table(f"{named.track.name} predictor", columns, rows))
+    console.print(f"run it: {folder / 'predict'} MEDIA RESULT_FILE  |  {folder / 'predict'} --list ITEMS.csv OUT.csv")
+    return 0
+
+
 def submitted_runs(cfg: SubmitConfig, track: Track) -> list[Run]:
     """The runs named by `runs=` (or the newest complete one), each finished and trained for this track."""
     if len(set(cfg.runs)) < len(cfg.runs):
@@ -238,26 +273,42 @@ def check_media(runs: Sequence[Run], items: pd.DataFrame, cache: str) -> None:
             )
 
 
-def submit(cfg: SubmitConfig) -> Path:
-    """Finds the runs and checks them against the data as it is now; ensembles.submit blends, calibrates and writes
-    the zip with its report; the tables it returns are printed here. Returns the zip's path."""
+@dataclass(frozen=True)
+class Submitted:
+    """The runs a submit or export names, checked against the data as it is now, with what they predicted."""
+
+    track: Track
+    runs: list[Run]
+    configs: list[TrainConfig]  # resolved, as each run was trained
+    items: pd.DataFrame
+    predicted: list[RunPredictions]
+    choice: Choice
+
+
+def submitted(cfg: SubmitConfig) -> Submitted:
     track = get_track(cfg.track)
     kind = check_kind(cfg.calibration or track.calibrate)
     runs = submitted_runs(cfg, track)
     if cfg.blend != "auto" and (cfg.blend not in BLENDS or len(runs) == 1):
         raise ConfigError(f"blend={cfg.blend!r}: expected auto or, with two runs or more, one of {', '.join(BLENDS)}")
-    configs = [build(TrainConfig, {k: v for k, v in run.config.items() if k != "views"}) for run in runs]  # resolved
+    configs = [build(TrainConfig, {k: v for k, v in run.config.items() if k != "views"}) for run in runs]
     items = track.read_items(configs[0].data_dir)
     check_media(runs, items, configs[0].cache)
     predicted = [RunPredictions(r.id, r.predictions("oof"), r.predictions("test"), r.folds()) for r in runs]
-    test = items[items["split"] == "test"]
+    return Submitted(track, runs, configs, items, predicted, Choice(cfg.blend, kind, cfg.tta))
+
+
+def submit(cfg: SubmitConfig) -> Path:
+    """Finds the runs and checks them against the data as it is now; ensembles.submit blends, calibrates and writes
+    the zip with its report; the tables it returns are printed here. Returns the zip's path."""
+    named = submitted(cfg)
     submission = submit_runs(
-        track,
-        predicted,
-        items,
-        Choice(cfg.blend, kind, cfg.tta),
+        named.track,
+        named.predicted,
+        named.items,
+        named.choice,
         Path(cfg.out),
-        lambda views, about: cost_and_readme(cfg, track, runs, configs, views, test, about),
+        lambda decision, views, about: cost_and_readme(cfg, named, decision, views, about),
     )
     for printed in submission.tables:
         console.print(table(*printed))
@@ -265,19 +316,14 @@ def submit(cfg: SubmitConfig) -> Path:
 
 
 def cost_and_readme(
-    cfg: SubmitConfig,
-    track: Track,
-    runs: Sequence[Run],
-    configs: Sequence[TrainConfig],
-    views: dict[str, list[str]],
-    test: pd.DataFrame,
-    about: str,
+    cfg: SubmitConfig, named: Submitted, decision: Decision, views: dict[str, list[str]], about: str
 ) -> tuple[dict[str, bytes], str]:
-    """Checks the budget where the track sets one; the readme (runtime measured on a few test items) where the
-    track's zip carries one, for the runs the submission runs (those in `views`): a blend runs every run's pipeline,
-    so costs and runtimes add up."""
-    extras, runtime = {}, "n/a"
-    runs, configs = zip(*[(run, config) for run, config in zip(runs, configs) if run.id in views])
+    """Checks the budget where the track sets one; the readme where the track's zip carries one, its runtime that of
+    the exported predictor of the same runs on a few real test items (decode, views, encoders, heads, blend), for
+    the runs the submission runs (those in `views`): a blend runs every run's pipeline, so costs add up."""
+    track, extras, runtime = named.track, {}, "n/a"
+    test = named.items[named.items["split"] == "test"]
+    runs, configs = zip(*[(r, c) for r, c in zip(named.runs, named.configs, strict=True) if r.id in views])
     if track.budget or track.submission.readme:
         pipelines = [
             Pipeline.of(config, track, family_variants(views[run.id], len(config.all_specs(track.media))))
@@ -285,7 +331,7 @@ def cost_and_readme(
         ]
         check_budget(track, *pipelines)
         if track.submission.readme and len(test):
-            seconds = sum(pipeline.seconds_per_item(test["path"].head(3).tolist()) for pipeline in pipelines)
+            seconds = predictor_of(named, decision).seconds_per_item(test.head(3))
             runtime = f"{seconds:.3f}s"
             description = about + " ".join(describe(run, config, views[run.id]) for run, config in zip(runs, configs))
             extras[track.submission.readme] = track.submission.readme_text(
@@ -549,6 +595,7 @@ COMMANDS: dict[str, Command] = {
     "train-fold": Command(TrainConfig, cmd_train_fold, "train one fold of a run"),
     "train": Command(TrainConfig, cmd_train, "train every fold of a run"),
     "submit": Command(SubmitConfig, cmd_submit, "blend runs and write the leaderboard zip, with a report"),
+    "export": Command(ExportConfig, cmd_export, "pack the runs a submit would submit as a runnable predictor"),
     "score": Command(ScoreConfig, cmd_score, "score predictions with the track's official scorer"),
     "check": Command(CheckConfig, cmd_check, "read an organiser's folder and report what later commands would meet"),
     "profile": Command(ProfileConfig, cmd_profile, "parameters and GMACs per item of the pipeline, against the budget"),

@@ -208,6 +208,11 @@ class SubmitConfig(TrackConfig):
 
 
 @dataclass(frozen=True)
+class ExportConfig(SubmitConfig):
+    out: str = "exports"
+
+
+@dataclass(frozen=True)
 class CheckConfig(TrackConfig):
     media: bool = True  # probe every media file (false: the label files alone)
     threads: int = 8  # files probed at once: opening a header is waiting on the disk more than working

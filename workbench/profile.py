@@ -9,7 +9,6 @@ then the head over the streams; an encoder shared by several sets counts its par
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -20,8 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from features.backbones import FrozenEncoder
 from features.cache import FeatureSpec
-from features.decode import DECODERS
-from features.extract import create_encoders, render_item, shared_sampling
+from features.extract import create_encoders
 from features.views import view_family
 from tracks import Track
 from workbench.config import ProfileConfig, TrainConfig
@@ -133,26 +131,3 @@ class Pipeline:
         modules = [*{id(e): e for e in self.encoders}.values(), self.head_module()]
         params = sum(p.numel() for module in modules for p in module.parameters())
         return Cost(params=params, flops=sum(stage.passes * stage.cost.flops for stage in stages))
-
-    def seconds_per_item(self, paths: Sequence[str]) -> float:
-        """Measured wall time of decode, views, encoders and head per item on this machine's CPU; the first item runs
-        twice, so one-off initialisation is not counted."""
-        decoder = DECODERS.get(self.specs[0].media)
-        sampling = shared_sampling(self.specs)
-        head = self.head_module().eval()
-
-        def run(path: str) -> None:
-            rendered = render_item(decoder, path, sampling, self.families, self.variants)
-            with torch.no_grad():
-                for encoder, views in zip(self.encoders, rendered, strict=True):
-                    encoder(torch.cat([pixels for _, pixels, _ in views]))
-                frames, sets = [], iter(rendered)
-                for stream in self.streams:
-                    frames.append(max(len(pixels) for _ in stream for _, pixels, _ in next(sets)))
-                head(*self.head_inputs(frames))
-
-        run(paths[0])
-        started = time.perf_counter()
-        for path in paths:
-            run(path)
-        return (time.perf_counter() - started) / len(paths)

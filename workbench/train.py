@@ -34,7 +34,7 @@ from features.cache import Features, Streams, cache_dir, concat_features, read_f
 from features.clip import prompt_alignment
 from features.fingerprint import fingerprints
 from features.inputs import Category, Text
-from features.metadata import CONTAINER_FACTS, CONTAINER_VERSION, container_metadata, one_hot
+from features.metadata import CONTAINER_FACTS, CONTAINER_VERSION, container_metadata, one_hot, training_categories
 from features.text import EncodedText, text_features
 from features.views import split_variants, view_family
 from tracks import Track, get_track
@@ -223,7 +223,7 @@ def read_streams(cfg: TrainConfig, track: Track, items: pd.DataFrame) -> tuple[S
             streams.append(alignment_stream(key_frames, manifests[0], encoded, cfg))
             keys.append(f"align-{column}-{encoded.key}")
     if cfg.meta:
-        features, key = metadata_stream(track, items, train, cfg.cache)
+        features, key = metadata_stream(track, items, track_categories(track, items, train), cfg.cache)
         streams.append(features)
         keys.append(key)
     return Streams.pair(streams), "+".join(keys)
@@ -247,14 +247,21 @@ def alignment_stream(frames: Features, manifest: dict, text: EncodedText, cfg: T
     return prompt_alignment(frames, text.vectors[:, :-1])  # the last feature is the empty flag
 
 
-def metadata_stream(track: Track, items: pd.DataFrame, train: np.ndarray, cache: str) -> tuple[Features, str]:
-    """The container facts of each item's file and the one-hot of the track's categories, and their key."""
-    parts = [container_metadata(items["path"].tolist(), items["media"].tolist(), cache)]
-    named = []
-    for column in (kind.column for kind in track.inputs if isinstance(kind, Category)):
-        hot, categories = one_hot(items[column].astype(str).tolist(), train)
-        parts.append(hot)
-        named.append([column, categories])
+def track_categories(track: Track, items: pd.DataFrame, train: np.ndarray) -> dict[str, list[str]]:
+    """Per Category input of the track, the categories of the training split."""
+    columns = [kind.column for kind in track.inputs if isinstance(kind, Category)]
+    return {column: training_categories(items[column].astype(str).tolist(), train) for column in columns}
+
+
+def metadata_stream(
+    track: Track, items: pd.DataFrame, categories: dict[str, list[str]], cache: str | None
+) -> tuple[Features, str]:
+    """The container facts of each item's file (memoised under `cache`, where there is one) and the one-hot of the
+    track's categories over `categories`, and their key."""
+    media = items["media"].tolist() if "media" in items else items["path"].tolist()
+    parts = [container_metadata(items["path"].tolist(), media, cache)]
+    parts += [one_hot(items[column].astype(str).tolist(), names) for column, names in categories.items()]
+    named = [[column, names] for column, names in categories.items()]
     digest = hashlib.sha256(json.dumps([CONTAINER_FACTS, CONTAINER_VERSION, named]).encode()).hexdigest()[:10]
     return per_item(np.concatenate(parts, axis=1), items["item_id"].tolist()), f"meta-container__{digest}"
 

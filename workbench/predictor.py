@@ -1,0 +1,447 @@
+"""The runnable predictor: one item's raw media in, its score out, with neither the cache, the runs nor the data.
+
+An exported folder holds `predictor.json` (the track, each run's configuration, its test-time views, its fitted text
+encoders and categories, the blend, the calibration and the range map), every fold's head (`heads/`), the encoders'
+weight files (`weights/`) and an executable `predict` at its root. It runs the code that made the training features
+(features.extract.render_item, the same encoders, the same view pairing as features.cache), so the predictor and
+the submission agree by construction rather than by a second implementation kept in step; the price is that it
+needs the installed workbench (`pip install` of this project, which brings torch, timm, PyAV and the rest), not
+torch and PyAV alone. A challenge's Docker image needs that install, the folder, and `predict` as its entry point.
+
+`predict MEDIA RESULT_FILE` writes the item's score (one float per target, comma-separated, in the track's order);
+`predict --list ITEMS.csv OUT.csv` scores many items in one process (a `path` column, the track's text columns,
+an optional `item_id`). Results are written atomically; an unreadable item or an unwritable result path exits 1
+naming it, wrong arguments print the usage and exit 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import sys
+import time
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from common.atomic import atomic_path, write_text
+from ensembles.blend import restore_blender
+from ensembles.calibrate import Calibration
+from features import clip
+from features.backbones import _cached_hub_file, _timm_pretrained_cfg
+from features.cache import Features, FeatureSpec, Streams
+from features.clip import prompt_alignment
+from features.decode import DECODERS, MediaError
+from features.extract import create_encoders, render_item, shared_sampling
+from features.hf import model_folder
+from features.inputs import Category, Text
+from features.motion import MOTION_ENCODERS, hub_checkpoint
+from features.text import TEXT_ENCODERS, HashedNgrams, text_features
+from features.views import view_family
+from tracks import Track, get_track
+from tracks.base import RangeMap
+from workbench.config import TrainConfig, build
+from workbench.heads import StreamHead, create_head
+from workbench.runs import Run
+from workbench.train import load_state, metadata_stream, per_item, predict, track_categories
+
+MANIFEST = "predictor.json"
+WEIGHTS = "weights"
+VERSION = 1
+USAGE = "usage: predict MEDIA RESULT_FILE [--text COLUMN=TEXT ...] | predict --list ITEMS.csv OUT.csv"
+
+
+class PredictError(RuntimeError):
+    """An item or a path the predictor cannot use; the message names it."""
+
+
+@dataclass
+class Member:
+    """One run inside a predictor: its configuration, the paired views the submission averages, each fold's head,
+    its fitted text encoders (per text column) and the categories of its training split (per Category column)."""
+
+    run: str
+    config: TrainConfig
+    views: list[str]
+    heads: list[StreamHead]
+    texts: dict[str, object] = field(default_factory=dict)
+    categories: dict[str, list[str]] = field(default_factory=dict)
+    _encoders: list | None = field(default=None, init=False, repr=False)
+
+    def specs(self, track: Track) -> list[FeatureSpec]:
+        return list(self.config.all_specs(track.media))
+
+    def encoders(self, track: Track) -> list:
+        if self._encoders is None:
+            self._encoders = create_encoders(self.specs(track))
+        return self._encoders
+
+    def streams(self, track: Track, items: pd.DataFrame) -> Streams:
+        """The head's streams for `items` (item_id, path, the track's text and category columns) from their media."""
+        specs = self.specs(track)
+        cached = len(specs)
+        components = [name.split("+") for name in self.views]
+        wanted = [list(dict.fromkeys(c[s] for c in components)) for s in range(cached)]
+        families = [view_family(spec) for spec in specs]
+        decoder, sampling = DECODERS.get(specs[0].media), shared_sampling(specs)
+        encoders = self.encoders(track)
+        vectors: list[list[dict[str, np.ndarray]]] = [[] for _ in specs]  # per set, per item: view -> [T, D]
+        for path in items["path"]:
+            try:
+                rendered = render_item(decoder, str(path), sampling, families, wanted)
+            except MediaError as error:
+                raise PredictError(f"{error.path}: {error.reason}") from error
+            for s, (spec, encoder, views) in enumerate(zip(specs, encoders, rendered, strict=True)):
+                out = {}
+                for view, pixels, _ in views:
+                    encoded = encoder(pixels).numpy() if len(pixels) else np.empty((0, encoder.dim), np.float32)
+                    out[view] = encoded.astype(spec.dtype).astype(np.float32)  # as the cache stores and serves it
+                vectors[s].append(out)
+        ids = items["item_id"].tolist()
+        sets = [self._set(vectors[s], [c[s] for c in components], spec.frames, ids) for s, spec in enumerate(specs)]
+        key_frames = self._set(vectors[0], [c[0] for c in components], specs[0].frames, ids)
+        for column, encoder in self.texts.items():
+            text = encoder.transform(items[column].fillna("").astype(str).tolist())
+            sets.append(_repeated(per_item(text, ids), len(self.views)))
+            if self.config.align:
+                sets.append(prompt_alignment(key_frames, text[:, :-1]))
+        if self.config.meta:
+            sets.append(_repeated(metadata_stream(track, items, self.categories, None)[0], len(self.views)))
+        grouped, start = [], 0
+        for size in [len(stream) for stream in self.config.streams(track.media)] + [1] * (len(sets) - cached):
+            grouped.append(_joined(sets[start : start + size], self.views))
+            start += size
+        return Streams(grouped)
+
+    def _set(self, per_item_views: list[dict[str, np.ndarray]], views: list[str], frames: int, ids) -> Features:
+        dim = next(iter(per_item_views[0].values())).shape[-1] if per_item_views else 0
+        x = np.zeros((len(ids), len(views), frames, dim), dtype=np.float32)
+        mask = np.zeros((len(ids), len(views), frames), dtype=bool)
+        for i, by_view in enumerate(per_item_views):
+            for v, view in enumerate(views):
+                found = by_view[view][:frames]
+                x[i, v, : len(found)] = found
+                mask[i, v, : len(found)] = True
+        return Features(x, mask, ids, list(views))
+
+    def predict(self, track: Track, items: pd.DataFrame) -> np.ndarray:
+        """[items, targets]: each fold's head on every view, the views' mean, then the folds' (as fold_ensemble)."""
+        tensors = [torch.from_numpy(a) for part in self.streams(track, items).parts for a in (part.x, part.mask)]
+        return np.mean([predict(head, tensors).mean(axis=1) for head in self.heads], axis=0)
+
+
+def _repeated(features: Features, views: int) -> Features:
+    """A one-view set (text, metadata) on every paired view, as the pairing cycles it."""
+    return Features(np.repeat(features.x, views, 1), np.repeat(features.mask, views, 1), features.item_ids, ["center"])
+
+
+def _joined(sets: Sequence[Features], views: list[str]) -> Features:
+    """A stream's sets side by side on the feature axis, on the paired views (each set already on them)."""
+    x = np.concatenate([s.x for s in sets], axis=-1)
+    mask = np.logical_and.reduce([s.mask for s in sets])
+    return Features(x, mask, sets[0].item_ids, list(views))
+
+
+@dataclass
+class Predictor:
+    """Runs (members) blended, calibrated and mapped into the track's range: a submission's test predictions item by
+    item."""
+
+    track: Track
+    members: list[Member]
+    blend: dict  # ensembles.blend.blender_state
+    calibration: Calibration
+    range_map: RangeMap
+
+    def predict(self, items: pd.DataFrame) -> pd.DataFrame:
+        """One row per item (index item_id), one column per target."""
+        targets = list(self.track.targets)
+        stacked = np.stack([member.predict(self.track, items) for member in self.members])
+        blended = restore_blender(self.blend).predict(stacked)
+        frame = pd.DataFrame(blended, index=pd.Index(items["item_id"], name="item_id"), columns=targets)
+        return self.range_map.apply(self.calibration.apply(frame))
+
+    def seconds_per_item(self, items: pd.DataFrame) -> float:
+        """Wall time per item of the whole pipeline (decode, views, encoders, heads, blend) on this machine, the
+        first item run once before, so one-off initialisation is not counted."""
+        self.predict(items.head(1))
+        started = time.perf_counter()
+        for k in range(len(items)):
+            self.predict(items.iloc[k : k + 1])
+        return (time.perf_counter() - started) / max(len(items), 1)
+
+    # --- the folder ---------------------------------------------------------------------------------------------
+
+    def save(self, folder: Path) -> Path:
+        """Writes the predictor's folder (manifest, heads, weights, text states, `predict`)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        members = []
+        for m, member in enumerate(self.members):
+            heads = []
+            for k, head in enumerate(member.heads):
+                relative = f"heads/{m}-{member.run}/fold-{k}.pt"
+                (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+                torch.save(head.state_dict(), folder / relative)
+                heads.append(relative)
+            texts = {}
+            for column, encoder in member.texts.items():
+                state = encoder.state() if isinstance(encoder, HashedNgrams) else {}
+                relative = f"texts/{m}-{member.run}/{column}.npz"
+                (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+                np.savez(folder / relative, **state)
+                texts[column] = relative
+            members.append(
+                {
+                    "run": member.run,
+                    "config": {k: v for k, v in dataclasses.asdict(member.config).items()},
+                    "views": member.views,
+                    "dims": member.heads[0].dims if member.heads else [],
+                    "heads": heads,
+                    "texts": texts,
+                    "categories": member.categories,
+                }
+            )
+        manifest = {
+            "version": VERSION,
+            "track": self.track.name,
+            "targets": list(self.track.targets),
+            "members": members,
+            "blend": self.blend,
+            "calibration": self.calibration.to_json(),
+            "range_map": self.range_map.to_json(),
+        }
+        write_text(folder / MANIFEST, json.dumps(manifest, indent=2, default=_plain))
+        script = folder / "predict"
+        write_text(script, PREDICT_SCRIPT)
+        script.chmod(0o755)
+        return folder
+
+    @classmethod
+    def load(cls, folder: Path) -> Predictor:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        if manifest.get("version") != VERSION:
+            found = manifest.get("version")
+            raise PredictError(f"{folder / MANIFEST}: version {found}; this workbench reads version {VERSION}")
+        track = get_track(manifest["track"])
+        members = []
+        for entry in manifest["members"]:
+            config = build(TrainConfig, {k: _at(folder, v) for k, v in entry["config"].items()})
+            heads = []
+            for relative in entry["heads"]:
+                head = create_head(config.head, entry["dims"], out=len(track.targets), hidden=config.hidden)
+                head.load_state_dict(torch.load(folder / relative, weights_only=True))
+                heads.append(head.eval())
+            texts = {}
+            for column, relative in entry["texts"].items():
+                encoder = TEXT_ENCODERS.get(config.text)(config.text_weights, config.seed)
+                if isinstance(encoder, HashedNgrams):
+                    with np.load(folder / relative) as arrays:
+                        encoder.load_state({k: arrays[k] for k in arrays.files})
+                texts[column] = encoder
+            members.append(Member(entry["run"], config, entry["views"], heads, texts, entry["categories"]))
+        return cls(
+            track,
+            members,
+            manifest["blend"],
+            Calibration.from_json(manifest["calibration"]),
+            RangeMap.from_json(manifest["range_map"]),
+        )
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _at(folder: Path, value: object) -> object:
+    """A configuration value naming exported weights (`weights/...`, `hf:weights/...`) made absolute; the others
+    as they are."""
+    if isinstance(value, str) and value.removeprefix("hf:").startswith(f"{WEIGHTS}/"):
+        prefix = "hf:" if value.startswith("hf:") else ""
+        return prefix + str(folder / value.removeprefix("hf:"))
+    return value
+
+
+# --- weights that travel ------------------------------------------------------------------------------------------
+
+
+def weights_source(family: str, name: str, weights: str) -> Path | None:
+    """The file or folder an encoder's `weights` word loads from on this machine (None: random or weight-free)."""
+    if weights in ("random", "none"):
+        return None
+    if Path(weights).exists():
+        return Path(weights)
+    if name.startswith(clip.PREFIX) and weights.startswith("hub:"):
+        return clip.weights_file(name.removeprefix(clip.PREFIX), weights)
+    if weights == "hub" and name.startswith("hf:"):
+        return model_folder(name.removeprefix("hf:"))
+    if weights == "hub" and family == "motion" and name in MOTION_ENCODERS:
+        return hub_checkpoint(name)
+    if weights == "hub" and family == "image":
+        return _cached_hub_file(name, _timm_pretrained_cfg(name))[1]
+    raise ValueError(f"{name} with weights={weights!r}: cannot tell which file these weights are to export them")
+
+
+def copy_weights(source: Path, folder: Path) -> str:
+    """Copies a weights file or model folder into `folder/weights/<k>/`, returning its path relative to `folder`."""
+    slot = folder / WEIGHTS / str(len(list((folder / WEIGHTS).glob("*"))) if (folder / WEIGHTS).is_dir() else 0)
+    target = slot / source.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if source.is_dir():
+        shutil.copytree(source, target, symlinks=False)
+    else:
+        shutil.copy2(source, target)
+    return str(target.relative_to(folder))
+
+
+def portable(config: TrainConfig, folder: Path) -> TrainConfig:
+    """The configuration with every weights file or model folder it loads copied under `folder/weights/` and named
+    there: a `hf:` model by its folder (its name), the others by their weights word."""
+    changes: dict[str, str] = {}
+    named = [
+        ("backbone", "weights", "image"),
+        ("motion", "motion_weights", "motion"),
+        ("audio", "audio_weights", "audio"),
+        ("text", "text_weights", "text"),
+    ]
+    for name_field, weights_field, family in named:
+        name, weights = getattr(config, name_field), getattr(config, weights_field)
+        if not name:
+            continue
+        if name.startswith("hf:"):
+            changes[name_field] = "hf:" + copy_weights(model_folder(name.removeprefix("hf:")), folder)
+        elif (source := weights_source(family, name, weights)) is not None:
+            changes[weights_field] = copy_weights(source, folder)
+    return dataclasses.replace(config, **changes)
+
+
+def fold_heads(run: Run, config: TrainConfig, targets: int) -> list[StreamHead]:
+    """Every fold's head from its best checkpoint, the stream widths read off its standardisation buffers."""
+    heads = []
+    for fold in run.folds_done():
+        state = {k.removeprefix("head."): v for k, v in load_state(run.fold_dir(fold) / "best.ckpt").items()}
+        dims = [int(state[f"mean_{k}"].shape[0]) for k in range(sum(1 for key in state if key.startswith("mean_")))]
+        head = create_head(config.head, dims, out=targets, hidden=config.hidden, dropout=config.dropout)
+        head.load_state_dict(state)
+        heads.append(head.eval())
+    return heads
+
+
+def member_of(run: Run, config: TrainConfig, views: list[str], track: Track, items: pd.DataFrame) -> Member:
+    """A run as a predictor's member; its text encoders fitted, and its categories read, on the training split as the
+    run's were (read_streams)."""
+    train = (items["split"] == "train").to_numpy()
+    texts = {}
+    for column in (kind.column for kind in track.inputs if isinstance(kind, Text)) if config.text else ():
+        texts[column] = text_features(
+            config.text, items[column].fillna("").astype(str).tolist(), train, config.seed, config.text_weights
+        ).encoder
+    categories = track_categories(track, items, train) if config.meta else {}
+    paired = views or list(run.config["views"])
+    return Member(run.id, config, paired, fold_heads(run, config, len(track.targets)), texts, categories)
+
+
+def export_folder(predictor: Predictor, folder: Path) -> Path:
+    """The predictor saved in `folder` (its encoders' weights copied in) and zipped beside it as `<folder>.zip`, the
+    zip written whole before it takes its name."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    members = [dataclasses.replace(m, config=portable(m.config, folder)) for m in predictor.members]
+    dataclasses.replace(predictor, members=members).save(folder)
+    archive = folder.with_suffix(".zip")
+    with atomic_path(archive) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zipped:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                info = zipfile.ZipInfo.from_file(path, f"{folder.name}/{path.relative_to(folder)}")
+                with open(path, "rb") as handle:
+                    zipped.writestr(info, handle.read(), zipfile.ZIP_DEFLATED)
+    return archive
+
+
+# --- the command ------------------------------------------------------------------------------------------------
+
+
+PREDICT_SCRIPT = '''#!/usr/bin/env python3
+"""Scores media with the predictor exported beside this file (vqa-workbench); run it with no argument for usage."""
+import sys
+from pathlib import Path
+
+from workbench.predictor import main
+
+sys.exit(main(sys.argv[1:], Path(__file__).resolve().parent))
+'''
+
+
+def _write_result(path: str, text: str) -> None:
+    try:
+        write_text(path, text)
+    except OSError as error:
+        raise PredictError(f"{path}: cannot write the result ({error.strerror or error})") from error
+
+
+def _items_of(track: Track, paths: Sequence[str], texts: dict[str, list[str]], ids: Sequence[str]) -> pd.DataFrame:
+    items = pd.DataFrame({"item_id": list(ids), "path": list(paths)})
+    for kind in track.inputs:
+        if isinstance(kind, Text):
+            items[kind.column] = texts.get(kind.column, [""] * len(items))
+        elif isinstance(kind, Category):
+            items[kind.column] = [kind.parse(Path(p).name) for p in paths]
+    for path in paths:
+        if not Path(path).is_file():
+            raise PredictError(f"{path}: no such file")
+    return items
+
+
+def _formatted(row: Sequence[float]) -> str:
+    return ",".join(repr(float(v)) for v in row)
+
+
+def main(argv: Sequence[str], folder: Path) -> int:
+    args = list(argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(USAGE, file=sys.stderr)
+        return 2 if not args else 0
+    try:
+        predictor = Predictor.load(folder)
+        track = predictor.track
+        if args[0] == "--list":
+            if len(args) != 3:
+                raise ValueError
+            listed = pd.read_csv(args[1], dtype=str, keep_default_na=False)
+            if "path" not in listed:
+                raise PredictError(f"{args[1]}: no `path` column (found {', '.join(listed.columns) or 'none'})")
+            ids = listed["item_id"] if "item_id" in listed else [Path(p).name for p in listed["path"]]
+            texts = {c: listed[c].tolist() for c in listed.columns if c not in ("path", "item_id")}
+            scores = predictor.predict(_items_of(track, listed["path"].tolist(), texts, ids))
+            lines = ["item_id," + ",".join(track.targets)]
+            lines += [f"{item},{_formatted(row)}" for item, row in zip(scores.index, scores.to_numpy())]
+            _write_result(args[2], "\n".join(lines) + "\n")
+            return 0
+        positional = [a for a in args if not a.startswith("--")]
+        texts = {}
+        for k, arg in enumerate(args):
+            if arg == "--text":
+                column, _, text = args[k + 1].partition("=")
+                texts[column] = [text]
+        positional = [a for k, a in enumerate(args) if not a.startswith("--") and (k == 0 or args[k - 1] != "--text")]
+        if len(positional) != 2:
+            raise ValueError
+        media, result = positional
+        scores = predictor.predict(_items_of(track, [media], texts, [Path(media).name]))
+        _write_result(result, _formatted(scores.to_numpy()[0]) + "\n")
+        return 0
+    except (ValueError, IndexError):
+        print(USAGE, file=sys.stderr)
+        return 2
+    except (PredictError, OSError) as error:
+        print(f"predict: {error}", file=sys.stderr)
+        return 1
