@@ -192,3 +192,21 @@ def test_a_run_reads_text_alignment_and_metadata_streams_beside_the_key_frames(t
     with pytest.raises(ValueError, match="two towers of one model"):
         load_training_data(other)
     assert main(["train", *words[:-1], "text=hashed_ngrams", "align=cosine"]) == 2
+
+
+def test_profile_costs_the_text_and_alignment_streams_a_run_reads(tiny_clip):
+    from tracks import get_track
+    from workbench.config import ProfileConfig, build
+    from workbench.profile import Pipeline
+
+    track = get_track("xgc_aigv")
+    words = {"backbone": tiny_clip, "text": tiny_clip, "align": "cosine", "meta": "container", "size": "32"}
+    cfg = build(ProfileConfig, words, track.defaults)
+    pipeline = Pipeline.of(cfg, track, [("center",)])
+    assert pipeline.stream_dims() == [32, 33, 1, 8]  # key frames, prompt, cosine per key frame, container facts
+    stages = {stage.name: stage for stage in pipeline.stages()}
+    tower = stages[f"{tiny_clip} on prompt"]
+    assert tower.input == "1x77 tokens" and tower.cost.flops > 0 and tower.cost.params > 0
+    assert stages["alignment of prompt"].cost.flops == 2 * 32 * cfg.frames
+    hashed = Pipeline.of(build(ProfileConfig, {}, track.defaults), track, [("center",)])
+    assert hashed.stream_dims()[1:] == [66]  # the default's text stream is in the head's inputs too

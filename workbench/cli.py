@@ -57,6 +57,7 @@ from workbench.train import (
     quiet_lightning,
     run_summary,
     summary_table,
+    track_categories,
     train_fold,
 )
 
@@ -228,6 +229,10 @@ def cmd_export(cfg: ExportConfig) -> int:
     decision = decide(named.track, named.predicted, named.items, named.choice)
     predictor = predictor_of(named, decision)
     runs = [member.run for member in predictor.members]
+    if named.track.budget:
+        used = [(run, config) for run, config in zip(named.runs, named.configs, strict=True) if run.id in runs]
+        views = {member.run: member.views for member in predictor.members}
+        check_budget(named.track, *pipelines_of(named, *zip(*used), views))
     name = f"{named.track.name}-{runs[0]}" if len(runs) == 1 else f"{named.track.name}-{runs_digest(runs)}"
     with console.status(f"exporting {', '.join(runs)}"):
         archive = export_folder(predictor, Path(cfg.out) / name)
@@ -315,6 +320,20 @@ def submit(cfg: SubmitConfig) -> Path:
     return submission.path
 
 
+def pipelines_of(
+    named: Submitted, runs: Sequence[Run], configs: Sequence[TrainConfig], views: dict[str, list[str]]
+) -> list[Pipeline]:
+    """The cost model of each run's test-time pipeline (workbench.profile), its metadata as wide as its data's."""
+    train = (named.items["split"] == "train").to_numpy()
+    counts = {column: len(names) for column, names in track_categories(named.track, named.items, train).items()}
+    return [
+        Pipeline.of(
+            config, named.track, family_variants(views[run.id], len(config.all_specs(named.track.media))), counts
+        )
+        for run, config in zip(runs, configs, strict=True)
+    ]
+
+
 def cost_and_readme(
     cfg: SubmitConfig, named: Submitted, decision: Decision, views: dict[str, list[str]], about: str
 ) -> tuple[dict[str, bytes], str]:
@@ -325,11 +344,7 @@ def cost_and_readme(
     test = named.items[named.items["split"] == "test"]
     runs, configs = zip(*[(r, c) for r, c in zip(named.runs, named.configs, strict=True) if r.id in views])
     if track.budget or track.submission.readme:
-        pipelines = [
-            Pipeline.of(config, track, family_variants(views[run.id], len(config.all_specs(track.media))))
-            for run, config in zip(runs, configs)
-        ]
-        check_budget(track, *pipelines)
+        check_budget(track, *pipelines_of(named, runs, configs, views))
         if track.submission.readme and len(test):
             seconds = predictor_of(named, decision).seconds_per_item(test.head(3))
             runtime = f"{seconds:.3f}s"

@@ -16,8 +16,10 @@ naming it, wrong arguments print the usage and exit 2.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import shutil
 import sys
 import time
@@ -29,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from torch.utils.data import DataLoader
 
 from common.atomic import atomic_path, write_text
 from ensembles.blend import restore_blender
@@ -37,8 +40,17 @@ from features import clip
 from features.backbones import _cached_hub_file, _timm_pretrained_cfg
 from features.cache import Features, FeatureSpec, Streams
 from features.clip import prompt_alignment
-from features.decode import DECODERS, MediaError
-from features.extract import create_encoders, render_item, shared_sampling
+from features.decode import DECODERS
+from features.extract import (
+    FeatureExtractor,
+    Job,
+    MediaDataset,
+    collate,
+    create_encoders,
+    decode_threads,
+    shared_sampling,
+    single_threaded_ops,
+)
 from features.hf import model_folder
 from features.inputs import Category, Text
 from features.motion import MOTION_ENCODERS, hub_checkpoint
@@ -46,7 +58,7 @@ from features.text import TEXT_ENCODERS, HashedNgrams, text_features
 from features.views import view_family
 from tracks import Track, get_track
 from tracks.base import RangeMap
-from workbench.config import TrainConfig, build
+from workbench.config import ExtractConfig, TrainConfig, build
 from workbench.heads import StreamHead, create_head
 from workbench.runs import Run
 from workbench.train import load_state, metadata_stream, per_item, predict, track_categories
@@ -72,14 +84,15 @@ class Member:
     heads: list[StreamHead]
     texts: dict[str, object] = field(default_factory=dict)
     categories: dict[str, list[str]] = field(default_factory=dict)
+    workers: int = ExtractConfig.workers  # processes decoding ahead of the encoders, as `just extract` has them
     _encoders: list | None = field(default=None, init=False, repr=False)
 
     def specs(self, track: Track) -> list[FeatureSpec]:
         return list(self.config.all_specs(track.media))
 
-    def encoders(self, track: Track) -> list:
+    def encoders_for(self, specs: Sequence[FeatureSpec]) -> list:
         if self._encoders is None:
-            self._encoders = create_encoders(self.specs(track))
+            self._encoders = create_encoders(specs)
         return self._encoders
 
     def streams(self, track: Track, items: pd.DataFrame) -> Streams:
@@ -89,23 +102,10 @@ class Member:
         components = [name.split("+") for name in self.views]
         wanted = [list(dict.fromkeys(c[s] for c in components)) for s in range(cached)]
         families = [view_family(spec) for spec in specs]
-        decoder, sampling = DECODERS.get(specs[0].media), shared_sampling(specs)
-        encoders = self.encoders(track)
-        vectors: list[list[dict[str, np.ndarray]]] = [[] for _ in specs]  # per set, per item: view -> [T, D]
-        for path in items["path"]:
-            try:
-                rendered = render_item(decoder, str(path), sampling, families, wanted)
-            except MediaError as error:
-                raise PredictError(f"{error.path}: {error.reason}") from error
-            for s, (spec, encoder, views) in enumerate(zip(specs, encoders, rendered, strict=True)):
-                out = {}
-                for view, pixels, _ in views:
-                    encoded = encoder(pixels).numpy() if len(pixels) else np.empty((0, encoder.dim), np.float32)
-                    out[view] = encoded.astype(spec.dtype).astype(np.float32)  # as the cache stores and serves it
-                vectors[s].append(out)
-        ids = items["item_id"].tolist()
-        sets = [self._set(vectors[s], [c[s] for c in components], spec.frames, ids) for s, spec in enumerate(specs)]
-        key_frames = self._set(vectors[0], [c[0] for c in components], specs[0].frames, ids)
+        vectors = self._encoded(items, specs, families, wanted)
+        ids = items["item_id"].astype(str).tolist()
+        sets = [_set(vectors[s], [c[s] for c in components], spec.frames, ids) for s, spec in enumerate(specs)]
+        key_frames = _set(vectors[0], [c[0] for c in components], specs[0].frames, ids)
         for column, encoder in self.texts.items():
             text = encoder.transform(items[column].fillna("").astype(str).tolist())
             sets.append(_repeated(per_item(text, ids), len(self.views)))
@@ -119,21 +119,54 @@ class Member:
             start += size
         return Streams(grouped)
 
-    def _set(self, per_item_views: list[dict[str, np.ndarray]], views: list[str], frames: int, ids) -> Features:
-        dim = next(iter(per_item_views[0].values())).shape[-1] if per_item_views else 0
-        x = np.zeros((len(ids), len(views), frames, dim), dtype=np.float32)
-        mask = np.zeros((len(ids), len(views), frames), dtype=bool)
-        for i, by_view in enumerate(per_item_views):
-            for v, view in enumerate(views):
-                found = by_view[view][:frames]
-                x[i, v, : len(found)] = found
-                mask[i, v, : len(found)] = True
-        return Features(x, mask, ids, list(views))
+    def _encoded(self, items: pd.DataFrame, specs, families, wanted) -> list[dict[tuple[str, str], np.ndarray]]:
+        """Per feature set, (item, view) -> [frames, D], through the extraction's own dataset, batching and encoder
+        streams (features.extract): DataLoader workers decode and cut views ahead of the encoders, which run as
+        single-threaded streams beside them on the CPU, a batch of items to a pass."""
+        decoder, sampling = DECODERS.get(specs[0].media), shared_sampling(specs)
+        paths = items["path"].astype(str)
+        jobs = [
+            Job(item, path, "", tuple(map(tuple, wanted))) for item, path in zip(items["item_id"].astype(str), paths)
+        ]
+        workers = min(self.workers, len(jobs) - 1)  # a lone item decodes here, as fast as in a worker
+        dataset = MediaDataset(jobs, decoder, sampling, families, decode_threads(max(workers, 1)))
+        loader = DataLoader(dataset, batch_size=ExtractConfig.batch, num_workers=workers, collate_fn=collate)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        streams = 1 if device == "cuda" else len(os.sched_getaffinity(0))
+        extractor = FeatureExtractor(self.encoders_for(specs), streams=streams).to(device)
+        out: list[dict[tuple[str, str], list]] = [{} for _ in specs]
+        extractor.on_predict_start()
+        try:
+            with single_threaded_ops() if device == "cpu" else contextlib.nullcontext():
+                for batch in loader:
+                    if batch["failures"]:
+                        failure = batch["failures"][0]
+                        raise PredictError(f"{failure['path']}: {failure['reason']}")
+                    for s, (spec, part) in enumerate(zip(specs, batch["sets"], strict=True)):
+                        rows = extractor.encode(part["pixels"].to(device), s).astype(spec.dtype).astype(np.float32)
+                        for item, view, row in zip(part["rows"]["item_id"], part["rows"]["view"], rows):
+                            out[s].setdefault((item, view), []).append(row)  # in frame order, as collated
+        finally:
+            extractor.on_predict_end()
+        return [{key: np.stack(rows) for key, rows in by_key.items()} for by_key in out]
 
     def predict(self, track: Track, items: pd.DataFrame) -> np.ndarray:
         """[items, targets]: each fold's head on every view, the views' mean, then the folds' (as fold_ensemble)."""
         tensors = [torch.from_numpy(a) for part in self.streams(track, items).parts for a in (part.x, part.mask)]
         return np.mean([predict(head, tensors).mean(axis=1) for head in self.heads], axis=0)
+
+
+def _set(vectors: dict[tuple[str, str], np.ndarray], views: list[str], frames: int, ids: list[str]) -> Features:
+    """One feature set of `ids` on `views` (one per paired view), frames padded to `frames` and masked."""
+    dim = next(iter(vectors.values())).shape[-1]
+    x = np.zeros((len(ids), len(views), frames, dim), dtype=np.float32)
+    mask = np.zeros((len(ids), len(views), frames), dtype=bool)
+    for i, item in enumerate(ids):
+        for v, view in enumerate(views):
+            found = vectors.get((item, view), np.empty((0, dim), np.float32))[:frames]
+            x[i, v, : len(found)] = found
+            mask[i, v, : len(found)] = True
+    return Features(x, mask, ids, list(views))
 
 
 def _repeated(features: Features, views: int) -> Features:
