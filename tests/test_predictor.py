@@ -86,7 +86,7 @@ def test_wrong_arguments_an_unreadable_item_and_an_unwritable_result_are_refused
     video = str(next(iter(paths.values())))
     for args in ([], [video], [video, "a", "b"], ["--list", "items.csv"]):
         done = _run(folder, *args, cwd=tmp_path)
-        assert done.returncode == 2 and "usage: predict MEDIA RESULT_FILE" in done.stderr
+        assert done.returncode == 2 and "usage: predict MEDIA RESULT_FILE" in done.stderr, args
     (tmp_path / "notes.mp4").write_text("not a video")
     done = _run(folder, str(tmp_path / "notes.mp4"), "out.txt", cwd=tmp_path)
     assert done.returncode == 1 and "notes.mp4" in done.stderr and not (tmp_path / "out.txt").exists()
@@ -140,3 +140,17 @@ def test_a_backbones_weights_file_travels_with_the_export(tmp_path):
     (run,) = (tmp_path / "runs" / "kvq").iterdir()
     expected = fold_ensemble(Run(run).predictions("test"), KVQ.targets)
     np.testing.assert_allclose(scores.loc[expected.index, "score"], expected["score"], rtol=1e-4, atol=1e-4)
+
+
+def test_a_challenge_that_passes_a_reference_gets_it_in_its_order_and_a_no_reference_model_ignores_it(
+    exported, tmp_path, monkeypatch, capsys
+):
+    from workbench.predictor import main as predict
+
+    folder, submitted, paths = exported
+    item = submitted.index[0]
+    monkeypatch.setattr(type(KVQ), "reference_argument", True)
+    assert predict([str(paths[item]), "/nowhere/reference.mp4", str(tmp_path / "out.txt")], folder) == 0
+    assert float((tmp_path / "out.txt").read_text()) == pytest.approx(submitted.loc[item, "score"], rel=1e-5)
+    assert predict([str(paths[item]), str(tmp_path / "two.txt")], folder) == 2
+    assert "usage: predict DISTORTED REFERENCE RESULT_FILE" in capsys.readouterr().err

@@ -51,3 +51,19 @@ def test_a_checkpoint_with_pickled_code_is_refused(tmp_path):
     fine = tmp_path / "fine.ckpt"
     torch.save({"state_dict": {"w": torch.ones(2)}}, fine)
     assert torch.equal(load_state(fine)["w"], torch.ones(2))
+
+
+def test_the_newest_run_submitted_by_default_is_never_a_shuffled_label_control(tmp_path):
+    import json
+    import os
+
+    from workbench.runs import newest_complete_run
+
+    for name, control, when in (("run", False, 1000), ("control", True, 2000)):
+        folder = tmp_path / "kvq" / name
+        (folder / "fold-0").mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps({"folds": 1, "shuffle_labels": control}))
+        (folder / "fold-0" / "score.json").write_text("{}")
+        (folder / "scores.json").write_text("{}")
+        os.utime(folder / "scores.json", (when, when))
+    assert newest_complete_run(tmp_path, "kvq").id == "run"  # the control is newer, as `just demo` trains it

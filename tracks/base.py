@@ -259,6 +259,9 @@ class Track:
     # Whether predictions must lie inside `score_range` (a rate in [0, 1]): they are mapped strictly inside it by the
     # submission's RangeMap (range_map) rather than refused at export.
     bounded: ClassVar[bool] = False
+    # Whether the challenge runs submitted programs as `predict DISTORTED REFERENCE RESULT_FILE` (ICME's HDR track):
+    # the exported predictor then takes the reference argument, in that order, a no-reference model ignoring it.
+    reference_argument: ClassVar[bool] = False
     # The smallest synthetic dataset (synthesize's items, width, height) that exercises the whole track: what the
     # conformance suite runs every track on.
     smoke: ClassVar[dict[str, int]] = {"items": 12, "width": 64, "height": 48}

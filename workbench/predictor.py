@@ -9,6 +9,8 @@ needs the installed workbench (`pip install` of this project, which brings torch
 torch and PyAV alone. A challenge's Docker image needs that install, the folder, and `predict` as its entry point.
 
 `predict MEDIA RESULT_FILE` writes the item's score (one float per target, comma-separated, in the track's order);
+a track whose challenge runs programs on pairs (`Track.reference_argument`) takes `predict DISTORTED REFERENCE
+RESULT_FILE` in the organisers' order, a no-reference model accepting the reference and ignoring it.
 `predict --list ITEMS.csv OUT.csv` scores many items in one process (a `path` column, the track's text columns,
 an optional `item_id`). Results are written atomically; an unreadable item or an unwritable result path exits 1
 naming it, wrong arguments print the usage and exit 2.
@@ -16,6 +18,7 @@ naming it, wrong arguments print the usage and exit 2.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import json
@@ -66,7 +69,6 @@ from workbench.train import load_state, metadata_stream, per_item, predict, trac
 MANIFEST = "predictor.json"
 WEIGHTS = "weights"
 VERSION = 1
-USAGE = "usage: predict MEDIA RESULT_FILE [--text COLUMN=TEXT ...] | predict --list ITEMS.csv OUT.csv"
 
 
 class PredictError(RuntimeError):
@@ -438,43 +440,55 @@ def _formatted(row: Sequence[float]) -> str:
     return ",".join(repr(float(v)) for v in row)
 
 
+def usage(track: Track) -> str:
+    media = "DISTORTED REFERENCE" if track.reference_argument else "MEDIA"
+    return f"predict {media} RESULT_FILE [--text COLUMN=TEXT ...] | predict --list ITEMS.csv OUT.csv"
+
+
+def _arguments(track: Track) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="predict", usage=usage(track), description=__doc__.split("\n\n")[0])
+    parser.add_argument("paths", nargs="*", help="the media (and, where the challenge passes one, its reference), then "
+                        "the result file")  # fmt: skip
+    parser.add_argument("--list", nargs=2, metavar=("ITEMS.csv", "OUT.csv"), help="score many items in one process")
+    parser.add_argument("--text", action="append", default=[], metavar="COLUMN=TEXT", help="a text input's value")
+    return parser
+
+
 def main(argv: Sequence[str], folder: Path) -> int:
-    args = list(argv)
-    if not args or args[0] in ("-h", "--help"):
-        print(USAGE, file=sys.stderr)
-        return 2 if not args else 0
+    """The `predict` command of the folder's predictor; returns the exit status."""
     try:
         predictor = Predictor.load(folder)
         track = predictor.track
-        if args[0] == "--list":
-            if len(args) != 3:
-                raise ValueError
-            listed = pd.read_csv(args[1], dtype=str, keep_default_na=False)
+        parser = _arguments(track)
+        args = parser.parse_args(list(argv))
+        media_count = 2 if track.reference_argument else 1
+        if args.list and (args.paths or args.text):
+            parser.error("--list takes no other argument")
+        if not args.list and len(args.paths) != media_count + 1:
+            parser.error(f"expected {media_count + 1} paths, got {len(args.paths)}")
+        if args.list:
+            listed = pd.read_csv(args.list[0], dtype=str, keep_default_na=False)
             if "path" not in listed:
-                raise PredictError(f"{args[1]}: no `path` column (found {', '.join(listed.columns) or 'none'})")
+                raise PredictError(f"{args.list[0]}: no `path` column (found {', '.join(listed.columns) or 'none'})")
             ids = listed["item_id"] if "item_id" in listed else [Path(p).name for p in listed["path"]]
-            texts = {c: listed[c].tolist() for c in listed.columns if c not in ("path", "item_id")}
+            texts = {c: listed[c].tolist() for c in listed.columns if c not in ("path", "item_id", "reference")}
             scores = predictor.predict(_items_of(track, listed["path"].tolist(), texts, ids))
             lines = ["item_id," + ",".join(track.targets)]
             lines += [f"{item},{_formatted(row)}" for item, row in zip(scores.index, scores.to_numpy())]
-            _write_result(args[2], "\n".join(lines) + "\n")
+            _write_result(args.list[1], "\n".join(lines) + "\n")
             return 0
-        positional = [a for a in args if not a.startswith("--")]
         texts = {}
-        for k, arg in enumerate(args):
-            if arg == "--text":
-                column, _, text = args[k + 1].partition("=")
-                texts[column] = [text]
-        positional = [a for k, a in enumerate(args) if not a.startswith("--") and (k == 0 or args[k - 1] != "--text")]
-        if len(positional) != 2:
-            raise ValueError
-        media, result = positional
+        for pair in args.text:
+            column, equals, text = pair.partition("=")
+            if not equals:
+                parser.error(f"--text {pair!r}: expected COLUMN=TEXT")
+            texts[column] = [text]
+        media, result = args.paths[0], args.paths[-1]  # a reference between them is the challenge's, not ours yet
         scores = predictor.predict(_items_of(track, [media], texts, [Path(media).name]))
         _write_result(result, _formatted(scores.to_numpy()[0]) + "\n")
         return 0
-    except (ValueError, IndexError):
-        print(USAGE, file=sys.stderr)
-        return 2
+    except SystemExit as stop:  # argparse's usage errors (2) and --help (0)
+        return int(stop.code or 0)
     except (PredictError, OSError) as error:
         print(f"predict: {error}", file=sys.stderr)
         return 1

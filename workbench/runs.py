@@ -87,8 +87,10 @@ def open_run(runs_root: str | Path, track: str, run: str) -> Run:
 
 
 def newest_complete_run(runs_root: str | Path, track: str) -> Run:
+    """The newest finished run, shuffled-label controls left out: a control is trained after the run it checks (as
+    `just demo` does) and must never be submitted for it."""
     runs = [Run(p.parent) for p in (Path(runs_root) / track).glob(f"*/{CONFIG}")]
-    complete = [r for r in runs if r.is_complete()]
+    complete = [r for r in runs if r.is_complete() and not r.config.get("shuffle_labels")]
     if not complete:
         raise FileNotFoundError(f"no finished run of {track} under {Path(runs_root) / track}: run `just train` first")
     return max(complete, key=lambda r: (r.path / SCORES).stat().st_mtime if (r.path / SCORES).exists() else 0.0)
