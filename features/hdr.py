@@ -1,0 +1,462 @@
+"""HDR decoded as HDR: colour tags, native-depth planes, our own YUV->RGB, transfer functions and three views.
+
+Why a module of its own: every common video path drops HDR10 to 8-bit BT.709 (OpenCV, decord), and swscale's
+YUV->RGB in PyAV has had 10-bit colour bugs (PyAV #2034, #2192) and falls back to BT.601 for untagged streams
+(#1378, #2230). Here the 10-bit code values come out of the decoder untouched (uint16 planes), the matrix, range and
+transfer come from the stream's tags (or an explicit fallback), and every conversion is numpy we can test against
+the standards' own numbers. A leaf: numpy, av and features.decode only.
+
+Facts used (ITU-T H.273 code points, as FFmpeg and PyAV report them as ints):
+- HDR10 = 10-bit 4:2:0 Y'CbCr, BT.2020 primaries (9), BT.2020 non-constant-luminance matrix (9), SMPTE ST 2084
+  PQ transfer (16), limited range (1). HLG is transfer 18 (ARIB STD-B67); BT.2100 defines PQ and HLG only at 10 and
+  12 bits.
+- Limited ("MPEG", studio) range at bit depth b: Y' = 16..235 and Cb/Cr = 16..240 (128 neutral), scaled by 2^(b-8),
+  so 10-bit black is 64, white 940, neutral chroma 512. Full ("JPEG") range: Y' = (2^b - 1)·E'Y and
+  C = (2^b - 1)·E'C + 2^(b-1) (H.273, equations for video_full_range_flag = 1).
+- Non-constant-luminance Y'CbCr: E'Y = Kr R' + (1 - Kr - Kb) G' + Kb B', E'Cb = (B' - E'Y) / (2 (1 - Kb)),
+  E'Cr = (R' - E'Y) / (2 (1 - Kr)); BT.709 Kr/Kb = 0.2126/0.0722, BT.2020 0.2627/0.0593, BT.601 0.299/0.114.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import av
+import numpy as np
+
+from features.decode import MediaError, open_container
+
+# --- colour tags ------------------------------------------------------------------------------------------------------
+
+# H.273 code points -> our short names. Transfers 1 (BT.709), 6 (BT.601/SMPTE 170M), 14 and 15 (BT.2020 10/12-bit)
+# are one and the same OETF curve, displayed through BT.1886: one name, "bt709". Unspecified (2) and reserved (0, 3)
+# are absent, so they read as "unknown" and are filled by the fallback; specified values outside these maps read as
+# "h273-<n>", tagged but not supported by the views (they raise ValueError rather than guess).
+TRANSFERS = {1: "bt709", 4: "gamma22", 5: "gamma28", 6: "bt709", 8: "linear", 13: "srgb", 14: "bt709", 15: "bt709"}
+TRANSFERS |= {16: "pq", 18: "hlg"}
+PRIMARIES = {1: "bt709", 4: "bt470m", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 9: "bt2020", 11: "smpte431"}
+PRIMARIES |= {12: "smpte432"}
+MATRICES = {0: "rgb", 1: "bt709", 4: "fcc", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 8: "ycgco", 9: "bt2020nc"}
+MATRICES |= {10: "bt2020c", 14: "ictcp"}
+RANGES = {1: "limited", 2: "full"}
+_UNSPECIFIED = {"transfer": (0, 2, 3), "primaries": (0, 2, 3), "matrix": (2, 3), "range": (0,)}
+
+
+@dataclass(frozen=True)
+class ColourTags:
+    """How a stream's code values are to be read: `transfer` ("pq", "hlg", "bt709", ...), `primaries` ("bt2020",
+    "bt709", ...), `matrix` ("bt2020nc", "bt709", ...), `range` ("limited" or "full"), each "unknown" when untagged,
+    and `bit_depth` of the pixel format (8, 10, ...)."""
+
+    transfer: str
+    primaries: str
+    matrix: str
+    range: str
+    bit_depth: int
+
+    @property
+    def is_hdr(self) -> bool:
+        return self.transfer in ("pq", "hlg")
+
+
+HDR10 = ColourTags("pq", "bt2020", "bt2020nc", "limited", 10)
+# What an untagged 8-bit stream is taken to be: BT.709 SDR in limited range (not swscale's BT.601 default, which is
+# for standard-definition video; the challenge's SDR clips are HD and UHD encodes).
+SDR = ColourTags("bt709", "bt709", "bt709", "limited", 8)
+NAME_TAGS = {"hdr10": HDR10, "sdr": SDR}  # tokens of names like 1_Basketball_Afternoon_HDR10_960x540_800k.mp4
+
+
+def _unspecified(field: str, value) -> bool:
+    """None (not reported), unspecified or reserved; 0 is a real matrix (RGB), so "or 0" would not do."""
+    return value is None or int(value) in _UNSPECIFIED[field]
+
+
+def _name(table: dict[int, str], value, field: str) -> str:
+    return "unknown" if _unspecified(field, value) else table.get(int(value), f"h273-{int(value)}")
+
+
+def tags_from_name(path: str | os.PathLike) -> ColourTags | None:
+    """HDR10 or SDR tags when exactly one of the tokens `HDR10` / `SDR` (any case, between `_ - . space`) is in the
+    file name, as in the HDRSDR-VQA names `{id}_{content}_{HDR10|SDR}_{W}x{H}_{kbps}k.mp4`; None otherwise (both or
+    neither: no guess)."""
+    tokens = {token.lower() for token in re.split(r"[_\-. ]+", os.path.basename(os.fspath(path)))}
+    found = [tags for token, tags in NAME_TAGS.items() if token in tokens]
+    return found[0] if len(found) == 1 else None
+
+
+def _bit_depth(video_format: av.VideoFormat) -> int:
+    """From the components, not the name (8-bit nv12 has "12" in its name)."""
+    return max(component.bits for component in video_format.components)
+
+
+def read_tags(
+    path: str | os.PathLike, *, default: ColourTags = SDR, allow_8bit_hdr: bool = False
+) -> tuple[ColourTags, str]:
+    """The first video stream's colour tags and where they came from.
+
+    Each of transfer, primaries, matrix and range is taken from the stream (the codec context, else the first
+    decoded frame) where the stream specifies it; an unspecified field is filled from the file name's HDR10/SDR
+    token (tags_from_name) if it has one, else from `default`. The stream wins a conflict with the name: it is what
+    the decoder delivers. `bit_depth` always comes from the pixel format (the default's is ignored). The second value
+    names the source of the transfer, the tag that decides HDR or SDR and the EOTF: "stream", "file name" or
+    "default".
+
+    An HDR transfer (PQ or HLG) at under 10 bits raises MediaError naming the file: BT.2100 defines both only at 10
+    and 12 bits, 8-bit PQ bands visibly, and in practice it means a mistagged stream (an 8-bit SDR re-encode that
+    kept the HDR tags, or an 8-bit file named HDR10). `allow_8bit_hdr=True` accepts it as tagged.
+    """
+    path = os.fspath(path)
+    with open_container(path) as container:
+        if not container.streams.video:
+            raise MediaError(path, "no video stream")
+        stream = container.streams.video[0]
+        codec = stream.codec_context
+        raw = {
+            "transfer": codec.color_trc,
+            "primaries": codec.color_primaries,
+            "matrix": codec.colorspace,
+            "range": codec.color_range,
+        }
+        video_format = codec.format
+        if video_format is None or any(_unspecified(f, value) for f, value in raw.items()):
+            try:  # some streams carry their VUI in-band only: the first frame's tags
+                frame = next(container.decode(stream), None)
+            except av.FFmpegError as error:
+                raise MediaError(path, f"cannot decode the first frame ({error})") from error
+            if frame is not None:
+                frame_raw = (frame.color_trc, frame.color_primaries, frame.colorspace, frame.color_range)
+                for field_name, value in zip(raw, frame_raw):
+                    if _unspecified(field_name, raw[field_name]):
+                        raw[field_name] = value
+                video_format = video_format or frame.format
+        if video_format is None:
+            raise MediaError(path, "unknown pixel format")
+    tables = {"transfer": TRANSFERS, "primaries": PRIMARIES, "matrix": MATRICES, "range": RANGES}
+    stream_tags = {f: _name(tables[f], raw[f], f) for f in raw}
+    named = tags_from_name(path)
+    fallback, fallback_source = (named, "file name") if named is not None else (default, "default")
+    merged = {f: value if value != "unknown" else getattr(fallback, f) for f, value in stream_tags.items()}
+    tags = ColourTags(**merged, bit_depth=_bit_depth(video_format))
+    source = "stream" if stream_tags["transfer"] != "unknown" else fallback_source
+    if tags.is_hdr and tags.bit_depth < 10 and not allow_8bit_hdr:
+        raise MediaError(
+            path,
+            f"{tags.bit_depth}-bit stream with an HDR transfer ({tags.transfer}, from the {source}): BT.2100 defines "
+            "PQ and HLG only at 10 and 12 bits, so the tags are probably wrong (allow_8bit_hdr=True accepts them)",
+        )
+    return tags, source
+
+
+# --- native-depth planes ----------------------------------------------------------------------------------------------
+
+
+class Planes(NamedTuple):
+    """One decoded frame's planes as stored (no display rotation applied): Y [H, W], U and V at their own
+    (subsampled) resolution, all uint16 holding the native code values (0..1023 at 10 bits, 0..255 at 8), and the
+    frame's time in seconds from the stream's start. `planes[:3]` is the (Y, U, V) triple."""
+
+    y: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+    t: float
+
+
+def _supported(video_format: av.VideoFormat) -> bool:
+    """Three-plane little-endian Y'CbCr of at most 16 bits (yuv420p, yuv420p10le, yuv422p10le, yuv444p12le, yuvj*);
+    not semi-planar nv12/p010 (two planes), alpha, RGB, greyscale or big-endian formats."""
+    components = video_format.components
+    return (
+        not video_format.is_rgb
+        and not video_format.is_big_endian
+        and sorted(c.plane for c in components) == [0, 1, 2]
+        and _bit_depth(video_format) <= 16
+    )
+
+
+def _frame_planes(frame: av.VideoFrame, t: float) -> Planes:
+    """The planes copied out of FFmpeg's buffers, each row cut to the plane's width (line_size pads rows)."""
+    dtype = np.dtype("<u2") if _bit_depth(frame.format) > 8 else np.dtype(np.uint8)
+    arrays = []
+    for plane in frame.planes:
+        rows = np.frombuffer(plane, dtype=dtype).reshape(plane.height, plane.line_size // dtype.itemsize)
+        arrays.append(rows[:, : plane.width].astype(np.uint16))  # astype copies, also for uint16
+    return Planes(arrays[0], arrays[1], arrays[2], t)
+
+
+def decode_planes(
+    path: str | os.PathLike, frames: int | Sequence[int] | None = None, *, times: Sequence[float] | None = None
+) -> list[Planes]:
+    """Frames of the first video stream as native-depth planes (see Planes), never through 8 bits or swscale.
+
+    Exactly one of: `frames` an int N (the first N frames), `frames` a sequence of decoded-frame indices (0-based,
+    presentation order), or `times` in seconds (the first frame at or after each time, relative to the stream's
+    start, as features.decode.sample_video does; a frame covering several times is returned once). A clip shorter
+    than asked gives fewer frames; none at all, an unsupported pixel format or a decoding failure before the first
+    frame raise MediaError naming the file."""
+    path = os.fspath(path)
+    if (frames is None) == (times is None):
+        raise ValueError("decode_planes: give exactly one of frames (a count or indices) and times")
+    if isinstance(frames, int | np.integer):
+        wanted_indices: list[int] | None = list(range(int(frames)))
+    else:
+        wanted_indices = sorted({int(i) for i in frames}) if frames is not None else None
+    wanted_set = set(wanted_indices or ())
+    targets = sorted(times) if times is not None else []
+    kept: list[Planes] = []
+    with open_container(path) as container:
+        if not container.streams.video:
+            raise MediaError(path, "no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        rate = float(stream.average_rate or 25)
+        next_target = 0
+        try:
+            for index, frame in enumerate(container.decode(stream)):
+                if wanted_indices is not None and (not wanted_indices or index > wanted_indices[-1]):
+                    break
+                if wanted_indices is None and next_target >= len(targets):
+                    break
+                if not _supported(frame.format):
+                    raise MediaError(path, f"pixel format {frame.format.name} is not three-plane little-endian YUV")
+                t = frame.time - start if frame.time is not None else index / rate
+                if wanted_indices is not None:
+                    if index in wanted_set:
+                        kept.append(_frame_planes(frame, t))
+                elif t + 1e-6 >= targets[next_target]:
+                    kept.append(_frame_planes(frame, t))
+                    while next_target < len(targets) and t + 1e-6 >= targets[next_target]:
+                        next_target += 1
+        except av.FFmpegError as error:
+            if not kept:
+                raise MediaError(path, f"decoding failed before the first frame asked for ({error})") from error
+    if not kept and (wanted_indices or targets):
+        raise MediaError(path, "no decodable video frame at the frames asked for")
+    return kept
+
+
+# --- Y'CbCr -> R'G'B' -------------------------------------------------------------------------------------------------
+
+# (Kr, Kb) of the non-constant-luminance matrices (BT.709 Table 3, BT.2020 Table 4, BT.601 2.5.1).
+LUMA_WEIGHTS = {
+    "bt709": (0.2126, 0.0722),
+    "bt2020nc": (0.2627, 0.0593),
+    "bt470bg": (0.299, 0.114),
+    "smpte170m": (0.299, 0.114),
+}
+
+
+def _up2(c: np.ndarray, axis: int, cosited: bool) -> np.ndarray:
+    """Doubles `c` along `axis` by linear interpolation, edges replicated. Co-sited: chroma sample k sits on luma
+    sample 2k, so luma 2k+1 is the mean of k and k+1. Interstitial: sample k sits between luma 2k and 2k+1, so
+    those get 3/4 of k and 1/4 of the neighbour on their side."""
+    c = np.moveaxis(c, axis, 0)
+    following = np.concatenate([c[1:], c[-1:]])
+    preceding = np.concatenate([c[:1], c[:-1]])
+    out = np.empty((2 * c.shape[0], *c.shape[1:]), c.dtype)
+    if cosited:
+        out[0::2], out[1::2] = c, 0.5 * (c + following)
+    else:
+        out[0::2], out[1::2] = 0.75 * c + 0.25 * preceding, 0.75 * c + 0.25 * following
+    return np.moveaxis(out, 0, axis)
+
+
+def upsample_chroma(c: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A chroma plane brought to the luma plane's `shape` [H, W] by bilinear interpolation at the chroma siting
+    that H.264 and HEVC assume when the stream says nothing (chroma_sample_loc_type 0, "left", what x265 writes):
+    horizontally co-sited with the even luma columns, vertically halfway between two luma rows. Bilinear rather
+    than nearest: nearest shifts chroma by up to half a luma pixel and makes staircase colour edges that a
+    full-reference comparison would count as distortion; on flat colour both are exact (the weights sum to 1)."""
+    for axis, cosited in ((0, False), (1, True)):
+        if c.shape[axis] == shape[axis]:
+            continue
+        if c.shape[axis] != -(-shape[axis] // 2):
+            raise ValueError(f"chroma size {c.shape} is not the luma size {shape} or its half (rounded up)")
+        c = _up2(c, axis, cosited)[(slice(None),) * axis + (slice(0, shape[axis]),)]
+    return c
+
+
+def yuv_to_rgb(
+    y: np.ndarray, u: np.ndarray, v: np.ndarray, matrix: str, range: str, bit_depth: int, *, clip: bool = True
+) -> np.ndarray:
+    """Integer Y'CbCr planes (chroma at its own resolution) -> non-linear R'G'B' float32 [3, H, W] in [0, 1].
+
+    Normalisation (H.273): limited range E'Y = (Y - 16·2^(b-8)) / (219·2^(b-8)), E'C = (C - 128·2^(b-8)) /
+    (224·2^(b-8)); full range E'Y = Y / (2^b - 1), E'C = (C - 2^(b-1)) / (2^b - 1). Then R' = E'Y + 2(1-Kr) E'Cr,
+    B' = E'Y + 2(1-Kb) E'Cb, G' = (E'Y - Kr R' - Kb B') / (1 - Kr - Kb), with (Kr, Kb) of `matrix` ("bt709",
+    "bt2020nc", "bt470bg"/"smpte170m" for BT.601). Chroma is upsampled bilinearly (upsample_chroma). With `clip`,
+    limited range's foot- and headroom and out-of-gamut combinations are clipped to [0, 1], the domain of the EOTFs.
+    Our own arithmetic, not swscale's (see the module docstring)."""
+    if matrix not in LUMA_WEIGHTS:
+        raise ValueError(f"matrix {matrix!r} is not supported (only {sorted(LUMA_WEIGHTS)}; constant luminance no)")
+    kr, kb = LUMA_WEIGHTS[matrix]
+    if range == "limited":
+        scale = 2.0 ** (bit_depth - 8)
+        y_offset, y_span, c_span = 16 * scale, 219 * scale, 224 * scale
+    elif range == "full":
+        y_offset, y_span, c_span = 0.0, 2.0**bit_depth - 1, 2.0**bit_depth - 1
+    else:
+        raise ValueError(f"range {range!r} is neither 'limited' nor 'full'")
+    c_offset = 2.0 ** (bit_depth - 1)
+    luma = (np.asarray(y, np.float32) - np.float32(y_offset)) / np.float32(y_span)
+    shape = luma.shape
+    cb = (upsample_chroma(np.asarray(u, np.float32), shape) - np.float32(c_offset)) / np.float32(c_span)
+    cr = (upsample_chroma(np.asarray(v, np.float32), shape) - np.float32(c_offset)) / np.float32(c_span)
+    r = luma + np.float32(2 * (1 - kr)) * cr
+    b = luma + np.float32(2 * (1 - kb)) * cb
+    g = (luma - np.float32(kr) * r - np.float32(kb) * b) / np.float32(1 - kr - kb)
+    rgb = np.stack([r, g, b])
+    return np.clip(rgb, 0.0, 1.0, out=rgb) if clip else rgb
+
+
+# --- transfer functions -----------------------------------------------------------------------------------------------
+
+# SMPTE ST 2084 (and BT.2100 Table 4) constants; the peak is 10000 cd/m^2.
+PQ_M1 = 2610 / 16384  # 0.1593017578125
+PQ_M2 = 2523 / 4096 * 128  # 78.84375
+PQ_C1 = 3424 / 4096  # 0.8359375 = c3 - c2 + 1
+PQ_C2 = 2413 / 4096 * 32  # 18.8515625
+PQ_C3 = 2392 / 4096 * 32  # 18.6875
+PQ_PEAK = 10000.0
+
+
+def _float(x) -> np.ndarray:
+    """float32 stays float32 (views at 4K), anything else computes in float64."""
+    x = np.asarray(x)
+    return x if x.dtype in (np.float32, np.float64) else x.astype(np.float64)
+
+
+def pq_eotf(code) -> np.ndarray:
+    """ST 2084 EOTF: non-linear code value N in [0, 1] -> absolute luminance in cd/m^2 (0..10000):
+    L = 10000 · (max(N^(1/m2) - c1, 0) / (c2 - c3 N^(1/m2)))^(1/m1). Inputs are clipped to [0, 1]."""
+    n = np.clip(_float(code), 0, 1)
+    p = n ** (1 / PQ_M2)
+    return PQ_PEAK * (np.maximum(p - PQ_C1, 0) / (PQ_C2 - PQ_C3 * p)) ** (1 / PQ_M1)
+
+
+def pq_inverse_eotf(luminance) -> np.ndarray:
+    """ST 2084 inverse EOTF: absolute luminance in cd/m^2 -> code value in [0, 1]:
+    N = ((c1 + c2 Y^m1) / (1 + c3 Y^m1))^m2 with Y = L / 10000 clipped to [0, 1]."""
+    ym = np.clip(_float(luminance) / PQ_PEAK, 0, 1) ** PQ_M1
+    return ((PQ_C1 + PQ_C2 * ym) / (1 + PQ_C3 * ym)) ** PQ_M2
+
+
+def bt1886_eotf(code, peak: float = 100.0, black: float = 0.0) -> np.ndarray:
+    """BT.1886 reference display EOTF for SDR (BT.709/BT.601/BT.2020 SDR signals): L = a · max(V + b, 0)^2.4 with
+    a = (Lw^(1/2.4) - Lb^(1/2.4))^2.4 and b = Lb^(1/2.4) / (Lw^(1/2.4) - Lb^(1/2.4)); with black 0 it is
+    L = peak · V^2.4. In cd/m^2, so SDR lands on the same absolute axis as PQ (100 cd/m^2 SDR white = PQ 0.508)."""
+    gamma = 2.4
+    span = peak ** (1 / gamma) - black ** (1 / gamma)
+    a, b = span**gamma, black ** (1 / gamma) / span
+    return a * np.maximum(np.clip(_float(code), 0, 1) + b, 0) ** gamma
+
+
+def bt1886_inverse_eotf(luminance, peak: float = 100.0, black: float = 0.0) -> np.ndarray:
+    """The inverse of bt1886_eotf: cd/m^2 -> code value V in [0, 1]."""
+    gamma = 2.4
+    span = peak ** (1 / gamma) - black ** (1 / gamma)
+    a, b = span**gamma, black ** (1 / gamma) / span
+    return np.clip((np.maximum(_float(luminance), 0) / a) ** (1 / gamma) - b, 0, 1)
+
+
+def pu_encode(luminance) -> np.ndarray:
+    """Perceptually uniform encoding of absolute luminance (cd/m^2) into [0, 1]: PQ's inverse EOTF.
+
+    Why PQ: its curve was fitted to Barten's contrast-sensitivity model so that one 12-bit code step stays just below
+    a just-noticeable difference from 0.001 to 10000 cd/m^2 (Miller et al. 2013), which is the property a PU
+    encoding is meant to have; it is the one BT.2100 standardises, so HDR10 luma is already (almost) in it and only
+    SDR needs mapping (BT.1886 to cd/m^2, then this); and it needs no fitted parameters, unlike PU21. Gamma or log
+    encodings are not uniform over that range (gamma wastes codes in the highlights, log in the deep shadows)."""
+    return pq_inverse_eotf(luminance)
+
+
+# --- primaries ----------------------------------------------------------------------------------------------------
+
+# CIE xy of the R, G, B primaries (BT.709 Table 1, BT.2020 Table 3, BT.601 / SMPTE 170M, SMPTE EG 432-1 P3-D65);
+# all with the D65 white point (0.3127, 0.3290).
+CHROMATICITIES = {
+    "bt709": ((0.640, 0.330), (0.300, 0.600), (0.150, 0.060)),
+    "bt2020": ((0.708, 0.292), (0.170, 0.797), (0.131, 0.046)),
+    "bt470bg": ((0.640, 0.330), (0.290, 0.600), (0.150, 0.060)),
+    "smpte170m": ((0.630, 0.340), (0.310, 0.595), (0.155, 0.070)),
+    "smpte240m": ((0.630, 0.340), (0.310, 0.595), (0.155, 0.070)),
+    "smpte432": ((0.680, 0.320), (0.265, 0.690), (0.150, 0.060)),
+}
+D65 = (0.3127, 0.3290)
+
+
+def rgb_to_xyz_matrix(primaries: str) -> np.ndarray:
+    """The 3x3 matrix from linear RGB in `primaries` to CIE XYZ (Y = relative luminance), white (1,1,1) -> D65 with
+    Y = 1 (SMPTE RP 177)."""
+    if primaries not in CHROMATICITIES:
+        raise ValueError(f"primaries {primaries!r} are not supported (only {sorted(CHROMATICITIES)})")
+    xyz = np.array([[x / y, 1.0, (1 - x - y) / y] for x, y in CHROMATICITIES[primaries]]).T
+    white = np.array([D65[0] / D65[1], 1.0, (1 - D65[0] - D65[1]) / D65[1]])
+    return xyz * np.linalg.solve(xyz, white)
+
+
+def primaries_matrix(source: str, target: str = "bt2020") -> np.ndarray:
+    """Linear RGB in `source` primaries -> linear RGB in `target` (BT.709 -> BT.2020 is BT.2087's matrix)."""
+    return np.linalg.solve(rgb_to_xyz_matrix(target), rgb_to_xyz_matrix(source))
+
+
+# --- the three views ----------------------------------------------------------------------------------------------
+
+
+def code_values(planes: Sequence[np.ndarray], tags: ColourTags) -> np.ndarray:
+    """View "code values": the non-linear R'G'B' the stream encodes, float32 [3, H, W] in [0, 1] at full precision
+    (PQ-coded for HDR10, gamma-coded for SDR), through our matrix (yuv_to_rgb). `planes` is (Y, U, V[, t])."""
+    y, u, v = planes[:3]
+    return yuv_to_rgb(y, u, v, tags.matrix, tags.range, tags.bit_depth)
+
+
+def _absolute_light(planes: Sequence[np.ndarray], tags: ColourTags, sdr_peak: float, sdr_black: float) -> np.ndarray:
+    """Linear BT.2020 RGB in cd/m^2, float64 [3, H, W]: float32 PQ would lose ~1e-5 relative (cancellation in
+    N^(1/m2) - c1), small against a 10-bit step (~1e-2) but free to avoid."""
+    rgb = code_values(planes, tags).astype(np.float64)
+    if tags.transfer == "pq":
+        nits = pq_eotf(rgb)
+    elif tags.transfer == "bt709":
+        nits = bt1886_eotf(rgb, peak=sdr_peak, black=sdr_black)
+    else:
+        raise ValueError(f"transfer {tags.transfer!r} has no EOTF here (pq and bt709 only)")
+    if tags.primaries != "bt2020":
+        nits = np.einsum("ij,jhw->ihw", primaries_matrix(tags.primaries, "bt2020"), nits)
+    return nits
+
+
+def linear_light(
+    planes: Sequence[np.ndarray], tags: ColourTags, *, sdr_peak: float = 100.0, sdr_black: float = 0.0
+) -> np.ndarray:
+    """View "linear light": absolute linear RGB in BT.2020 primaries, divided by 10000 cd/m^2, float32 [3, H, W].
+
+    Fixed scale, not per-frame normalisation: dividing by each frame's maximum would erase exactly what separates
+    HDR from SDR and a bright frame from a dark one (peak luminance, the level of diffuse white), and make the same
+    pixel mean different things in a reference and its distorted version. /10000 is PQ's own peak, so 1 is the
+    brightest a PQ signal can say; SDR white (sdr_peak, 100 cd/m^2 by default through BT.1886) lands at 0.01.
+    BT.2020 primaries for all: the container of both, so an SDR (BT.709) pixel and an HDR pixel of the same colour
+    give the same triple (BT.709 -> BT.2020 by the linear BT.2087 matrix). PQ is applied per component (BT.2100);
+    HLG and other transfers raise ValueError."""
+    return (_absolute_light(planes, tags, sdr_peak, sdr_black) / PQ_PEAK).astype(np.float32)
+
+
+# BT.2100 Table 6/7: linear BT.2020 RGB -> LMS, and PQ-coded L'M'S' -> I, Ct, Cp (the integers are /4096).
+ICTCP_LMS = np.array([[1688, 2146, 262], [683, 2951, 462], [99, 309, 3688]]) / 4096
+ICTCP_ICTCP = np.array([[2048, 2048, 0], [6610, -13613, 7003], [17933, -17390, -543]]) / 4096
+
+
+def perceptual(
+    planes: Sequence[np.ndarray], tags: ColourTags, *, sdr_peak: float = 100.0, sdr_black: float = 0.0
+) -> np.ndarray:
+    """View "perceptual": BT.2100 ICtCp, float32 [3, H, W]: I in [0, 1] the PU-encoded (pu_encode, i.e. PQ)
+    intensity, Ct and Cp (about -0.5..0.5) the chroma, from absolute luminance (linear_light), so HDR and SDR share
+    one perceptual axis. ICtCp because it is the standard colour representation built on PQ: the PQ curve is applied
+    to cone-like LMS responses, so steps are near-uniform in luminance and in colour alike; for a grey (R=G=B)
+    Ct = Cp = 0 and I = pu_encode(luminance) exactly."""
+    nits = _absolute_light(planes, tags, sdr_peak, sdr_black)
+    lms = pu_encode(np.maximum(np.einsum("ij,jhw->ihw", ICTCP_LMS, nits), 0))
+    return np.einsum("ij,jhw->ihw", ICTCP_ICTCP, lms).astype(np.float32)
