@@ -409,6 +409,11 @@ def timm_backbone(name: str, weights: str = "random", seed: int = 0) -> TimmBack
     return TimmBackbone(name, model, {"sha256": sha256_file(path)})
 
 
+def timm_hub_file(name: str) -> Path:
+    """The local file `weights=hub` loads for the timm model `name` (a filesystem lookup, never a download)."""
+    return _cached_hub_file(name, _timm_pretrained_cfg(name))[1]
+
+
 def _timm_pretrained_cfg(name: str) -> Any:
     if not timm.is_model(name):
         raise _unknown_backbone(name)

@@ -79,9 +79,10 @@ def container_metadata(paths: Sequence[str], media: Sequence[str], memo_root: st
                 out[k] = container_facts(paths[row])
         return out
 
-    memo = memo_path(memo_root, "container", {"facts": CONTAINER_FACTS, "version": CONTAINER_VERSION})
+    identity = {"facts": CONTAINER_FACTS, "version": CONTAINER_VERSION}
+    memo = memo_path(memo_root, "container", identity) if memo_root is not None else None
     keys = [digest if digest != UNREADABLE else f"{UNREADABLE}:{path}" for digest, path in zip(media, paths)]
-    return memoised(memo if memo_root is not None else None, keys, width, read)
+    return memoised(memo, keys, width, read)
 
 
 def training_categories(values: Sequence[str], train: np.ndarray) -> list[str]:

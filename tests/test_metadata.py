@@ -66,14 +66,14 @@ def test_a_category_unseen_in_training_claims_nothing():
 
 def test_talking_heads_carry_their_generator_in_the_metadata_stream(tmp_path):
     from tracks import get_track
-    from workbench.train import metadata_stream, track_categories
+    from workbench.train import metadata_key, metadata_stream, track_categories
 
     track = get_track("talking_head")
     track.synthesize(tmp_path / "data", items=16, width=48, height=48)
     items = track.read_items(tmp_path / "data")
     items["media"] = fingerprints(items["path"].tolist())
     categories = track_categories(track, items, (items["split"] == "train").to_numpy())
-    features, key = metadata_stream(track, items, categories, str(tmp_path / "cache"))
+    features, key = metadata_stream(track, items, categories, str(tmp_path / "cache")), metadata_key(categories)
     generators = sorted(set(items.loc[items["split"] == "train", "generator"]))
     assert features.x.shape == (len(items), 1, 1, len(CONTAINER_FACTS) + len(generators)) and features.mask.all()
     assert (features.x[:, 0, 0, CONTAINER_FACTS.index("has_audio")] == 1).all()  # every talking head speaks

@@ -165,9 +165,12 @@ def test_a_model_not_on_this_machine_is_refused_with_how_to_get_it(tmp_path, mon
 
 
 def test_a_run_reads_text_alignment_and_metadata_streams_beside_the_key_frames(tmp_path, tiny_clip):
+    from ensembles.combine import fold_ensemble
     from tracks import get_track
     from workbench.cli import main
     from workbench.config import TrainConfig, build
+    from workbench.predictor import Predictor
+    from workbench.runs import Run
     from workbench.train import load_training_data
 
     data = tmp_path / "data"
@@ -186,6 +189,17 @@ def test_a_run_reads_text_alignment_and_metadata_streams_beside_the_key_frames(t
     facts = loaded.features.parts[3].x[:, 0, 0]
     assert np.allclose(np.exp2(facts[:, 2]), 48) and (facts[:, 6] == 8).all()  # 48 pixels wide, 8 bits
     assert (tmp_path / "cache" / "container-memo").is_dir() and (tmp_path / "cache" / "text-memo").is_dir()
+
+    # Exported, the run makes the same prompt, alignment and metadata streams from the items: the same predictions.
+    assert (
+        main(["export", *where[:2], f"runs_dir={tmp_path / 'runs'}", "calibration=none", f"out={tmp_path / 'x'}"]) == 0
+    )
+    (folder,) = (p for p in (tmp_path / "x").iterdir() if p.is_dir())
+    (run,) = (tmp_path / "runs" / "xgc_aigv").iterdir()
+    expected = fold_ensemble(Run(run).predictions("test"), ("score",))
+    items = get_track("xgc_aigv").read_items(data)
+    scores = Predictor.load(folder).predict(items[items["split"] == "test"])
+    np.testing.assert_allclose(scores.loc[expected.index, "score"], expected["score"], rtol=1e-4, atol=1e-5)
 
     # The cosine of two models' embeddings means nothing: refused, naming both.
     other = build(TrainConfig, dict(w.split("=", 1) for w in [*words, "align=cosine", "seed=3"]), defaults)

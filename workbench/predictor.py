@@ -40,9 +40,8 @@ from common.atomic import atomic_path, write_text
 from ensembles.blend import restore_blender
 from ensembles.calibrate import Calibration
 from features import clip
-from features.backbones import _cached_hub_file, _timm_pretrained_cfg
+from features.backbones import timm_hub_file
 from features.cache import Features, FeatureSpec, Streams
-from features.clip import prompt_alignment
 from features.decode import DECODERS
 from features.extract import (
     FeatureExtractor,
@@ -61,10 +60,10 @@ from features.text import TEXT_ENCODERS, HashedNgrams, text_features
 from features.views import view_family
 from tracks import Track, get_track
 from tracks.base import RangeMap
-from workbench.config import ExtractConfig, TrainConfig, build
+from workbench.config import ExtractConfig, TrainConfig, as_dict, build
 from workbench.heads import StreamHead, create_head
 from workbench.runs import Run
-from workbench.train import load_state, metadata_stream, per_item, predict, track_categories
+from workbench.train import load_state, loaded_sets, predict, text_columns, track_categories
 
 MANIFEST = "predictor.json"
 WEIGHTS = "weights"
@@ -89,17 +88,15 @@ class Member:
     workers: int = ExtractConfig.workers  # processes decoding ahead of the encoders, as `just extract` has them
     _encoders: list | None = field(default=None, init=False, repr=False)
 
-    def specs(self, track: Track) -> list[FeatureSpec]:
-        return list(self.config.all_specs(track.media))
-
     def encoders_for(self, specs: Sequence[FeatureSpec]) -> list:
+        """The sets' encoders, built once per member (a list scored in batches reuses them)."""
         if self._encoders is None:
             self._encoders = create_encoders(specs)
         return self._encoders
 
     def streams(self, track: Track, items: pd.DataFrame) -> Streams:
         """The head's streams for `items` (item_id, path, the track's text and category columns) from their media."""
-        specs = self.specs(track)
+        specs = self.config.all_specs(track.media)
         cached = len(specs)
         components = [name.split("+") for name in self.views]
         wanted = [list(dict.fromkeys(c[s] for c in components)) for s in range(cached)]
@@ -107,14 +104,9 @@ class Member:
         vectors = self._encoded(items, specs, families, wanted)
         ids = items["item_id"].astype(str).tolist()
         sets = [_set(vectors[s], [c[s] for c in components], spec.frames, ids) for s, spec in enumerate(specs)]
-        key_frames = _set(vectors[0], [c[0] for c in components], specs[0].frames, ids)
-        for column, encoder in self.texts.items():
-            text = encoder.transform(items[column].fillna("").astype(str).tolist())
-            sets.append(_repeated(per_item(text, ids), len(self.views)))
-            if self.config.align:
-                sets.append(prompt_alignment(key_frames, text[:, :-1]))
-        if self.config.meta:
-            sets.append(_repeated(metadata_stream(track, items, self.categories, None)[0], len(self.views)))
+        texts = {c: encoder.transform(items[c].fillna("").astype(str).tolist()) for c, encoder in self.texts.items()}
+        loaded = loaded_sets(self.config, track, items, sets[0], texts, self.categories, None)
+        sets += [_on_views(features, len(self.views)) for features in loaded]
         grouped, start = [], 0
         for size in [len(stream) for stream in self.config.streams(track.media)] + [1] * (len(sets) - cached):
             grouped.append(_joined(sets[start : start + size], self.views))
@@ -171,8 +163,10 @@ def _set(vectors: dict[tuple[str, str], np.ndarray], views: list[str], frames: i
     return Features(x, mask, ids, list(views))
 
 
-def _repeated(features: Features, views: int) -> Features:
-    """A one-view set (text, metadata) on every paired view, as the pairing cycles it."""
+def _on_views(features: Features, views: int) -> Features:
+    """A set on every paired view: a one-view set (text, metadata) repeated, as the pairing cycles it."""
+    if features.x.shape[1] == views:
+        return features
     return Features(np.repeat(features.x, views, 1), np.repeat(features.mask, views, 1), features.item_ids, ["center"])
 
 
@@ -234,7 +228,7 @@ class Predictor:
             members.append(
                 {
                     "run": member.run,
-                    "config": {k: v for k, v in dataclasses.asdict(member.config).items()},
+                    "config": as_dict(member.config),
                     "views": member.views,
                     "dims": member.heads[0].dims if member.heads else [],
                     "heads": heads,
@@ -251,7 +245,7 @@ class Predictor:
             "calibration": self.calibration.to_json(),
             "range_map": self.range_map.to_json(),
         }
-        write_text(folder / MANIFEST, json.dumps(manifest, indent=2, default=_plain))
+        write_text(folder / MANIFEST, json.dumps(manifest, indent=2))
         script = folder / "predict"
         write_text(script, PREDICT_SCRIPT)
         script.chmod(0o755)
@@ -289,14 +283,6 @@ class Predictor:
         )
 
 
-def _plain(value: object) -> object:
-    if isinstance(value, tuple):
-        return list(value)
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"{type(value).__name__} is not JSON")
-
-
 def _at(folder: Path, value: object) -> object:
     """A configuration value naming exported weights (`weights/...`, `hf:weights/...`) made absolute; the others
     as they are."""
@@ -322,7 +308,7 @@ def weights_source(family: str, name: str, weights: str) -> Path | None:
     if weights == "hub" and family == "motion" and name in MOTION_ENCODERS:
         return hub_checkpoint(name)
     if weights == "hub" and family == "image":
-        return _cached_hub_file(name, _timm_pretrained_cfg(name))[1]
+        return timm_hub_file(name)
     raise ValueError(f"{name} with weights={weights!r}: cannot tell which file these weights are to export them")
 
 
@@ -376,7 +362,7 @@ def member_of(run: Run, config: TrainConfig, views: list[str], track: Track, ite
     run's were (read_streams)."""
     train = (items["split"] == "train").to_numpy()
     texts = {}
-    for column in (kind.column for kind in track.inputs if isinstance(kind, Text)) if config.text else ():
+    for column in text_columns(config, track):
         texts[column] = text_features(
             config.text, items[column].fillna("").astype(str).tolist(), train, config.seed, config.text_weights
         ).encoder

@@ -22,13 +22,13 @@ from features import clip
 from features.backbones import FrozenEncoder
 from features.cache import FeatureSpec
 from features.extract import create_encoders
-from features.inputs import Text
 from features.metadata import CONTAINER_FACTS
 from features.text import TEXT_ENCODERS, ClipTextTower, HashedNgrams
 from features.views import view_family
 from tracks import Track
 from workbench.config import ProfileConfig, TrainConfig
 from workbench.heads import StreamHead, create_head
+from workbench.train import text_columns
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ def text_cost(encoder: object) -> tuple[Cost, str]:
 def loaded_streams(cfg: ProfileConfig | TrainConfig, track: Track, categories: Mapping[str, int]) -> tuple:
     """The streams a run makes when it loads (workbench.train.read_streams), in its order."""
     streams = []
-    for column in (kind.column for kind in track.inputs if isinstance(kind, Text)) if cfg.text else ():
+    for column in text_columns(cfg, track):
         encoder = TEXT_ENCODERS.get(cfg.text)(cfg.text_weights, getattr(cfg, "seed", 0))  # profile has no seed
         cost, shape = text_cost(encoder)
         streams.append(LoadedStream(f"{cfg.text} on {column}", shape, encoder.width, 1, cost))

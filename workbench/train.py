@@ -38,7 +38,7 @@ from features.metadata import CONTAINER_FACTS, CONTAINER_VERSION, container_meta
 from features.text import EncodedText, text_features
 from features.views import split_variants, view_family
 from tracks import Track, get_track
-from workbench.config import TrainConfig, as_dict
+from workbench.config import FeatureConfig, TrainConfig, as_dict
 from workbench.folds import grouped_folds
 from workbench.heads import StreamHead, create_head
 from workbench.losses import CombinedLoss
@@ -214,19 +214,46 @@ def read_streams(cfg: TrainConfig, track: Track, items: pd.DataFrame) -> tuple[S
         if len(streams) == 1:
             key_frames = sets[0]  # the first view family's, in the backbone's own space (for alignment)
     train = (items["split"] == "train").to_numpy()
-    for column in (kind.column for kind in track.inputs if isinstance(kind, Text)) if cfg.text else ():
-        texts = items[column].fillna("").astype(str).tolist()
-        encoded = text_features(cfg.text, texts, train, cfg.seed, cfg.text_weights, cfg.cache)
-        streams.append(per_item(encoded.vectors, ids))
+    texts = {}
+    for column in text_columns(cfg, track):
+        encoded = text_features(cfg.text, items[column].fillna("").astype(str).tolist(), train, cfg.seed,
+                                cfg.text_weights, cfg.cache)  # fmt: skip
+        texts[column] = encoded.vectors
         keys.append(f"text-{column}-{encoded.key}")
         if cfg.align:
-            streams.append(alignment_stream(key_frames, manifests[0], encoded, cfg))
+            check_alignment(manifests[0], encoded, cfg)
             keys.append(f"align-{column}-{encoded.key}")
+    categories = track_categories(track, items, train) if cfg.meta else {}
     if cfg.meta:
-        features, key = metadata_stream(track, items, track_categories(track, items, train), cfg.cache)
-        streams.append(features)
-        keys.append(key)
+        keys.append(metadata_key(categories))
+    streams += loaded_sets(cfg, track, items, key_frames, texts, categories, cfg.cache)
     return Streams.pair(streams), "+".join(keys)
+
+
+def text_columns(cfg: FeatureConfig, track: Track) -> list[str]:
+    """The track's text columns a run encodes (none without `text=`)."""
+    return [kind.column for kind in track.inputs if isinstance(kind, Text)] if cfg.text else []
+
+
+def loaded_sets(
+    cfg: TrainConfig,
+    track: Track,
+    items: pd.DataFrame,
+    key_frames: Features,
+    texts: dict[str, np.ndarray],
+    categories: dict[str, list[str]],
+    cache: str | None,
+) -> list[Features]:
+    """The sets made when a run loads, in the run's order: per text column its vectors (`texts`) and, with `align`,
+    their cosine with the key frames; then the metadata. What training reads and the exported predictor makes."""
+    ids, sets = items["item_id"].astype(str).tolist(), []
+    for vectors in texts.values():
+        sets.append(per_item(vectors, ids))
+        if cfg.align:
+            sets.append(prompt_alignment(key_frames, vectors[:, :-1]))  # the last feature is the empty flag
+    if cfg.meta:
+        sets.append(metadata_stream(track, items, categories, cache))
+    return sets
 
 
 def per_item(vectors: np.ndarray, ids: list[str]) -> Features:
@@ -235,8 +262,8 @@ def per_item(vectors: np.ndarray, ids: list[str]) -> Features:
     return Features(np.nan_to_num(vectors)[:, None, None, :], present[:, None, None], ids, ["center"])
 
 
-def alignment_stream(frames: Features, manifest: dict, text: EncodedText, cfg: TrainConfig) -> Features:
-    """The cosine of the text's embedding with each key frame's, refused unless both come from one model's towers."""
+def check_alignment(manifest: dict, text: EncodedText, cfg: TrainConfig) -> None:
+    """The cosine of a text's embedding with a key frame's means something only between one model's two towers."""
     space = manifest.get("backbone", {}).get("space")
     if space is None or space != text.identity.get("space"):
         raise ValueError(
@@ -244,7 +271,6 @@ def alignment_stream(frames: Features, manifest: dict, text: EncodedText, cfg: T
             f"embedding space (e.g. backbone=open_clip:ViT-B-32 text=open_clip:ViT-B-32 with the same weights); "
             f"got backbone={cfg.backbone} weights={cfg.weights}, text={cfg.text} text_weights={cfg.text_weights}"
         )
-    return prompt_alignment(frames, text.vectors[:, :-1])  # the last feature is the empty flag
 
 
 def track_categories(track: Track, items: pd.DataFrame, train: np.ndarray) -> dict[str, list[str]]:
@@ -253,17 +279,19 @@ def track_categories(track: Track, items: pd.DataFrame, train: np.ndarray) -> di
     return {column: training_categories(items[column].astype(str).tolist(), train) for column in columns}
 
 
-def metadata_stream(
-    track: Track, items: pd.DataFrame, categories: dict[str, list[str]], cache: str | None
-) -> tuple[Features, str]:
+def metadata_stream(track: Track, items: pd.DataFrame, categories: dict[str, list[str]], cache: str | None) -> Features:
     """The container facts of each item's file (memoised under `cache`, where there is one) and the one-hot of the
-    track's categories over `categories`, and their key."""
+    track's categories over `categories`."""
     media = items["media"].tolist() if "media" in items else items["path"].tolist()
     parts = [container_metadata(items["path"].tolist(), media, cache)]
     parts += [one_hot(items[column].astype(str).tolist(), names) for column, names in categories.items()]
+    return per_item(np.concatenate(parts, axis=1), items["item_id"].astype(str).tolist())
+
+
+def metadata_key(categories: dict[str, list[str]]) -> str:
     named = [[column, names] for column, names in categories.items()]
     digest = hashlib.sha256(json.dumps([CONTAINER_FACTS, CONTAINER_VERSION, named]).encode()).hexdigest()[:10]
-    return per_item(np.concatenate(parts, axis=1), items["item_id"].tolist()), f"meta-container__{digest}"
+    return f"meta-container__{digest}"
 
 
 def load_training_data(cfg: TrainConfig) -> TrainingData:
