@@ -239,9 +239,10 @@ class Track:
     # What an item is made of (features.inputs); the first is the media the frame and clip encoders see.
     inputs: ClassVar[tuple[MediaInput, ...]] = (Video(),)
     targets: ClassVar[tuple[str, ...]] = ("score",)
-    # Predictions outside this range are refused at export: it brackets the label scale with room for a
-    # regression head's overshoot, and catches garbage (a wrong scale, an exploded model). One (low, high) for
-    # every target, or a dict giving each target its own.
+    # Predictions outside this range are refused at export: it brackets the label scale with half the scale's span
+    # beyond each end, room for a regression head's overshoot (heads picked by a scale-blind score such as SRCC and
+    # PLCC were seen 36% of the span past the labels), and catches garbage (a wrong scale, an exploded model). One
+    # (low, high) for every target, or a dict giving each target its own.
     score_range: ClassVar[tuple[float, float] | dict[str, tuple[float, float]]]
     submission: ClassVar[SubmissionFormat]
     # Per-track configuration defaults (any key of the commands' configs), applied under the user's words.

@@ -86,7 +86,7 @@ class KVQ(Track):
     title = "NTIRE 2024 short-form UGC video quality (KVQ)"
     inputs = (Video(),)
     targets = ("score",)
-    score_range = (0.0, 6.0)  # MOS is about 1 to 5
+    score_range = (-1.0, 7.0)  # MOS is about 1 to 5
     submission = CsvFormat("prediction.csv", "filename", ("score",))
     defaults = {"frames": 8, "size": 224, "loss": "mse:1,plcc:1"}  # the winners' 8 key frames; PLCC is scored raw
     # The key-frame square, its mirror, the two ends of the long side (top and bottom of a portrait short video: the

@@ -78,7 +78,7 @@ class TalkingHead(CorrelationTrack):
     title = "NTIRE 2025 XGC track 3: talking-head video quality (THQA-NTIRE)"
     inputs = (Video(), Category("generator", generator))
     targets = ("score",)
-    score_range = (-1.0, 6.0)  # scores are 0 to 5
+    score_range = (-2.5, 7.5)  # scores are 0 to 5
     submission = CsvFormat("output.txt", "Video", ("score",), header=False)
     # Key frames each second of 3-4 s clips; beside them the speech at each key frame and the mouth's sync with it
     # over the clip's first 8 frames (about a second at THQA's frame rates).

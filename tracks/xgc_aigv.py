@@ -76,7 +76,7 @@ class XGCAIGV(CorrelationTrack):
     title = "NTIRE 2025 XGC track 2: AI-generated video quality with its prompt (Q-Eval-Video)"
     inputs = (Video(), Text("prompt"))
     targets = ("score",)
-    score_range = (0.0, 6.0)  # scores are 1 to 5
+    score_range = (-1.0, 7.0)  # scores are 1 to 5
     submission = JsonListFormat("output.json", "video", ("predict_score",), readme="readme.txt")
     # The demo's 480 items: on 120 (84 training items) the 66 text features overfit and add nothing (0.47 against
     # 0.49 for key frames alone); on 480 they add 0.06 (0.62 against 0.55).

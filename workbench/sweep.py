@@ -217,7 +217,7 @@ class SearchSpace:
         base_weights = CombinedLoss.from_spec(base.loss).weights
         # The pointwise term keeps a floor where the default has one: PLCC and ranking losses are blind to scale and
         # offset, so a trial without it predicts on an arbitrary scale, which the submission's range check then
-        # refuses (a test's best trial on synthetic features once predicted outside KVQ's 0-6 range so). A default
+        # refuses (a test's best trial on synthetic features once predicted outside KVQ's range so). A default
         # without the term keeps the range from 0, so that it stays trial 0.
         floor = min(SCALE_FLOOR, base_weights.get("mse", 0.0))
         weights = {
