@@ -57,6 +57,8 @@ import pyarrow.parquet as pq
 from common.atomic import atomic_path, write_text
 from features.decode import DECODERS, FrameSampling
 from features.fingerprint import UNREADABLE
+from features.hdr import LIGHTS  # noqa: F401 - registers the hdr decoder a spec may name
+from features.pairs import PairCrops  # noqa: F401 - registers the pair families a spec may name
 from features.views import DEFAULT_FAMILY, FAMILIES, view_family
 
 SCHEMA_VERSION = 3  # 3: rows bound to their media's fingerprint (2: vectors as fixed-size binary; 1: fixed-size lists)
@@ -109,11 +111,15 @@ class FeatureSpec:
     dtype: str = "float32"
     clip: int = 1
     audio_seconds: float = 0.0
+    light: str = ""  # what the decoder's pixels hold, where it offers a choice (features.hdr.LIGHTS); "": its own
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype={self.dtype!r}: expected one of {', '.join(DTYPES)}")
         decoder = DECODERS.get(self.media)
+        if self.light and self.light not in decoder.lights:
+            offered = f"one of {', '.join(decoder.lights)}" if decoder.lights else "none (only the hdr decoder does)"
+            raise ValueError(f"light={self.light!r}: {self.media} media offer {offered}")
         family = FAMILIES.get(self.view)
         if family.clips != (self.clip > 1):
             raise ValueError(
@@ -137,7 +143,7 @@ class FeatureSpec:
         """How the decoder samples the media for this set (clips scaled to the family's size at decode, audio windows
         of `audio_seconds` at the key frames)."""
         side = self.size if self.clip > 1 else 0
-        return FrameSampling(self.frames, self.fps, self.phase, self.clip, side, self.audio_seconds)
+        return FrameSampling(self.frames, self.fps, self.phase, self.clip, side, self.audio_seconds, self.light)
 
     def identity(self) -> dict:
         """The hashed description; a weights file is identified by its content, not its path."""
@@ -160,6 +166,8 @@ class FeatureSpec:
                 ident["sampling"]["clip"] = self.clip
             if self.audio_seconds > 0:
                 ident["sampling"]["audio_seconds"] = self.audio_seconds
+        if DECODERS.get(self.media).lights:  # absent for decoders without a choice, so their keys stay as they were
+            ident["light"] = self.light or DECODERS.get(self.media).lights[0]
         return ident
 
     def key(self) -> str:

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import av
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 from common.registry import Registry
@@ -55,6 +56,7 @@ class FrameSampling:
     clip: int = 1
     clip_side: int = 0
     audio_seconds: float = 0.0  # > 0: the audio window starting at each key frame is decoded too (features.audio)
+    light: str = ""  # what the pixels hold, for decoders that offer a choice (Decoder.lights); "": the decoder's own
 
     def __post_init__(self):
         invalid = self.frames < 1 or self.fps <= 0 or not 0.0 <= self.phase < 1.0 or self.clip < 1
@@ -83,6 +85,8 @@ class Clip:
     info: dict = field(default_factory=dict)
     clips: np.ndarray | None = None
     audio: np.ndarray | None = None  # [T, S] the audio window at each key frame, NaN where it holds no real audio
+    planes: list | None = None  # the key frames' native-depth planes, where the decoder keeps them (features.hdr)
+    reference: Clip | None = None  # the reference's frames at the same times, for a full-reference pair
 
 
 def _rgb_format(video_format: av.VideoFormat) -> str:
@@ -108,15 +112,22 @@ def open_container(path: str) -> av.container.InputContainer:
         raise unreadable(path, "cannot open", error) from error
 
 
+def video_stream(container: av.container.InputContainer, path: str, threads: int = 0) -> av.video.VideoStream:
+    """The container's first video stream set to decode on `threads` FFmpeg threads (0: as many as FFmpeg likes), or
+    MediaError naming the file that has none."""
+    if not container.streams.video:
+        raise MediaError(path, "no video stream")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    stream.thread_count = threads
+    return stream
+
+
 def sample_video(path: str, sampling: FrameSampling, threads: int = 0) -> Clip:
     """Decodes `path` once, front to back, keeping the first frame at or after each target time (and the clips that
     start there, see FrameSampling), on `threads` FFmpeg threads (0: as many as FFmpeg likes)."""
     with open_container(path) as container:
-        if not container.streams.video:
-            raise MediaError(path, "no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        stream.thread_count = threads
+        stream = video_stream(container, path, threads)
         codec = stream.codec_context
         targets = sampling.targets()
         start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
@@ -290,6 +301,10 @@ class Decoder:
     identity: str
     time_axis: bool  # whether its media have frames in time (key frames to sample, clips, temporal offsets)
     probe: Callable[[str], None]  # a fast check that a file is media of this type (MediaError if not)
+    lights: tuple[str, ...] = ()  # the representations of light it can give (FrameSampling.light), its own first
+    # Facts it reads per file, as a table with a `path` column (the colour tags of HDR media and where they came
+    # from): written beside the cache by each extraction and summarised in its table. None: nothing to record.
+    facts: Callable[[Sequence[str]], pd.DataFrame] | None = None
 
 
 def _image_clip(path: str, sampling: FrameSampling, threads: int = 0) -> Clip:

@@ -37,7 +37,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter, RichProgressBar
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from common.atomic import remove_stale_temporaries
+from common.atomic import atomic_path, remove_stale_temporaries
 from features.audio import attach_audio, create_audio_encoder
 from features.backbones import FrozenEncoder, create_backbone
 from features.cache import (
@@ -53,8 +53,9 @@ from features.cache import (
     write_part,
 )
 from features.decode import DECODERS, Decoder, FrameSampling, MediaError
-from features.fingerprint import fingerprints
+from features.fingerprint import REFERENCE, item_fingerprints
 from features.motion import create_motion_encoder
+from features.pairs import create_fr_encoder, create_pair_encoder, read_pair
 from features.sync import create_sync_encoder
 from features.views import FAMILIES, Variant, ViewFamily, check_time_axis, split_variants, view_family
 
@@ -65,6 +66,7 @@ class Job:
     path: str
     media: str  # the file's fingerprint when the run planned: rows and failures are bound to it
     views: tuple[tuple[str, ...], ...]  # per feature set, the variants it still lacks (empty: none)
+    reference: str = ""  # the reference of a full-reference pair (features.pairs), decoded on the same frames
 
     @property
     def sets(self) -> list[int]:
@@ -82,13 +84,18 @@ def render_item(
     families: Sequence[ViewFamily],
     variants: Sequence[tuple[str, ...]],
     threads: int = 0,
+    reference: str = "",
 ) -> Rendered:
     """Per feature set, each of its variants' frames with their times. The media are decoded (on `threads` decoder
     threads, 0 for the library's choice) once per distinct temporal offset among the variants asked for (once, when
-    none is shifted), and each family renders its geometries from the frames of their offset."""
+    none is shifted), with the `reference` of a pair beside them, and each family renders its geometries from the
+    frames of their offset."""
     parsed = [[Variant.parse(name) for name in names] for names in variants]
     offsets = sorted({v.offset for views in parsed for v in views})
-    clips = {offset: decoder.read(path, sampling.shifted(offset), threads) for offset in offsets}
+    if reference:
+        clips = {offset: read_pair(decoder, path, reference, sampling.shifted(offset), threads) for offset in offsets}
+    else:
+        clips = {offset: decoder.read(path, sampling.shifted(offset), threads) for offset in offsets}
     if sampling.audio_seconds:
         clips = {offset: attach_audio(clip, path, sampling.audio_seconds) for offset, clip in clips.items()}
     rendered = []
@@ -128,7 +135,9 @@ class MediaDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         job = self.jobs[index]
         try:
-            views = render_item(self.decoder, job.path, self.sampling, self.families, job.views, self.decode_threads)
+            views = render_item(
+                self.decoder, job.path, self.sampling, self.families, job.views, self.decode_threads, job.reference
+            )
         except MediaError as error:
             return {"job": job, "error": error.reason}
         except Exception as error:  # a decoder crash on one file must not end a run of thousands
@@ -303,6 +312,7 @@ class ExtractionSummary:
     changed: int  # of those extracted, items whose cached rows were of another file (re-downloaded, repaired, ...)
     failures: pd.DataFrame = field(repr=False)
     seconds: float
+    facts: pd.DataFrame | None = field(default=None, repr=False)  # the decoder's per-file facts (Decoder.facts)
 
     @property
     def folder(self) -> Path:
@@ -370,18 +380,20 @@ def plan_jobs(items: pd.DataFrame, variants: Sequence[tuple[str, ...]], folders:
     """Each item with, per feature set, the variants the cache still lacks for its file as it is now (`media`)."""
     media = dict(zip(items["item_id"], items["media"]))
     have = [cached_views(folder, media).groupby("item_id")["view"].agg(set).to_dict() for folder in folders]
+    references = items[REFERENCE] if REFERENCE in items else [""] * len(items)
     jobs = []
-    for item_id, path, fingerprint in zip(items["item_id"], items["path"], items["media"]):
+    for item_id, path, fingerprint, reference in zip(items["item_id"], items["path"], items["media"], references):
         missing = tuple(
             tuple(v for v in views if v not in cached.get(item_id, ()))
             for views, cached in zip(variants, have, strict=True)
         )
         if any(missing):
-            jobs.append(Job(item_id, path, fingerprint, missing))
+            jobs.append(Job(item_id, path, fingerprint, missing, reference))
     return jobs
 
 
-SHARED_DECODE = ("media", "frames", "fps", "phase", "dtype")
+FACTS = "media-facts.parquet"  # the decoder's per-file facts (Decoder.facts) as the last extraction read them
+SHARED_DECODE = ("media", "frames", "fps", "phase", "dtype", "light")
 
 
 def shared_sampling(specs: Sequence[FeatureSpec]) -> FrameSampling:
@@ -402,7 +414,7 @@ def shared_sampling(specs: Sequence[FeatureSpec]) -> FrameSampling:
         raise ValueError(f"feature sets extracted together take one audio window length, not {sorted(windows)}")
     clip, side = next(iter(clips), (1, 0))
     common = specs[0]
-    return FrameSampling(common.frames, common.fps, common.phase, clip, side, next(iter(windows), 0.0))
+    return FrameSampling(common.frames, common.fps, common.phase, clip, side, next(iter(windows), 0.0), common.light)
 
 
 # The encoder family of each kind of view (ViewFamily.encodes): key frames, clips, audio windows, sync series.
@@ -411,6 +423,8 @@ ENCODERS = {
     "motion": create_motion_encoder,
     "audio": create_audio_encoder,
     "sync": create_sync_encoder,
+    "pair": create_pair_encoder,
+    "fr": create_fr_encoder,
 }
 
 
@@ -458,8 +472,13 @@ def extract(
     folders = [cache_dir(cache_root, track, spec) for spec in specs]
     encoders = create_encoders(specs)
     leader = group_leader()
-    items = items.assign(media=fingerprints(items["path"].tolist(), cache_root))
+    items = items.assign(media=item_fingerprints(items, cache_root))
     media = dict(zip(items["item_id"], items["media"]))
+    decoder = DECODERS.get(specs[0].media)
+    facts = None
+    if decoder.facts is not None and leader:
+        members = items["path"].tolist() + (items[REFERENCE].dropna().tolist() if REFERENCE in items else [])
+        facts = decoder.facts(list(dict.fromkeys(members)))
     changed: set[str] = set()
     with contextlib.ExitStack() as locks:
         if leader:  # in path order, so two runs sharing some of their sets cannot deadlock
@@ -470,9 +489,12 @@ def extract(
             if leader:
                 remove_stale_temporaries(folder)
                 changed |= drop_stale(folder, media)
+                if facts is not None:
+                    with atomic_path(folder / FACTS) as tmp:
+                        facts.to_parquet(tmp, index=False)
         jobs = plan_jobs(items, variants, folders)
         if jobs:
-            dataset = MediaDataset(jobs, DECODERS.get(specs[0].media), sampling, families, decode_threads(workers))
+            dataset = MediaDataset(jobs, decoder, sampling, families, decode_threads(workers))
             schemas = [part_schema(encoder.dim, spec.dtype) for encoder, spec in zip(encoders, specs, strict=True)]
             writer = ParquetPartWriter(folders, schemas, part_items, flush_seconds)
             trainer = pl.Trainer(
@@ -502,4 +524,5 @@ def extract(
         changed=len(changed - {job.item_id for job in unfinished}),
         failures=failures,
         seconds=time.monotonic() - started,
+        facts=facts,
     )

@@ -103,3 +103,27 @@ def fingerprints(paths: Sequence[str], memo_dir: str | Path | None = None, threa
         kept = {k: v for k, v in found.items() if v != UNREADABLE and (k in live or k[0] not in seen)}
         _write_memo(memo, kept)
     return [found[key] if key is not None else UNREADABLE for key in keys]
+
+
+REFERENCE = "reference"  # the items table's column of full-reference pairs' references (features.pairs)
+
+
+def item_fingerprints(items, memo_dir: str | Path | None = None) -> list[str]:
+    """Each item's fingerprint, in order: its file's, or for a full-reference pair (a non-empty `reference`) the
+    XXH3 of both members' digests, so a vector made from the pair is served only while both files are the ones it
+    was made from. A member that cannot be read makes the pair UNREADABLE."""
+    paths = items["path"].astype(str).tolist()
+    if REFERENCE not in items:
+        return fingerprints(paths, memo_dir)
+    references = items[REFERENCE].fillna("").astype(str).tolist()
+    digests = fingerprints(paths + [r for r in references if r], memo_dir)
+    members = iter(digests[len(paths) :])
+    pairs = []
+    for digest, reference in zip(digests[: len(paths)], references):
+        if not reference:
+            pairs.append(digest)
+            continue
+        other = next(members)
+        unreadable = UNREADABLE in (digest, other)
+        pairs.append(UNREADABLE if unreadable else "pair-" + xxhash.xxh3_128_hexdigest(f"{digest}:{other}".encode()))
+    return pairs

@@ -4,7 +4,8 @@ Why a module of its own: every common video path drops HDR10 to 8-bit BT.709 (Op
 YUV->RGB in PyAV has had 10-bit colour bugs (PyAV #2034, #2192) and falls back to BT.601 for untagged streams
 (#1378, #2230). Here the 10-bit code values come out of the decoder untouched (uint16 planes), the matrix, range and
 transfer come from the stream's tags (or an explicit fallback), and every conversion is numpy we can test against
-the standards' own numbers. A leaf: numpy, av and features.decode only.
+the standards' own numbers. A leaf: numpy, torch (resampling clips), av and features.decode only. It registers
+the `hdr` decoder (every frame through these conversions, `light=` choosing the view).
 
 Facts used (ITU-T H.273 code points, as FFmpeg and PyAV report them as ints):
 - HDR10 = 10-bit 4:2:0 Y'CbCr, BT.2020 primaries (9), BT.2020 non-constant-luminance matrix (9), SMPTE ST 2084
@@ -21,14 +22,27 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, fields
 from typing import NamedTuple
 
 import av
 import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
 
-from features.decode import MediaError, open_container
+from features.decode import (
+    DECODERS,
+    Clip,
+    Decoder,
+    FrameSampling,
+    MediaError,
+    open_container,
+    probe_video,
+    video_stream,
+)
 
 # --- colour tags ------------------------------------------------------------------------------------------------------
 
@@ -93,17 +107,23 @@ def _bit_depth(video_format: av.VideoFormat) -> int:
     return max(component.bits for component in video_format.components)
 
 
+def untagged(bit_depth: int) -> ColourTags:
+    """What a stream neither tagged nor named is taken to be: HDR10 at 10 bits and more, SDR below. In the HDR/SDR
+    challenges a 10-bit stream is HDR10 and an 8-bit one SDR; the extraction table says how many files it assumed."""
+    return HDR10 if bit_depth >= 10 else SDR
+
+
 def read_tags(
-    path: str | os.PathLike, *, default: ColourTags = SDR, allow_8bit_hdr: bool = False
+    path: str | os.PathLike, *, default: ColourTags | None = None, allow_8bit_hdr: bool = False
 ) -> tuple[ColourTags, str]:
     """The first video stream's colour tags and where they came from.
 
     Each of transfer, primaries, matrix and range is taken from the stream (the codec context, else the first
     decoded frame) where the stream specifies it; an unspecified field is filled from the file name's HDR10/SDR
-    token (tags_from_name) if it has one, else from `default`. The stream wins a conflict with the name: it is what
-    the decoder delivers. `bit_depth` always comes from the pixel format (the default's is ignored). The second value
-    names the source of the transfer, the tag that decides HDR or SDR and the EOTF: "stream", "file name" or
-    "default".
+    token (tags_from_name) if it has one, else from `default` (None: `untagged` at the stream's depth). The stream
+    wins a conflict with the name: it is what the decoder delivers. `bit_depth` always comes from the pixel format
+    (the default's is ignored). The second value names the source of the transfer, the tag that decides HDR or SDR
+    and the EOTF: "stream", "file name" or "default".
 
     An HDR transfer (PQ or HLG) at under 10 bits raises MediaError naming the file: BT.2100 defines both only at 10
     and 12 bits, 8-bit PQ bands visibly, and in practice it means a mistagged stream (an 8-bit SDR re-encode that
@@ -138,9 +158,10 @@ def read_tags(
     tables = {"transfer": TRANSFERS, "primaries": PRIMARIES, "matrix": MATRICES, "range": RANGES}
     stream_tags = {f: _name(tables[f], raw[f], f) for f in raw}
     named = tags_from_name(path)
-    fallback, fallback_source = (named, "file name") if named is not None else (default, "default")
+    depth = _bit_depth(video_format)
+    fallback, fallback_source = (named, "file name") if named is not None else (default or untagged(depth), "default")
     merged = {f: value if value != "unknown" else getattr(fallback, f) for f, value in stream_tags.items()}
-    tags = ColourTags(**merged, bit_depth=_bit_depth(video_format))
+    tags = ColourTags(**merged, bit_depth=depth)
     source = "stream" if stream_tags["transfer"] != "unknown" else fallback_source
     if tags.is_hdr and tags.bit_depth < 10 and not allow_8bit_hdr:
         raise MediaError(
@@ -187,6 +208,54 @@ def _frame_planes(frame: av.VideoFrame, t: float) -> Planes:
     return Planes(arrays[0], arrays[1], arrays[2], t)
 
 
+def _frames(path: str, threads: int = 0) -> Iterator[tuple[int, av.VideoFrame, float]]:
+    """(index, frame, time from the stream's start) of the first video stream, in presentation order; MediaError for
+    a file without video or in a pixel format these planes cannot hold. A decoding failure propagates as FFmpegError,
+    for the caller to decide whether what it already has is enough."""
+    with open_container(path) as container:
+        stream = video_stream(container, path, threads)
+        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        rate = float(stream.average_rate or 25)
+        for index, frame in enumerate(container.decode(stream)):
+            if not _supported(frame.format):
+                raise MediaError(path, f"pixel format {frame.format.name} is not three-plane little-endian YUV")
+            yield index, frame, frame.time - start if frame.time is not None else index / rate
+
+
+def decode_keyed(
+    path: str | os.PathLike, times: Sequence[float], run: int = 1, threads: int = 0
+) -> tuple[list[Planes], list[list[Planes]]]:
+    """The key frames, the first frame at or after each of `times` (seconds from the stream's start; a frame covering
+    several times once), and with `run` > 1 the runs of `run` consecutive frames starting at each (only whole runs:
+    a clip cut short by the end would fake a freeze). MediaError naming the file where no key frame can be had."""
+    path, targets = os.fspath(path), sorted(times)
+    keys: list[Planes] = []
+    runs: list[list[Planes]] = []
+    next_target = 0
+    try:
+        for _, frame, t in _frames(path, threads):
+            open_runs = [r for r in runs if len(r) < run]
+            if next_target >= len(targets) and not open_runs:
+                break
+            planes = None
+            if next_target < len(targets) and t + 1e-6 >= targets[next_target]:
+                planes = _frame_planes(frame, t)
+                keys.append(planes)
+                if run > 1:
+                    runs.append([])
+                    open_runs.append(runs[-1])
+                while next_target < len(targets) and t + 1e-6 >= targets[next_target]:
+                    next_target += 1
+            for open_run in open_runs:
+                open_run.append(planes or _frame_planes(frame, t))
+    except av.FFmpegError as error:
+        if not keys:
+            raise MediaError(path, f"decoding failed before the first frame asked for ({error})") from error
+    if not keys and targets:
+        raise MediaError(path, "no decodable video frame at the times asked for")
+    return keys, [r for r in runs if len(r) == run]
+
+
 def decode_planes(
     path: str | os.PathLike, frames: int | Sequence[int] | None = None, *, times: Sequence[float] | None = None
 ) -> list[Planes]:
@@ -200,41 +269,20 @@ def decode_planes(
     path = os.fspath(path)
     if (frames is None) == (times is None):
         raise ValueError("decode_planes: give exactly one of frames (a count or indices) and times")
-    if isinstance(frames, int | np.integer):
-        wanted_indices: list[int] | None = list(range(int(frames)))
-    else:
-        wanted_indices = sorted({int(i) for i in frames}) if frames is not None else None
-    wanted_set = set(wanted_indices or ())
-    targets = sorted(times) if times is not None else []
+    if times is not None:
+        return decode_keyed(path, times)[0]
+    wanted = set(range(int(frames))) if isinstance(frames, int | np.integer) else {int(i) for i in frames}
     kept: list[Planes] = []
-    with open_container(path) as container:
-        if not container.streams.video:
-            raise MediaError(path, "no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
-        rate = float(stream.average_rate or 25)
-        next_target = 0
-        try:
-            for index, frame in enumerate(container.decode(stream)):
-                if wanted_indices is not None and (not wanted_indices or index > wanted_indices[-1]):
-                    break
-                if wanted_indices is None and next_target >= len(targets):
-                    break
-                if not _supported(frame.format):
-                    raise MediaError(path, f"pixel format {frame.format.name} is not three-plane little-endian YUV")
-                t = frame.time - start if frame.time is not None else index / rate
-                if wanted_indices is not None:
-                    if index in wanted_set:
-                        kept.append(_frame_planes(frame, t))
-                elif t + 1e-6 >= targets[next_target]:
-                    kept.append(_frame_planes(frame, t))
-                    while next_target < len(targets) and t + 1e-6 >= targets[next_target]:
-                        next_target += 1
-        except av.FFmpegError as error:
-            if not kept:
-                raise MediaError(path, f"decoding failed before the first frame asked for ({error})") from error
-    if not kept and (wanted_indices or targets):
+    try:
+        for index, frame, t in _frames(path):
+            if index > max(wanted, default=-1):
+                break
+            if index in wanted:
+                kept.append(_frame_planes(frame, t))
+    except av.FFmpegError as error:
+        if not kept:
+            raise MediaError(path, f"decoding failed before the first frame asked for ({error})") from error
+    if not kept and wanted:
         raise MediaError(path, "no decodable video frame at the frames asked for")
     return kept
 
@@ -460,3 +508,77 @@ def perceptual(
     nits = _absolute_light(planes, tags, sdr_peak, sdr_black)
     lms = pu_encode(np.maximum(np.einsum("ij,jhw->ihw", ICTCP_LMS, nits), 0))
     return np.einsum("ij,jhw->ihw", ICTCP_ICTCP, lms).astype(np.float32)
+
+
+# --- the decoder ------------------------------------------------------------------------------------------------------
+
+# The representations a backbone can be shown (FrameSampling.light), each [H, W, 3] float32 in [0, 1]: the stream's
+# code values (the decoder's own), linear light, or perceptual ICtCp with Ct and Cp moved by +0.5 into [0, 1] (the
+# range the views' resampling keeps; a neutral grey has Ct = Cp = 0.5).
+LIGHTS = ("code", "linear", "perceptual")
+
+
+def light_frame(planes: Sequence[np.ndarray], tags: ColourTags, light: str) -> np.ndarray:
+    """One frame's planes as `light` (see LIGHTS), [H, W, 3] float32 in [0, 1]."""
+    if light == "code":
+        rgb = code_values(planes, tags)
+    elif light == "linear":
+        rgb = linear_light(planes, tags)
+    elif light == "perceptual":
+        rgb = perceptual(planes, tags)
+        rgb[1:] += 0.5
+        np.clip(rgb, 0.0, 1.0, out=rgb)
+    else:
+        raise ValueError(f"light={light!r}: expected one of {', '.join(LIGHTS)}")
+    return np.ascontiguousarray(rgb.transpose(1, 2, 0))
+
+
+def _scaled(frame: np.ndarray, side: int) -> np.ndarray:
+    """[H, W, 3] float with its short side scaled to `side` (antialiased bilinear), as the clips of motion encoders
+    are decoded small (features.decode.FrameSampling.clip_side); 0 keeps it."""
+    if not side:
+        return frame
+    height, width = frame.shape[:2]
+    scale = side / min(height, width)
+    size = max(1, round(height * scale)), max(1, round(width * scale))
+    pixels = torch.from_numpy(frame).permute(2, 0, 1)[None]
+    return F.interpolate(pixels, size=size, mode="bilinear", antialias=True)[0].permute(1, 2, 0).clamp_(0, 1).numpy()
+
+
+def sample_hdr_video(path: str, sampling: FrameSampling, threads: int = 0) -> Clip:
+    """The video decoder of HDR and SDR alike: key frames (and clips) at native depth through our own conversion
+    into `sampling.light` (code values by default), float32 frames [T, H, W, 3]; the key frames' planes kept for
+    full-reference metrics; the colour tags and where they came from in `info`. Display rotation is not applied
+    (challenge HDR masters are stored upright)."""
+    tags, source = read_tags(path)
+    light = sampling.light or LIGHTS[0]
+    keys, runs = decode_keyed(path, sampling.targets(), sampling.clip, threads)
+    frames = np.stack([light_frame(planes, tags, light) for planes in keys])
+    clips = None
+    if sampling.clip > 1:
+        whole = [[_scaled(light_frame(p, tags, light), sampling.clip_side) for p in run] for run in runs]
+        clips = np.stack([np.stack(run) for run in whole]) if whole else np.empty((0, sampling.clip, 0, 0, 3))
+    info = {"width": keys[0].y.shape[1], "height": keys[0].y.shape[0], "colour": asdict(tags), "colour_from": source}
+    times = np.asarray([planes.t for planes in keys], dtype=np.float32)
+    return Clip(frames=frames, times=times, info=info, clips=clips, planes=keys)
+
+
+def colour_facts(paths: Sequence[str], threads: int = 4) -> pd.DataFrame:
+    """Per file, the colour tags the decoder reads it with and where the transfer came from ("stream", "file name"
+    or "default"), or why it cannot be read (`error`): what an extraction records beside the cache."""
+
+    def facts(path: str) -> dict:
+        try:
+            tags, source = read_tags(path)
+        except MediaError as error:
+            return {"path": path, "error": error.reason}
+        return {"path": path, **asdict(tags), "colour_from": source, "error": ""}
+
+    with ThreadPoolExecutor(max(1, min(threads, len(paths)))) as pool:
+        rows = list(pool.map(facts, paths))
+    columns = ["path", *(f.name for f in fields(ColourTags)), "colour_from", "error"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+HDR_DECODING = "features.hdr: native-depth planes, own BT.709/BT.2020 YUV->RGB, H.273 tags else name else depth"
+DECODERS.register("hdr")(Decoder(sample_hdr_video, HDR_DECODING, True, probe_video, LIGHTS, colour_facts))

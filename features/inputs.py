@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from features.decode import DECODERS
+from features.fingerprint import REFERENCE
+from features.hdr import LIGHTS  # noqa: F401 - registers the hdr decoder an input may name
 
 TRANSFERS = ("sdr", "pq", "hlg")  # the transfer characteristic of a media column's pixels as the track declares it
 
@@ -22,6 +24,9 @@ class MediaInput:
     column: str = "path"
     decoder: str = "video"
     transfer: str = "sdr"
+    # The reference of a full-reference pair: the first media input's pristine version, decoded on its frames
+    # (features.pairs) and bound with it in the item's fingerprint (features.fingerprint.item_fingerprints).
+    reference: bool = False
 
     def __post_init__(self):
         DECODERS.get(self.decoder)
@@ -35,6 +40,11 @@ class MediaInput:
 
 def Video(column: str = "path", transfer: str = "sdr") -> MediaInput:  # noqa: N802 - reads as a declaration
     return MediaInput(column, "video", transfer)
+
+
+def Reference(decoder: str = "video") -> MediaInput:  # noqa: N802 - reads as a declaration
+    """The items' `reference` column (features.fingerprint.REFERENCE), read by the first input's decoder."""
+    return MediaInput(REFERENCE, decoder, reference=True)
 
 
 def Image(column: str = "path") -> MediaInput:  # noqa: N802 - reads as a declaration

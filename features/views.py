@@ -270,16 +270,10 @@ class Clips(Resize):
         return flat.reshape(len(geometries), count, length, *flat.shape[2:])
 
 
-@register_family("audio")
-@dataclass(frozen=True)
-class AudioWindows(ViewFamily):
-    """The audio window at each key frame, for an audio encoder: [1, T, S] samples, NaN where a window holds no real
-    audio (no stream, or past its end), which the encoder turns into zeros and a presence flag. Sound has no
-    geometry, so the one variant is `center`; paired with mirrored views it serves each of them."""
+class Unshaped(ViewFamily):
+    """A family of what has no geometry (sound, measurements of a frame pair): no image side and one variant,
+    `center`; paired with mirrored views it serves each of them."""
 
-    source: ClassVar[str] = "audio"
-    encodes: ClassVar[str] = "audio"
-    audio: ClassVar[bool] = True
     variant_help: ClassVar[str] = "center"
 
     @property
@@ -289,6 +283,17 @@ class AudioWindows(ViewFamily):
     @classmethod
     def accepts(cls, geometry: str) -> bool:
         return geometry == "center"
+
+
+@register_family("audio")
+@dataclass(frozen=True)
+class AudioWindows(Unshaped):
+    """The audio window at each key frame, for an audio encoder: [1, T, S] samples, NaN where a window holds no real
+    audio (no stream, or past its end), which the encoder turns into zeros and a presence flag."""
+
+    source: ClassVar[str] = "audio"
+    encodes: ClassVar[str] = "audio"
+    audio: ClassVar[bool] = True
 
     def render(self, windows: np.ndarray, geometries: Sequence[str]) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))[None].expand(len(geometries), -1, -1)

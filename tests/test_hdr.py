@@ -29,32 +29,20 @@ from features.hdr import (
     upsample_chroma,
     yuv_to_rgb,
 )
+from synth.hdr import Signal, encode_planes
 
 W, H, FPS = 64, 48, 8
+UNSPECIFIED = (2, 2, 2, 0)  # H.273 "unspecified" for primaries, transfer and matrix; range 0 is unspecified too
 HDR10_CODES = (9, 16, 9, 1)  # H.273 primaries BT.2020, transfer SMPTE 2084, matrix BT.2020nc, range limited
 X265_HDR10 = "colorprim=bt2020:transfer=smpte2084:colormatrix=bt2020nc:range=limited"
 
 
 def write_hevc(path: Path, frames, pix_fmt="yuv420p10le", codes=None, x265_params="") -> Path:
-    """Lossless libx265 mp4 of `frames` [(Y, U, V) integer planes]; `codes` (primaries, trc, matrix, range) set
-    on the codec context, or tags passed in `x265_params`; neither: an untagged stream."""
-    dtype = np.dtype("<u2") if "10" in pix_fmt else np.dtype(np.uint8)
-    # no B-frames: with them the mp4 muxer refuses some one- or two-frame clips ("pts/dts pair unsupported")
-    params = ":".join(p for p in ("lossless=1", "bframes=0", "log-level=error", x265_params) if p)
-    with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream("libx265", rate=FPS, options={"x265-params": params})
-        stream.width, stream.height, stream.pix_fmt = W, H, pix_fmt
-        if codes:
-            codec = stream.codec_context
-            codec.color_primaries, codec.color_trc, codec.colorspace, codec.color_range = codes
-        for index, planes in enumerate(frames):
-            frame = av.VideoFrame(W, H, pix_fmt)
-            for plane, values in zip(frame.planes, planes):
-                rows = np.frombuffer(plane, dtype=dtype).reshape(plane.height, plane.line_size // dtype.itemsize)
-                rows[:, : plane.width] = values
-            frame.pts = index
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
+    """Lossless libx265 mp4 of `frames` [(Y, U, V) integer planes] through synth.hdr.encode_planes; `codes`
+    (primaries, trc, matrix, range) set on the codec context, or tags passed in `x265_params`; neither: untagged."""
+    depth = 10 if "10" in pix_fmt else 8
+    signal = Signal(pix_fmt, depth, "bt2020nc", x265_params, codes or UNSPECIFIED)
+    encode_planes(path, *(np.stack([frame[k] for frame in frames]) for k in range(3)), signal, qp=None, fps=FPS)
     return path
 
 

@@ -121,7 +121,7 @@ def test_unreadable_images_raise_with_the_reason(tmp_path):
 
 def test_decoders_by_media_type():
     assert DECODERS.get("video").read is sample_video
-    assert DECODERS.names() == ["image", "video"]
+    assert DECODERS.names() == ["hdr", "image", "video"]
     with pytest.raises(ValueError, match="unknown media type 'audio'"):
         FeatureSpec("quality_stats", media="audio")
 

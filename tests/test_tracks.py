@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from ensembles.export import write_zip
-from features.inputs import Category, Text
+from features.inputs import Category, MediaInput, Text
 from tracks import ITEM_COLUMNS, get_track, list_tracks
 from workbench import check
 from workbench.cli import load_track, main
@@ -49,14 +49,14 @@ def test_declarations_agree(synthetic):
 def test_synthetic_data_reads_back_as_declared(synthetic):
     track, folder = synthetic
     items = track.read_items(folder / "data")
-    named = [kind.column for kind in track.inputs if isinstance(kind, (Text, Category))]
+    named = [kind.column for kind in track.inputs[1:] if isinstance(kind, (Text, Category, MediaInput))]
     assert list(items.columns) == [*ITEM_COLUMNS, *named, *track.targets]
     assert items["item_id"].is_unique and items["path"].map(lambda p: Path(p).is_file()).all()
     train, test = items[items.split == "train"], items[items.split == "test"]
     assert len(train) and len(test)
     labels = train[list(track.targets)].to_numpy(dtype=float)
     assert np.isfinite(labels).all() and test[list(track.targets)].isna().all().all()
-    for column, (low, high) in zip(labels.T, track.ranges().values()):
+    for column, (low, high) in zip(labels.T, track.label_ranges().values()):
         assert ((column >= low) & (column <= high)).all() and column.std() > 0
     shared = set(train["group"]) & set(test["group"])
     assert track.groups_cross_splits or not shared, "a source's versions must not cross splits"

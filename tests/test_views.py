@@ -205,7 +205,18 @@ def test_a_family_keys_only_its_own_geometry():
     assert "sampling" not in native.identity() and "sampling" in FeatureSpec("quality_stats").identity()
     with pytest.raises(ValueError, match="unknown view family 'salt'"):
         FeatureSpec("quality_stats", view="salt")
-    assert set(FAMILIES.names()) == {"aesthetic", "audio", "clip", "fragments", "native", "resize", "salient", "sync"}
+    assert set(FAMILIES.names()) == {
+        "aesthetic",
+        "audio",
+        "clip",
+        "fr",
+        "fragments",
+        "native",
+        "pair",
+        "resize",
+        "salient",
+        "sync",
+    }
 
 
 # ------------------------------------------------------------------------------------------------- peak memory

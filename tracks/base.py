@@ -7,6 +7,7 @@ the workbench: columns `ITEM_COLUMNS` plus one float column per target (NaN wher
 from __future__ import annotations
 
 import abc
+import copy
 import io
 import json
 import zipfile
@@ -260,6 +261,9 @@ class Track:
     # Whether predictions must lie inside `score_range` (a rate in [0, 1]): they are mapped strictly inside it by the
     # submission's RangeMap (range_map) rather than refused at export.
     bounded: ClassVar[bool] = False
+    # Where the organisers' labels may lie when that is wider than what a submission may say (HDR's JOD labels pass
+    # 10, its programs answer 0 to 10): what `just check` holds training labels to. None: score_range.
+    label_range: ClassVar[tuple[float, float] | None] = None
     # Whether the challenge runs submitted programs as `predict DISTORTED REFERENCE RESULT_FILE` (ICME's HDR track):
     # the exported predictor then takes the reference argument, in that order, a no-reference model ignoring it.
     reference_argument: ClassVar[bool] = False
@@ -274,6 +278,21 @@ class Track:
         """Each target's (low, high), in the order of `targets`."""
         given = self.score_range
         return {t: tuple(given[t]) if isinstance(given, dict) else tuple(given) for t in self.targets}
+
+    def label_ranges(self) -> dict[str, tuple[float, float]]:
+        """Each target's (low, high) for the labels (label_range, else the submission's)."""
+        return self.ranges() if self.label_range is None else {t: tuple(self.label_range) for t in self.targets}
+
+    def with_range(self, low: float, high: float) -> Track:
+        """This bounded track answering in [low, high] instead (`submit score_range=`): for rules that contradict
+        themselves, as ICME's 0 to 10 against its template's 0 to 100."""
+        if not self.bounded:
+            raise ValueError(f"track {self.name} is not bounded: its predictions are not mapped into a range")
+        if not low < high:
+            raise ValueError(f"score range [{low}, {high}]: low must be below high")
+        track = copy.copy(self)
+        track.score_range = (float(low), float(high))
+        return track
 
     @property
     def media(self) -> str:
@@ -444,14 +463,18 @@ def folder_items(folder: Path, split: str = "test") -> pd.DataFrame:
 
 
 class CorrelationTrack(Track):
-    """A one-target track ranked by (SRCC + PLCC) / 2, with KRCC, RMSE and MAE reported beside it. The organiser-side
-    truth of a synthetic dataset is `truth/truth.csv` in the track's own submission format: ours, since these
-    organisers' scorers are not public."""
+    """A one-target track ranked by (SRCC + PLCC) / 2, with KRCC, RMSE and MAE reported beside it (or as `parts` says,
+    for a challenge that ranks otherwise). The organiser-side truth of a synthetic dataset is `truth/truth.csv` in the
+    track's own submission format: ours, since these organisers' scorers are not public."""
 
     def selection_score(self, pred: pd.DataFrame, items: pd.DataFrame) -> dict[str, float]:
         (target,) = self.targets
         truth = items.set_index("item_id").loc[pred.index, target]
-        return correlation_parts(pred[target].to_numpy(dtype=np.float64), truth.to_numpy(dtype=np.float64))
+        return self.parts(pred[target].to_numpy(dtype=np.float64), truth.to_numpy(dtype=np.float64))
+
+    def parts(self, pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+        """The score (key `score`) and what is reported beside it, for predictions against labels."""
+        return correlation_parts(pred, truth)
 
     def official_score(self, pred: pd.DataFrame, truth: Path) -> dict[str, float | str]:
         """Over the truth's items that were predicted: an organiser's label file, or a synthetic truth, may hold
@@ -460,7 +483,7 @@ class CorrelationTrack(Track):
         (target,) = self.targets
         scored, extra = predicted_truth(self.read_truth(truth), pred, truth)
         predicted = lookup(pred[target], scored.index.to_series(), str(truth))
-        return {**correlation_parts(predicted, scored[target].to_numpy()), **extra}
+        return {**self.parts(predicted, scored[target].to_numpy()), **extra}
 
     def write_truth(self, out: Path, scores: pd.Series) -> None:
         """The truth of a synthetic dataset's test items (`scores` indexed by id) where official_score reads it."""

@@ -77,7 +77,7 @@ def check(track: Track, data: Path, media: bool = True, threads: int = 8) -> Rep
     shared = sorted(set(train["group"]) & set(items.loc[items["split"] == "test", "group"]))
     groups = f"{items['group'].nunique()} ({train['group'].nunique()} in train)"
     report.facts.append(("groups", groups + (f"; {len(shared)} in both splits" if shared else "")))
-    for target, (low, high) in track.ranges().items():
+    for target, (low, high) in track.label_ranges().items():
         values = train[target].to_numpy(dtype=np.float64)
         known = values[np.isfinite(values)]
         missing = len(values) - len(known)

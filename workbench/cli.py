@@ -6,6 +6,7 @@ Exit status: 0 on success, 2 on a usage or input error, 3 when extraction finish
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -25,7 +26,7 @@ from ensembles.export import SubmissionError
 from ensembles.submit import Choice, Decision, RunPredictions, decide, runs_digest, submit_runs
 from features.cache import CacheError, family_variants
 from features.extract import ExtractionSummary, extract, group_leader
-from features.fingerprint import fingerprints
+from features.fingerprint import REFERENCE, item_fingerprints
 from features.views import split_variants, view_family
 from tracks import LayoutError, Track, get_track, list_tracks
 from workbench import check
@@ -49,6 +50,7 @@ from workbench.config import (
     parse_words,
 )
 from workbench.predictor import Predictor, export_folder, member_of
+from workbench.predictor import usage as predict_usage
 from workbench.profile import Cost, Pipeline
 from workbench.runs import Run, newest_complete_run, open_run
 from workbench.train import (
@@ -148,6 +150,11 @@ def report_extraction(summary: ExtractionSummary, views: Sequence[str]) -> int:
             ],
         )
     )
+    if summary.facts is not None and "colour_from" in summary.facts:
+        read = summary.facts[summary.facts["error"] == ""]
+        counts = read.groupby(["colour_from", "transfer", "bit_depth"]).size().reset_index().to_numpy().tolist()
+        title = "colour tags (untagged, unnamed: HDR10 at 10 bits, SDR at 8; per file in media-facts.parquet)"
+        console.print(table(title, ["from", "transfer", "bits", "files"], counts))
     if len(summary.failures):
         shown = (
             f", the first {FAILURES_SHOWN} of {len(summary.failures)}" if len(summary.failures) > FAILURES_SHOWN else ""
@@ -224,7 +231,13 @@ def predictor_of(named: Submitted, decision: Decision) -> Predictor:
 
 
 def cmd_export(cfg: ExportConfig) -> int:
-    """Packs the runs a submit would submit into a folder and zip that score raw media (workbench.predictor)."""
+    export(cfg)
+    return 0
+
+
+def export(cfg: ExportConfig) -> Path:
+    """Packs the runs a submit would submit into a folder and zip that score raw media (workbench.predictor);
+    returns the folder."""
     named = submitted(cfg)
     decision = decide(named.track, named.predicted, named.items, named.choice)
     predictor = predictor_of(named, decision)
@@ -243,8 +256,21 @@ def cmd_export(cfg: ExportConfig) -> int:
     rows = [[folder, archive, f"{size / 1e6:.2f} MB", ", ".join(runs), decision.picked.chosen.name, seconds]]
     columns = ["folder", "zip", "size", "runs", "blend", f"s/{named.track.media} (CPU, {len(test)} test items)"]
     console.print(table(f"{named.track.name} predictor", columns, rows))
-    console.print(f"run it: {folder / 'predict'} MEDIA RESULT_FILE  |  {folder / 'predict'} --list ITEMS.csv OUT.csv")
-    return 0
+    console.print(f"run it: {folder}/{predict_usage(named.track)}")
+    return folder
+
+
+def run_exported(folder: Path, track: Track, item: pd.Series, out: Path) -> float:
+    """Runs the exported `predict` program in a process of its own on one item, as a challenge that takes programs
+    would (`predict DISTORTED REFERENCE RESULT_FILE` on the ICME tracks, the NR track given its dummy reference),
+    and returns the one float it wrote."""
+    reference = [str(item.get(REFERENCE, item["path"]))] if track.reference_argument else []
+    result = out / f"{Path(item['path']).name}.result"
+    command = [str(folder / "predict"), str(item["path"]), *reference, str(result)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(command)} exited with {done.returncode}: {done.stderr.strip()}")
+    return float(result.read_text())
 
 
 def submitted_runs(cfg: SubmitConfig, track: Track) -> list[Run]:
@@ -268,7 +294,7 @@ def submitted_runs(cfg: SubmitConfig, track: Track) -> list[Run]:
 
 def check_media(runs: Sequence[Run], items: pd.DataFrame, cache: str) -> None:
     """Refuses runs whose predictions were made from other bytes than the items' files hold now."""
-    media = dict(zip(items["item_id"], fingerprints(items["path"].tolist(), cache)))
+    media = dict(zip(items["item_id"], item_fingerprints(items, cache)))
     for run in runs:
         stale = run.stale_items(media)
         if stale:
@@ -292,6 +318,12 @@ class Submitted:
 
 def submitted(cfg: SubmitConfig) -> Submitted:
     track = get_track(cfg.track)
+    if cfg.score_range:
+        try:
+            low, high = map(float, cfg.score_range)
+            track = track.with_range(low, high)
+        except ValueError as error:
+            raise ConfigError(f"score_range={','.join(cfg.score_range)}: expected low,high ({error})") from None
     kind = check_kind(cfg.calibration or track.calibrate)
     runs = submitted_runs(cfg, track)
     if cfg.blend != "auto" and (cfg.blend not in BLENDS or len(runs) == 1):
@@ -499,6 +531,14 @@ def cmd_demo(values: dict[str, str]) -> int:
     )
     announce("score", score_cfg)
     official = stage("score", lambda: score_submission(score_cfg))
+    program = []
+    if track.reference_argument:  # the challenge runs a program: export it and run it on a test item as it would
+        export_cfg = build(ExportConfig, {**values, "runs": run.id}, track.defaults)
+        announce("export", export_cfg)
+        folder = stage("export", lambda: export(export_cfg))
+        item = submitted(export_cfg).items.query("split == 'test'").iloc[0]
+        value = stage("predict", lambda: run_exported(folder, track, item, folder))
+        program = [[f"exported predict on {item['item_id']}", value]]
     rows = [[f"fold {k}", parts["score"]] for k, parts in sorted(summary["folds"].items())]
     rows.append(["out of fold", summary["oof"]["score"]])
     if "oof_calibrated" in summary:
@@ -507,6 +547,7 @@ def cmd_demo(values: dict[str, str]) -> int:
         ["control (shuffled labels), out of fold", control["oof"]["score"]],
         ["local test (official scorer)", official.get("score", "n/a")],
         ["zip", str(zip_path)],
+        *program,
     ]
     console.print(table(f"{track.name} demo", ["", "score"], rows))
     if len(track.targets) > 1 or len(compared) > 2:

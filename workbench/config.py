@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import TypeVar
 
 from features.cache import FeatureSpec
+from features.pairs import FrameMetrics, PairCrops
 from features.views import DEFAULT_FAMILY, AudioWindows, Clips, SyncSeries
 
 T = TypeVar("T")
 # the config words naming the streams beside the key frames
-EXTRA_STREAMS = ("motion", "audio", "sync", "text", "align", "meta")
+EXTRA_STREAMS = ("motion", "audio", "sync", "pair", "fr", "text", "align", "meta")
 ALIGNMENTS = ("cosine",)
 METADATA = ("container",)
 
@@ -55,6 +56,7 @@ class FeatureConfig(TrackConfig):
     patch: int = 32
     fragment_seed: int = 0  # fragments: draw s<k> uses the offsets of seed (fragment_seed, k)
     dtype: str = "float32"
+    light: str = ""  # hdr media: code | linear | perceptual (features.hdr.LIGHTS); empty: code values
     cache: str = "cache"
     # Streams beside the key frames' (empty: none of them). `motion`: a motion encoder (features.motion) on clips of
     # `clip` consecutive frames from each key frame, their short side decoded at `clip_size`. `audio`: an audio
@@ -68,6 +70,11 @@ class FeatureConfig(TrackConfig):
     audio_weights: str = "random"  # random | hub (hf:<model>: the cache's or folder's pretrained weights)
     audio_seconds: float = 1.0
     sync: str = ""
+    # Full-reference pairs (items with a reference, features.pairs). `pair`: a `dists:<timm model>` encoder on the
+    # same `size` crop of both members; `fr=ffmpeg`: FFmpeg's metrics of each key-frame pair at native depth.
+    pair: str = ""
+    pair_weights: str = "random"  # random | hub | a local weights file, for the pair encoder's timm model
+    fr: str = ""
     # `text`: a text encoder (features.text) on each of the track's text inputs, one more stream each. `align=cosine`:
     # beside each, the cosine of its embedding with each key frame's (features.clip; backbone and text encoder the
     # two towers of one model). `meta=container`: the files' container facts and the track's categories, one stream.
@@ -77,8 +84,8 @@ class FeatureConfig(TrackConfig):
     meta: str = ""
 
     def extra_streams(self) -> list[str]:
-        """The encoders named for the streams beside the key frames (motion, audio, sync, text, alignment,
-        metadata), in that order."""
+        """The encoders named for the streams beside the key frames (motion, audio, sync, pair, full-reference
+        metrics, text, alignment, metadata), in that order."""
         return [getattr(self, word) for word in EXTRA_STREAMS if getattr(self, word)]
 
     def key_frames_alone(self) -> typing.Self:
@@ -100,8 +107,8 @@ class FeatureConfig(TrackConfig):
 
     def streams(self, media: str) -> tuple[tuple[FeatureSpec, ...], ...]:
         """The cached feature streams a run reads, each a tuple of feature sets joined on the feature axis: the key
-        frames' view families, then the motion, audio and sync streams that are named (the text, alignment and
-        metadata streams are made when a run loads: workbench.train.read_streams)."""
+        frames' view families, then the motion, audio, sync, pair and full-reference streams that are named (the text,
+        alignment and metadata streams are made when a run loads: workbench.train.read_streams)."""
         frames = self.feature_specs(media)
         if (self.motion or self.sync) and self.clip < 2:
             raise ConfigError(f"clip={self.clip}: clips take 2 frames or more")
@@ -114,7 +121,7 @@ class FeatureConfig(TrackConfig):
         if self.meta and self.meta not in METADATA:
             raise ConfigError(f"meta={self.meta!r}: expected one of {', '.join(METADATA)}")
         key = frames[0]
-        shared = {"media": media, "frames": key.frames, "fps": key.fps, "phase": key.phase, "dtype": key.dtype}
+        shared = {name: getattr(key, name) for name in ("frames", "fps", "phase", "dtype", "light")} | {"media": media}
         clips = {"clip": self.clip, "size": self.clip_size}
         extra = [
             (self.motion, {"weights": self.motion_weights, "view": Clips.name, **clips}),
@@ -123,6 +130,8 @@ class FeatureConfig(TrackConfig):
                 {"weights": self.audio_weights, "view": AudioWindows.name, "audio_seconds": self.audio_seconds},
             ),
             (self.sync, {"view": SyncSeries.name, "audio_seconds": self.audio_seconds, **clips}),
+            (self.pair, {"weights": self.pair_weights, "view": PairCrops.name, "size": self.size}),
+            (self.fr, {"view": FrameMetrics.name}),
         ]
         return (frames, *((FeatureSpec(backbone=name, **shared, **words),) for name, words in extra if name))
 
@@ -205,6 +214,7 @@ class SubmitConfig(TrackConfig):
     out: str = "submissions"
     tta: tuple[str, ...] = ()  # views averaged at test time; empty means every view the run predicted
     extra_data: bool = False  # for the readme: trained with data beyond the challenge's
+    score_range: tuple[str, ...] = ()  # low,high: a bounded track's answers mapped there instead (ICME: 0,100)
 
 
 @dataclass(frozen=True)
@@ -241,7 +251,7 @@ class SynthConfig(TrackConfig):
 class BenchConfig:
     quick: bool = False  # the same suite on less work, in about a minute
     backbone: str = "resnet18"  # the timm CNN (random weights) the extraction rows run
-    rows: tuple[str, ...] = ()  # row groups (extraction, cache, training, memory, sweep, fingerprint, motion, audio)
+    rows: tuple[str, ...] = ()  # row groups (extraction, cache, training, memory, sweep, fingerprint, motion, ..., hdr)
     root: str = "cache/bench"  # generated media (kept, so reruns skip generating them) and scratch space
     write: str = ""  # a BENCHMARKS.md whose generated block gets this run's table; empty only prints it
 

@@ -53,6 +53,7 @@ from features.extract import (
     shared_sampling,
     single_threaded_ops,
 )
+from features.fingerprint import REFERENCE
 from features.hf import model_folder
 from features.inputs import Category, Text
 from features.motion import MOTION_ENCODERS, hub_checkpoint
@@ -119,9 +120,9 @@ class Member:
         single-threaded streams beside them on the CPU, a batch of items to a pass."""
         decoder, sampling = DECODERS.get(specs[0].media), shared_sampling(specs)
         paths = items["path"].astype(str)
-        jobs = [
-            Job(item, path, "", tuple(map(tuple, wanted))) for item, path in zip(items["item_id"].astype(str), paths)
-        ]
+        references = items[REFERENCE].astype(str) if REFERENCE in items else [""] * len(items)
+        views = tuple(map(tuple, wanted))
+        jobs = [Job(i, p, "", views, r) for i, p, r in zip(items["item_id"].astype(str), paths, references)]
         workers = min(self.workers, len(jobs) - 1)  # a lone item decodes here, as fast as in a worker
         dataset = MediaDataset(jobs, decoder, sampling, families, decode_threads(max(workers, 1)))
         loader = DataLoader(dataset, batch_size=ExtractConfig.batch, num_workers=workers, collate_fn=collate)
@@ -309,6 +310,8 @@ def weights_source(family: str, name: str, weights: str) -> Path | None:
         return hub_checkpoint(name)
     if weights == "hub" and family == "image":
         return timm_hub_file(name)
+    if weights == "hub" and family == "pair":  # dists:<timm model>
+        return timm_hub_file(name.partition(":")[2])
     raise ValueError(f"{name} with weights={weights!r}: cannot tell which file these weights are to export them")
 
 
@@ -333,6 +336,7 @@ def portable(config: TrainConfig, folder: Path) -> TrainConfig:
         ("motion", "motion_weights", "motion"),
         ("audio", "audio_weights", "audio"),
         ("text", "text_weights", "text"),
+        ("pair", "pair_weights", "pair"),
     ]
     for name_field, weights_field, family in named:
         name, weights = getattr(config, name_field), getattr(config, weights_field)
@@ -409,14 +413,24 @@ def _write_result(path: str, text: str) -> None:
         raise PredictError(f"{path}: cannot write the result ({error.strerror or error})") from error
 
 
-def _items_of(track: Track, paths: Sequence[str], texts: dict[str, list[str]], ids: Sequence[str]) -> pd.DataFrame:
+def _items_of(
+    track: Track, paths: Sequence[str], texts: dict[str, list[str]], ids: Sequence[str], references: Sequence[str]
+) -> pd.DataFrame:
+    """The items table of media given on the command line; `references` are used where the track compares a pair
+    (a no-reference track accepts and ignores them, as the challenge's dummy reference argument)."""
     items = pd.DataFrame({"item_id": list(ids), "path": list(paths)})
+    files = list(paths)
     for kind in track.inputs:
         if isinstance(kind, Text):
             items[kind.column] = texts.get(kind.column, [""] * len(items))
         elif isinstance(kind, Category):
             items[kind.column] = [kind.parse(Path(p).name) for p in paths]
-    for path in paths:
+        elif getattr(kind, "reference", False):
+            if len(references) != len(paths) or not all(references):
+                raise PredictError(f"track {track.name} compares each video with its reference: give both")
+            items[kind.column] = list(references)
+            files += references
+    for path in files:
         if not Path(path).is_file():
             raise PredictError(f"{path}: no such file")
     return items
@@ -428,7 +442,8 @@ def _formatted(row: Sequence[float]) -> str:
 
 def usage(track: Track) -> str:
     media = "DISTORTED REFERENCE" if track.reference_argument else "MEDIA"
-    return f"predict {media} RESULT_FILE [--text COLUMN=TEXT ...] | predict --list ITEMS.csv OUT.csv"
+    texts = " [--text COLUMN=TEXT ...]" if any(isinstance(kind, Text) for kind in track.inputs) else ""
+    return f"predict {media} RESULT_FILE{texts} | predict --list ITEMS.csv OUT.csv"
 
 
 def _arguments(track: Track) -> argparse.ArgumentParser:
@@ -457,8 +472,9 @@ def main(argv: Sequence[str], folder: Path) -> int:
             if "path" not in listed:
                 raise PredictError(f"{args.list[0]}: no `path` column (found {', '.join(listed.columns) or 'none'})")
             ids = listed["item_id"] if "item_id" in listed else [Path(p).name for p in listed["path"]]
-            texts = {c: listed[c].tolist() for c in listed.columns if c not in ("path", "item_id", "reference")}
-            scores = predictor.predict(_items_of(track, listed["path"].tolist(), texts, ids))
+            texts = {c: listed[c].tolist() for c in listed.columns if c not in ("path", "item_id", REFERENCE)}
+            references = listed[REFERENCE].tolist() if REFERENCE in listed else []
+            scores = predictor.predict(_items_of(track, listed["path"].tolist(), texts, ids, references))
             lines = ["item_id," + ",".join(track.targets)]
             lines += [f"{item},{_formatted(row)}" for item, row in zip(scores.index, scores.to_numpy())]
             _write_result(args.list[1], "\n".join(lines) + "\n")
@@ -469,8 +485,8 @@ def main(argv: Sequence[str], folder: Path) -> int:
             if not equals:
                 parser.error(f"--text {pair!r}: expected COLUMN=TEXT")
             texts[column] = [text]
-        media, result = args.paths[0], args.paths[-1]  # a reference between them is the challenge's, not ours yet
-        scores = predictor.predict(_items_of(track, [media], texts, [Path(media).name]))
+        media, result = args.paths[0], args.paths[-1]
+        scores = predictor.predict(_items_of(track, [media], texts, [Path(media).name], args.paths[1:-1]))
         _write_result(result, _formatted(scores.to_numpy()[0]) + "\n")
         return 0
     except SystemExit as stop:  # argparse's usage errors (2) and --help (0)

@@ -32,7 +32,7 @@ from ensembles.calibrate import CALIBRATION, Calibration
 from ensembles.report import write_report
 from features.cache import Features, Streams, cache_dir, concat_features, read_features, read_manifest
 from features.clip import prompt_alignment
-from features.fingerprint import fingerprints
+from features.fingerprint import item_fingerprints
 from features.inputs import Category, Text
 from features.metadata import CONTAINER_FACTS, CONTAINER_VERSION, container_metadata, one_hot, training_categories
 from features.text import EncodedText, text_features
@@ -297,7 +297,7 @@ def metadata_key(categories: dict[str, list[str]]) -> str:
 def load_training_data(cfg: TrainConfig) -> TrainingData:
     track = get_track(cfg.track)
     items = track.read_items(cfg.data_dir)
-    items["media"] = fingerprints(items["path"].tolist(), cfg.cache)
+    items["media"] = item_fingerprints(items, cfg.cache)
     features, feature_key = read_streams(cfg, track, items)
     present = features.present()
     dropped = items.loc[~present, "item_id"].tolist()
