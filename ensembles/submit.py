@@ -125,7 +125,7 @@ def submit_runs(
     scores = score_table(stack, decision.blends, decision.picked, kind, score(decision.oof), score)
     submission = (
         "submission",
-        ["runs", "blend", "folds", "views", "calibration", f"runtime/{track.media} (CPU)", "test items", "zip"],
+        ["runs", "blend", "folds", "views", "calibration", f"runtime/{track.unit} (CPU)", "test items", "zip"],
         [
             [
                 "\n".join(stack.runs),

@@ -98,6 +98,9 @@ class PairCrops(CropFamily):
     def crop(self, frames: np.ndarray, position: str) -> torch.Tensor:
         return Resize(self.size).crop(frames, position)
 
+    def pass_shape(self, spec: Any) -> tuple[int, ...]:
+        return (2, 3, self.size, self.size)
+
     def render(self, clip: Any, geometries: Sequence[str]) -> torch.Tensor:
         reference = _reference_of(clip, self.name)
         return torch.stack([super().render(clip.frames, geometries), super().render(reference.frames, geometries)], 2)
@@ -129,6 +132,9 @@ class FrameMetrics(Unshaped):
 
     source: ClassVar[None] = None
     encodes: ClassVar[str] = "fr"
+
+    def pass_shape(self, spec: Any) -> tuple[int, ...]:
+        return (len(DOMAINS) * len(FR_METRICS),)
 
     def render(self, clip: Any, geometries: Sequence[str]) -> torch.Tensor:
         reference = _reference_of(clip, self.name)

@@ -170,6 +170,11 @@ class ViewFamily(abc.ABC):
     def render(self, frames: np.ndarray, geometries: Sequence[str]) -> torch.Tensor:
         """[T, H, W, 3] uint8/uint16 -> [V, T, 3, side, side] float32 in [0, 1], one row per geometry."""
 
+    def pass_shape(self, spec: Any) -> tuple[int, ...]:
+        """The shape of what one encoder pass takes (a frame, clip, window or pair of one variant) under `spec`
+        (a FeatureSpec): what `profile` costs the encoder on."""
+        return (3, self.side, self.side)
+
 
 CORNERS = ("tl", "tr", "bl", "br")
 _CROP = re.compile(r"center|hflip|(tl|tr|bl|br)(-hflip)?")
@@ -262,6 +267,9 @@ class Clips(Resize):
     encodes: ClassVar[str] = "motion"
     clips: ClassVar[bool] = True
 
+    def pass_shape(self, spec: Any) -> tuple[int, ...]:
+        return (spec.clip, 3, self.side, self.side)
+
     def render(self, clips: np.ndarray, geometries: Sequence[str]) -> torch.Tensor:
         count, length = clips.shape[:2]
         if not count:
@@ -294,6 +302,9 @@ class AudioWindows(Unshaped):
     source: ClassVar[str] = "audio"
     encodes: ClassVar[str] = "audio"
     audio: ClassVar[bool] = True
+
+    def pass_shape(self, spec: Any) -> tuple[int, ...]:
+        return (round(spec.audio_seconds * SAMPLE_RATE),)
 
     def render(self, windows: np.ndarray, geometries: Sequence[str]) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))[None].expand(len(geometries), -1, -1)
@@ -329,6 +340,9 @@ class SyncSeries(ViewFamily):
     @classmethod
     def accepts(cls, geometry: str) -> bool:
         return geometry == "center"
+
+    def pass_shape(self, spec: Any) -> tuple[int, ...]:
+        return (2, spec.clip)
 
     def render(self, clip: Any, geometries: Sequence[str]) -> torch.Tensor:
         count, length, height, width = clip.clips.shape[:4]

@@ -114,3 +114,11 @@ def test_a_tiny_run_goes_from_the_layout_to_a_scored_zip_and_an_export_that_agre
     submitted = track.submission.read(zip_path, track.targets)
     for target in track.targets:
         np.testing.assert_allclose(scores.loc[submitted.index, target], submitted[target], rtol=1e-4, atol=1e-5)
+
+
+def test_profile_costs_every_stream_of_the_defaults(synthetic, capsys):
+    """Each encoder family costed on an input of its own shape (ViewFamily.pass_shape): audio windows, sync series,
+    frame pairs and their measurements as well as frames and clips."""
+    track, _ = synthetic
+    assert main(["profile", f"track={track.name}", "size=32"]) == 0
+    assert "budget" in capsys.readouterr().out

@@ -295,8 +295,13 @@ class Track:
         return track
 
     @property
+    def unit(self) -> str:
+        """What a runtime or a cost is per: `video` where the first media input has a time axis, else `image`."""
+        return "video" if self.inputs[0].time_axis else "image"
+
+    @property
     def media(self) -> str:
-        """The decoder of the track's first media input: what a runtime is measured per (image, video)."""
+        """The decoder of the track's first media input."""
         return self.inputs[0].decoder
 
     def test_views(self, asked: Sequence[str]) -> tuple[str, ...]:

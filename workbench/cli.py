@@ -254,7 +254,7 @@ def export(cfg: ExportConfig) -> Path:
     seconds = Predictor.load(folder).seconds_per_item(test) if len(test) else float("nan")
     size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     rows = [[folder, archive, f"{size / 1e6:.2f} MB", ", ".join(runs), decision.picked.chosen.name, seconds]]
-    columns = ["folder", "zip", "size", "runs", "blend", f"s/{named.track.media} (CPU, {len(test)} test items)"]
+    columns = ["folder", "zip", "size", "runs", "blend", f"s/{named.track.unit} (CPU, {len(test)} test items)"]
     console.print(table(f"{named.track.name} predictor", columns, rows))
     console.print(f"run it: {folder}/{predict_usage(named.track)}")
     return folder
@@ -382,7 +382,7 @@ def cost_and_readme(
             runtime = f"{seconds:.3f}s"
             description = about + " ".join(describe(run, config, views[run.id]) for run, config in zip(runs, configs))
             extras[track.submission.readme] = track.submission.readme_text(
-                track.media, seconds, True, cfg.extra_data, description
+                track.unit, seconds, True, cfg.extra_data, description
             )
     return extras, runtime
 
@@ -413,8 +413,8 @@ def cost_table(track: Track, pipeline: Pipeline) -> tuple[Table, Cost]:
         [s.name, s.input, s.passes, *counts(s.cost.params, s.passes * s.cost.macs, s.passes * s.cost.flops)]
         for s in stages
     ]
-    rows.append([f"total per {track.media}", "", "", *counts(total.params, total.macs, total.flops)])
-    per = f"per {track.media}"
+    rows.append([f"total per {track.unit}", "", "", *counts(total.params, total.macs, total.flops)])
+    per = f"per {track.unit}"
     columns = ["stage", "input per pass", f"passes {per}", "M params", f"GMACs {per}", f"GFLOPs {per}"]
     return table(f"{track.name} pipeline cost (PyTorch FlopCounterMode; MACs = FLOPs / 2)", columns, rows), total
 
@@ -430,7 +430,7 @@ def check_budget(track: Track, *pipelines: Pipeline) -> None:
     total = Cost(params=sum(t.params for t in totals), flops=sum(t.flops for t in totals))
     limits = budget_rows(track, total)
     console.print(
-        f"model cost per {track.media}: {total.params / 1e6:.4f} M params, {total.macs / 1e9:.4f} GMACs, "
+        f"model cost per {track.unit}: {total.params / 1e6:.4f} M params, {total.macs / 1e9:.4f} GMACs, "
         f"{total.flops / 1e9:.4f} GFLOPs; budget: " + ", ".join(f"{limit:g} {unit}" for unit, _, limit in limits)
     )
     over = [f"{value:.4g} {unit} > {limit:g} {unit}" for unit, value, limit in limits if value > limit]
@@ -453,7 +453,7 @@ def cmd_profile(cfg: ProfileConfig) -> int:
             [unit, value, limit, value / limit, "over" if value > limit else "within"] for unit, value, limit in limits
         ]
         columns = ["", "this pipeline", "budget", "ratio", ""]
-        console.print(table(f"{track.name} budget per {track.media}", columns, rows))
+        console.print(table(f"{track.name} budget per {track.unit}", columns, rows))
     else:
         console.print(f"{track.name} sets no budget on the model")
     return 0
@@ -465,7 +465,8 @@ def cmd_check(cfg: CheckConfig) -> int:
         report = check.check(track, cfg.data_dir, cfg.media, cfg.threads)
     console.print(table(f"{track.name}: {cfg.data_dir}", ["", ""], report.facts))
     if report.assumptions:
-        console.print(f"what {track.name} assumes (tracks/{track.name}.py):\n  " + "\n  ".join(report.assumptions))
+        module = type(track).__module__.replace(".", "/")
+        console.print(f"what {track.name} assumes ({module}.py):\n  " + "\n  ".join(report.assumptions))
     if report.problems:
         console.print(
             table("problems (later commands would fail on these)", ["problem"], [[p] for p in report.problems])

@@ -185,7 +185,7 @@ class Pipeline:
             self.specs, self.families, self.encoders, self.variants, strict=True
         ):
             side = family.side
-            image = (spec.clip, 3, side, side) if spec.clip > 1 else (3, side, side)
+            image = family.pass_shape(spec)
             cost = count(encoder, torch.rand(1, *image))
             shape = "x".join(map(str, image))
             runs_at = tuple(getattr(encoder, "input_size", (side, side)))
