@@ -43,6 +43,10 @@ submit *args:
 export *args:
     @{{python}} -m workbench export "$@"
 
+# label unlabelled media with teacher runs' blend, for a student's `pseudo=`: track=<t> runs=<ids> unlabelled=<folder or list>
+pseudo-label *args:
+    @{{python}} -m workbench pseudo-label "$@"
+
 # official score of a prediction csv or zip: track=<t> preds=<file> truth=<dir>
 score *args:
     @{{python}} -m workbench score "$@"

@@ -312,6 +312,11 @@ class Track:
         """The items table of the organiser's layout under `data`."""
         raise NotImplementedError
 
+    def group_of(self, name: str) -> str:
+        """The group of a media file's name (a source, a photo), for media the lists do not name (`unlabelled=`):
+        its own group unless the track's names tell the source."""
+        return name
+
     def selection_score(self, pred: pd.DataFrame, items: pd.DataFrame) -> dict[str, float]:
         """The track's score on labelled items (out-of-fold); key `score` is what checkpoints are selected on."""
         raise NotImplementedError
@@ -449,6 +454,48 @@ def lookup(pred: pd.Series, ids: pd.Series, source: str) -> np.ndarray:
     if len(missing):
         raise LayoutError(f"{source}: no prediction for {len(missing)} id(s), e.g. {missing.iloc[0]!r}")
     return values
+
+
+UNLABELLED = "unlabelled"  # the split of media declared without labels (`unlabelled=`)
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v")
+
+
+def unlabelled_items(track: Track, source: str | Path, data: Path) -> pd.DataFrame:
+    """Media declared without labels: every media file directly in a folder, or each path a list file names (one a
+    line, relative to the list's folder; `#` comments and blank lines skipped); `source` as given, else under
+    `data`. Items `unlabelled/<name>` of a split of their own, grouped by the track's rule (Track.group_of), with
+    the track's other columns (categories parsed from the name, texts empty, targets NaN)."""
+    path = Path(source)
+    path = path if path.exists() or path.is_absolute() else Path(data) / path
+    if not path.exists():
+        raise LayoutError(f"unlabelled={source}: no such folder or list (looked at {path.resolve()})")
+    suffixes = VIDEO_SUFFIXES if track.inputs[0].time_axis else IMAGE_SUFFIXES
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+    else:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        files = [path.parent / line for line in lines if line and not line.startswith("#")]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise LayoutError(f"{path}: {len(missing)} listed file(s) not found, e.g. {missing[0]}")
+    if not files:
+        raise LayoutError(f"unlabelled={source}: no {'video' if track.inputs[0].time_axis else 'image'} files in it")
+    names = [f.name for f in files]
+    items = pd.DataFrame(
+        {
+            "item_id": [f"{UNLABELLED}/{name}" for name in names],
+            "path": [str(f.resolve()) for f in files],
+            "split": UNLABELLED,
+            "group": [track.group_of(name) for name in names],
+        }
+    )
+    require_unique(items["item_id"], f"unlabelled={source}")
+    for kind in track.inputs[1:]:
+        parse = getattr(kind, "parse", None)
+        items[kind.column] = [parse(name) for name in names] if parse else ""
+    for target in track.targets:
+        items[target] = np.nan
+    return items
 
 
 def list_images(folder: Path) -> list[Path]:

@@ -97,6 +97,9 @@ class FIQA(CorrelationTrack):
     # The head trains for more steps than the spine's default: a few hundred items give few steps per epoch.
     defaults = {"frames": 1, "view": "resize", "size": 352, "items": 200, "epochs": 60, "lr": 3e-3, "batch": 16}
 
+    def group_of(self, name: str) -> str:
+        return photo_group(name)
+
     def read_items(self, data: Path) -> pd.DataFrame:
         data = Path(data)
         path = data / TRAIN_LIST

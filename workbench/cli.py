@@ -37,6 +37,7 @@ from workbench.config import (
     ExportConfig,
     ExtractConfig,
     ProfileConfig,
+    PseudoLabelConfig,
     ScoreConfig,
     SubmitConfig,
     SweepBestConfig,
@@ -52,8 +53,10 @@ from workbench.config import (
 from workbench.predictor import Predictor, export_folder, member_of
 from workbench.predictor import usage as predict_usage
 from workbench.profile import Cost, Pipeline
+from workbench.pseudo import label_rows, label_set_dir, write_label_set
 from workbench.runs import Run, newest_complete_run, open_run
 from workbench.train import (
+    items_of,
     load_training_data,
     open_or_create_run,
     quiet_lightning,
@@ -111,7 +114,7 @@ def cmd_synth(cfg: SynthConfig) -> int:
 
 def cmd_extract(cfg: ExtractConfig) -> int:
     track = get_track(cfg.track)
-    items = track.read_items(cfg.data_dir)
+    items = items_of(cfg, track)
     views = track.test_views(cfg.views)
     summary = extract(
         items,
@@ -273,6 +276,30 @@ def run_exported(folder: Path, track: Track, item: pd.Series, out: Path) -> floa
     return float(result.read_text())
 
 
+def cmd_pseudo_label(cfg: PseudoLabelConfig) -> int:
+    """The teacher runs' blend on the unlabelled media they predicted, as a label set a student trains on
+    (`train pseudo=<name>[:weight]`; workbench.pseudo)."""
+    named = submitted(cfg)
+    sources = {config.unlabelled for config in named.configs}
+    source = cfg.unlabelled or next(iter(sources))
+    if sources != {source} or not source:
+        raise ConfigError(
+            f"pseudo-label labels the unlabelled media its teacher runs predicted: they were trained with "
+            f"unlabelled={', '.join(sorted(sources)) or '(none)'}, not {cfg.unlabelled or '(none)'}; train the "
+            "teachers with unlabelled=<folder or list> first"
+        )
+    name = cfg.name or f"pseudo-{runs_digest([run.id for run in named.runs])}"
+    folder = label_set_dir(cfg.runs_dir, named.track.name, name)
+    try:
+        labels = write_label_set(folder, named.track, named.runs, named.items, named.choice, source)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    columns = ["target", "items", "lowest", "highest", "mean spread over the teacher's folds"]
+    console.print(table(f"label set {name} ({folder})", columns, label_rows(labels, named.track)))
+    console.print(f"train a student on it: just train track={named.track.name} unlabelled={source} pseudo={name}")
+    return 0
+
+
 def submitted_runs(cfg: SubmitConfig, track: Track) -> list[Run]:
     """The runs named by `runs=` (or the newest complete one), each finished and trained for this track."""
     if len(set(cfg.runs)) < len(cfg.runs):
@@ -329,7 +356,7 @@ def submitted(cfg: SubmitConfig) -> Submitted:
     if cfg.blend != "auto" and (cfg.blend not in BLENDS or len(runs) == 1):
         raise ConfigError(f"blend={cfg.blend!r}: expected auto or, with two runs or more, one of {', '.join(BLENDS)}")
     configs = [build(TrainConfig, {k: v for k, v in run.config.items() if k != "views"}) for run in runs]
-    items = track.read_items(configs[0].data_dir)
+    items = items_of(configs[0], track)  # with the unlabelled media the runs predicted, if any
     check_media(runs, items, configs[0].cache)
     predicted = [RunPredictions(r.id, r.predictions("oof"), r.predictions("test"), r.folds()) for r in runs]
     return Submitted(track, runs, configs, items, predicted, Choice(cfg.blend, kind, cfg.tta))
@@ -653,6 +680,7 @@ COMMANDS: dict[str, Command] = {
     "train": Command(TrainConfig, cmd_train, "train every fold of a run"),
     "submit": Command(SubmitConfig, cmd_submit, "blend runs and write the leaderboard zip, with a report"),
     "export": Command(ExportConfig, cmd_export, "pack the runs a submit would submit as a runnable predictor"),
+    "pseudo-label": Command(PseudoLabelConfig, cmd_pseudo_label, "label unlabelled media with teacher runs' blend"),
     "score": Command(ScoreConfig, cmd_score, "score predictions with the track's official scorer"),
     "check": Command(CheckConfig, cmd_check, "read an organiser's folder and report what later commands would meet"),
     "profile": Command(ProfileConfig, cmd_profile, "parameters and GMACs per item of the pipeline, against the budget"),

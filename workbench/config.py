@@ -58,6 +58,9 @@ class FeatureConfig(TrackConfig):
     dtype: str = "float32"
     light: str = ""  # hdr media: code | linear | perceptual (features.hdr.LIGHTS); empty: code values
     cache: str = "cache"
+    # Media without labels (a folder, or a list of paths) beside the layout: extracted, predicted by every fold
+    # model, pseudo-labelled by `just pseudo-label`; never in folds, test lists or submissions.
+    unlabelled: str = ""
     # Streams beside the key frames' (empty: none of them). `motion`: a motion encoder (features.motion) on clips of
     # `clip` consecutive frames from each key frame, their short side decoded at `clip_size`. `audio`: an audio
     # encoder (features.audio) on the `audio_seconds` of sound from each key frame. `sync`: a sync encoder
@@ -169,6 +172,7 @@ class TrainConfig(HeadConfig, FeatureConfig):
     batch: int = 32
     views: tuple[str, ...] = ()  # cached variants to train and predict on; empty means all of them
     shuffle_labels: bool = False  # the control run: training labels permuted, so its score shows chance level
+    pseudo: str = ""  # <label set>[:weight] from `just pseudo-label`: its items trained on beside the labels
     run: str = ""  # empty starts a new run (train) or uses the newest (train-fold)
     runs_dir: str = "runs"  # the root folder of run folders
 
@@ -220,6 +224,14 @@ class SubmitConfig(TrackConfig):
 @dataclass(frozen=True)
 class ExportConfig(SubmitConfig):
     out: str = "exports"
+
+
+@dataclass(frozen=True)
+class PseudoLabelConfig(SubmitConfig):
+    """The teacher runs (blended as submit blends them) and the unlabelled media they predicted when they trained."""
+
+    unlabelled: str = ""  # empty: the one the teacher runs were trained with
+    name: str = ""  # the label set's name; empty: pseudo-<teacher runs' digest>
 
 
 @dataclass(frozen=True)

@@ -37,14 +37,17 @@ from features.inputs import Category, Text
 from features.metadata import CONTAINER_FACTS, CONTAINER_VERSION, container_metadata, one_hot, training_categories
 from features.text import EncodedText, text_features
 from features.views import split_variants, view_family
-from tracks import Track, get_track
+from tracks import LayoutError, Track, get_track
+from tracks.base import UNLABELLED, unlabelled_items
 from workbench.config import FeatureConfig, TrainConfig, as_dict
 from workbench.folds import grouped_folds
 from workbench.heads import StreamHead, create_head
 from workbench.losses import CombinedLoss
+from workbench.pseudo import PseudoLabels, eligible
 from workbench.runs import FOLDS, Run, run_id
 
 Scorer = Callable[[np.ndarray], dict[str, float]]
+TEST_FOLD, UNLABELLED_FOLD = -1, -2  # the fold column of the items no fold holds
 
 
 def quiet_lightning() -> None:
@@ -59,7 +62,15 @@ class HeadRegressor(pl.LightningModule):
     """Trains a head with a combined loss; validation averages each item's views and applies the track's score."""
 
     def __init__(
-        self, head: StreamHead, loss: CombinedLoss, lr: float, wd: float, epochs: int, views: int, scorer: Scorer
+        self,
+        head: StreamHead,
+        loss: CombinedLoss,
+        lr: float,
+        wd: float,
+        epochs: int,
+        views: int,
+        scorer: Scorer,
+        pseudo_weight: float = 1.0,
     ):
         super().__init__()
         self.head = head
@@ -69,6 +80,7 @@ class HeadRegressor(pl.LightningModule):
         self.epochs = epochs
         self.views = views
         self.scorer = scorer
+        self.pseudo_weight = pseudo_weight
         self._val: list[torch.Tensor] = []
         self._loss_sum, self._loss_count = torch.zeros(()), 0
 
@@ -76,8 +88,13 @@ class HeadRegressor(pl.LightningModule):
         return self.head(*streams)
 
     def training_step(self, batch, batch_idx):
-        *streams, y = batch
-        loss = self.loss(self.head(*streams), y)
+        *streams, y, pseudo = batch
+        pred = self.head(*streams)
+        if not bool(pseudo.any()):
+            loss = self.loss(pred, y)
+        else:  # the labels' loss and the pseudo-labels', weighted; a part of fewer than 2 rows has no correlation
+            parts = [(m, w) for m, w in ((~pseudo, 1.0), (pseudo, self.pseudo_weight)) if int(m.sum()) >= 2]
+            loss = sum(w * self.loss(pred[m], y[m]) for m, w in parts) / sum(w for _, w in parts)
         self._loss_sum, self._loss_count = self._loss_sum + loss.detach(), self._loss_count + 1
         return loss
 
@@ -89,7 +106,7 @@ class HeadRegressor(pl.LightningModule):
         self._val = []
 
     def validation_step(self, batch, batch_idx):
-        *streams, _ = batch
+        *streams, _, _ = batch
         self._val.append(self.head(*streams).detach().cpu())
 
     def on_validation_epoch_end(self) -> None:
@@ -130,20 +147,29 @@ def stream_tensors(streams: Streams) -> list[torch.Tensor]:
 
 class CachedFeatures(pl.LightningDataModule):
     """One fold's tensors (see stream_tensors). Training samples are (item, view) pairs, so cached views double as
-    augmentation; evaluation keeps items whole, views in a fixed order, so predictions reshape to [items, views]."""
+    augmentation; evaluation keeps items whole, views in a fixed order, so predictions reshape to [items, views].
+    `pseudo` marks the rows whose labels are a teacher's, which the recipe weighs apart."""
 
     def __init__(
-        self, tensors: list[torch.Tensor], y: torch.Tensor, train: np.ndarray, val: np.ndarray, batch_size: int
+        self,
+        tensors: list[torch.Tensor],
+        y: torch.Tensor,
+        train: np.ndarray,
+        val: np.ndarray,
+        batch_size: int,
+        pseudo: np.ndarray | None = None,
     ):
         super().__init__()
         self.tensors, self.y = tensors, y
         self.train_index, self.val_index = train, val
         self.batch_size = batch_size
+        self.pseudo = torch.zeros(len(y), dtype=torch.bool) if pseudo is None else torch.from_numpy(pseudo)
 
     def flat(self, index: np.ndarray) -> TensorBatches:
         views = self.tensors[0].shape[1]
         flat = [tensor[index].flatten(0, 1) for tensor in self.tensors]
-        return TensorBatches(*flat, self.y[index].repeat_interleave(views, dim=0))
+        rows = (self.y[index], self.pseudo[index])
+        return TensorBatches(*flat, *(row.repeat_interleave(views, dim=0) for row in rows))
 
     def train_dataloader(self) -> DataLoader:
         data = self.flat(self.train_index)
@@ -164,6 +190,7 @@ class TrainingData:
     folds: np.ndarray  # fold of each item, -1 for test items
     feature_key: str
     dropped: list[str]  # items without any cached frame
+    pseudo: PseudoLabels | None = None  # the label set a student trains on beside the labels (workbench.pseudo)
 
     @property
     def media_digest(self) -> str:
@@ -177,7 +204,24 @@ class TrainingData:
 
     @property
     def test_index(self) -> np.ndarray:
-        return np.flatnonzero(self.folds < 0)
+        return np.flatnonzero(self.folds == TEST_FOLD)
+
+    @property
+    def unlabelled_index(self) -> np.ndarray:
+        return np.flatnonzero(self.folds == UNLABELLED_FOLD)
+
+    def pseudo_rows(self, fold: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The pseudo-labelled items fold `fold` trains on (workbench.pseudo.eligible) and their labels: the
+        teacher's fold-`fold` models' (for the out-of-fold model) and its full blend's (for the test-time one)."""
+        ids = self.items["item_id"].to_numpy()
+        candidates = self.unlabelled_index
+        candidates = candidates[np.isin(ids[candidates], self.pseudo.labels.index)]
+        groups = self.items["group"].to_numpy()
+        labelled = np.flatnonzero(self.folds >= 0)
+        keep = eligible(groups[labelled], groups[candidates], self.folds[labelled] == fold)
+        rows = candidates[keep]
+        targets = self.track.targets
+        return rows, self.pseudo.targets(ids[rows], targets, fold), self.pseudo.targets(ids[rows], targets, None)
 
     def labelled(self, labels: np.ndarray | None = None) -> pd.DataFrame:
         """The items with `labels` ([items, targets]; the true ones by default) in the target columns (NaN for test
@@ -294,9 +338,21 @@ def metadata_key(categories: dict[str, list[str]]) -> str:
     return f"meta-container__{digest}"
 
 
+def items_of(cfg: FeatureConfig, track: Track) -> pd.DataFrame:
+    """The track's items under `cfg.data_dir`, and the media `unlabelled=` declares as a split of their own."""
+    items = track.read_items(cfg.data_dir)
+    if not cfg.unlabelled:
+        return items
+    extra = unlabelled_items(track, cfg.unlabelled, cfg.data_dir)
+    clash = sorted(set(extra["path"]) & set(items["path"]))
+    if clash:
+        raise LayoutError(f"unlabelled={cfg.unlabelled}: {len(clash)} file(s) the lists already name, e.g. {clash[0]}")
+    return pd.concat([items, extra[items.columns]], ignore_index=True)
+
+
 def load_training_data(cfg: TrainConfig) -> TrainingData:
     track = get_track(cfg.track)
-    items = track.read_items(cfg.data_dir)
+    items = items_of(cfg, track)
     items["media"] = item_fingerprints(items, cfg.cache)
     features, feature_key = read_streams(cfg, track, items)
     present = features.present()
@@ -305,9 +361,14 @@ def load_training_data(cfg: TrainConfig) -> TrainingData:
     features = features.take(present)
     labels = np.array(items[list(track.targets)], dtype=np.float32)  # writable: torch shares its memory
     train = (items["split"] == "train").to_numpy()
-    folds = np.full(len(items), -1)
+    folds = np.where(items["split"] == UNLABELLED, UNLABELLED_FOLD, TEST_FOLD)
     folds[train] = grouped_folds(items.loc[train, "group"], cfg.folds, track.name, cfg.seed)
-    return TrainingData(track, items, features, labels, folds, feature_key, dropped)
+    pseudo = None
+    if cfg.pseudo:
+        pseudo = PseudoLabels.read(cfg.pseudo, cfg.runs_dir, track.name)
+        pseudo.check_folds(pd.Series(folds[train], index=items.loc[train, "item_id"]))
+        feature_key += f"+pseudo-{pseudo.digest}"
+    return TrainingData(track, items, features, labels, folds, feature_key, dropped, pseudo)
 
 
 def open_or_create_run(cfg: TrainConfig, data: TrainingData) -> Run:
@@ -367,64 +428,106 @@ def load_state(checkpoint: Path) -> dict[str, torch.Tensor]:
 
 
 def train_fold(cfg: TrainConfig, data: TrainingData, run: Run, fold: int, progress: bool = False) -> dict[str, float]:
-    """Trains one fold, keeps the checkpoint with the best validation score, writes its predictions."""
-    pl.seed_everything(cfg.seed * 1000 + fold, verbose=False)
+    """Trains one fold, keeps the checkpoint with the best validation score, writes its predictions. With
+    pseudo-labels, two heads: the out-of-fold one learns the teacher's fold-k labels (honest on fold k), the test-time
+    one (the fold's checkpoint, what submit and export use) the teacher's full blend."""
     train_idx, val_idx = data.index(fold)
-    tensors = stream_tensors(data.features)
     y = torch.from_numpy(data.labels)
     if cfg.shuffle_labels:  # the control: same pipeline, labels permuted among training items
         rng = np.random.default_rng(cfg.seed)
         y = y.clone()
         labelled = np.flatnonzero(data.folds >= 0)
         y[labelled] = y[rng.permutation(labelled)]
-    targets = data.track.targets
-    head = create_head(cfg.head, data.features.dims, out=len(targets), hidden=cfg.hidden, dropout=cfg.dropout)
-    head.fit_standardization(fold_streams(tensors, train_idx), y[train_idx])
+    tensors = stream_tensors(data.features)
+    targets, views = data.track.targets, data.features.views
     val_ids = data.items["item_id"].to_numpy()[val_idx]
-
-    def scorer(labels: np.ndarray) -> Scorer:
-        labelled = data.labelled(labels)
-        return lambda pred: data.track.selection_score(
-            pd.DataFrame(pred, index=val_ids, columns=list(targets)), labelled
-        )
-
-    # Checkpoints are selected on the labels the head was trained on (permuted ones for the control), so the
-    # control never sees the truth; the fold's reported score is always against the true labels.
-    views = data.features.views
-    module = HeadRegressor(
-        head, CombinedLoss.from_spec(cfg.loss), cfg.lr, cfg.wd, cfg.epochs, len(views), scorer(y.numpy())
-    )
-    fold_dir = run.fold_dir(fold)
-    checkpoint = ModelCheckpoint(
-        dirpath=fold_dir,
-        filename="best",
-        monitor="val_score",
-        mode="max",
-        save_weights_only=True,
-        enable_version_counter=False,
-    )
-    trainer = pl.Trainer(
-        max_epochs=cfg.epochs,
-        accelerator="cpu",
-        logger=False,
-        callbacks=[checkpoint],
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        deterministic=True,
-    )
-    trainer.fit(module, datamodule=CachedFeatures(tensors, y, train_idx, val_idx, cfg.batch))
-    module.load_state_dict(load_state(Path(checkpoint.best_model_path)))
-
-    oof = _long(predict(head, [t[val_idx] for t in tensors]), val_ids, views, targets)
-    test_ids = data.items["item_id"].to_numpy()[data.test_index]
-    test = _long(predict(head, [t[data.test_index] for t in tensors]), test_ids, views, targets)
+    fit = FoldFit(cfg, data, run, fold, tensors, val_ids, progress)
+    if data.pseudo is None:
+        oof_head = test_head = fit(train_idx, val_idx, y, "best")
+    else:
+        rows, fold_labels, full_labels = data.pseudo_rows(fold)
+        everything = np.concatenate([train_idx, rows])
+        oof_head = fit(everything, val_idx, _with(y, rows, fold_labels), "best-oof")
+        test_head = fit(everything, val_idx, _with(y, rows, full_labels), "best")
+    oof = _long(predict(oof_head, [t[val_idx] for t in tensors]), val_ids, views, targets)
+    ids = data.items["item_id"].to_numpy()
+    test = _long(predict(test_head, [t[data.test_index] for t in tensors]), ids[data.test_index], views, targets)
     run.write_parquet(f"fold-{fold}/oof.parquet", oof)
     run.write_parquet(f"fold-{fold}/test.parquet", test)
-    parts = scorer(data.labels)(view_mean(oof, targets).loc[val_ids].to_numpy())
+    if len(data.unlabelled_index):  # what a teacher's fold-k model says of them (workbench.pseudo)
+        unlabelled = predict(oof_head, [t[data.unlabelled_index] for t in tensors])
+        run.write_parquet(
+            f"fold-{fold}/unlabelled.parquet", _long(unlabelled, ids[data.unlabelled_index], views, targets)
+        )
+    parts = fit.scorer(data.labels)(view_mean(oof, targets).loc[val_ids].to_numpy())
     parts["items"] = len(val_idx)
     run.write_json(f"fold-{fold}/score.json", parts)
     return parts
+
+
+def _with(y: torch.Tensor, rows: np.ndarray, labels: np.ndarray) -> torch.Tensor:
+    """The labels with `rows` set to `labels` (the pseudo-labelled items, unlabelled until now)."""
+    y = y.clone()
+    y[rows] = torch.from_numpy(labels)
+    return y
+
+
+@dataclass
+class FoldFit:
+    """One fold's training recipe: a head fitted on some rows' labels, its checkpoint selected on the fold's own."""
+
+    cfg: TrainConfig
+    data: TrainingData
+    run: Run
+    fold: int
+    tensors: list[torch.Tensor]
+    val_ids: np.ndarray
+    progress: bool
+
+    def scorer(self, labels: np.ndarray) -> Scorer:
+        labelled = self.data.labelled(labels)
+        targets = list(self.data.track.targets)
+        return lambda pred: self.data.track.selection_score(
+            pd.DataFrame(pred, index=self.val_ids, columns=targets), labelled
+        )
+
+    def __call__(self, train_idx: np.ndarray, val_idx: np.ndarray, y: torch.Tensor, name: str) -> StreamHead:
+        """Checkpoints are selected on the labels the head was trained on (permuted ones for the control), so the
+        control never sees the truth; the fold's reported score is always against the true labels."""
+        cfg, data = self.cfg, self.data
+        pl.seed_everything(cfg.seed * 1000 + self.fold, verbose=False)
+        head = create_head(
+            cfg.head, data.features.dims, out=len(data.track.targets), hidden=cfg.hidden, dropout=cfg.dropout
+        )
+        head.fit_standardization(fold_streams(self.tensors, train_idx), y[train_idx])
+        pseudo = data.folds == UNLABELLED_FOLD
+        weight = data.pseudo.weight if data.pseudo is not None else 1.0
+        module = HeadRegressor(
+            head, CombinedLoss.from_spec(cfg.loss), cfg.lr, cfg.wd, cfg.epochs, len(data.features.views),
+            self.scorer(y.numpy()), weight,
+        )  # fmt: skip
+        checkpoint = ModelCheckpoint(
+            dirpath=self.run.fold_dir(self.fold),
+            filename=name,
+            monitor="val_score",
+            mode="max",
+            save_weights_only=True,
+            enable_version_counter=False,
+        )
+        trainer = pl.Trainer(
+            max_epochs=cfg.epochs,
+            accelerator="cpu",
+            logger=False,
+            callbacks=[checkpoint],
+            enable_progress_bar=self.progress,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            deterministic=True,
+        )
+        datamodule = CachedFeatures(self.tensors, y, train_idx, val_idx, cfg.batch, pseudo)
+        trainer.fit(module, datamodule=datamodule)
+        module.load_state_dict(load_state(Path(checkpoint.best_model_path)))
+        return head
 
 
 def run_summary(run: Run, data: TrainingData) -> dict:

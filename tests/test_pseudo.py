@@ -1,0 +1,127 @@
+"""Unlabelled media and pseudo-labels (workbench.pseudo): unlabelled items stay out of folds, test lists and
+submissions; a label set records its provenance; a student of other folds is refused; and the leak guard, shown on a
+case built to leak: every unlabelled face is an exact copy of a labelled face of the same photo, and the features are
+pure noise, so only a leak can score out of fold."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from features.cache import cache_dir, ensure_manifest, part_schema, write_part
+from features.fingerprint import file_digest
+from tracks import get_track
+from workbench import pseudo, train
+from workbench.cli import main
+from workbench.config import FeatureConfig
+from workbench.runs import Run
+
+PHOTOS, FACES, DIM = 30, 2, 36  # DIM: quality_stats's width, as the readme's timing runs the real encoder
+WORDS = ["track=fiqa", "frames=1", "size=32", "unlabelled=extra", "folds=5", "epochs=40", "lr=0.01", "head=mlp"]
+
+
+@pytest.fixture(scope="module")
+def semi(tmp_path_factory) -> list[str]:
+    """A FIQA layout of 60 labelled faces (two per photo), 60 unlabelled faces (extra/, each a copy of a labelled
+    face's features, of the same photo) and 6 test faces, with noise features written straight into the cache."""
+    folder = tmp_path_factory.mktemp("semi")
+    data, cache = folder / "data", folder / "cache"
+    for sub in ("train", "val", "extra"):
+        (data / sub).mkdir(parents=True)
+    rng = np.random.default_rng(5)
+    labelled = [f"{p}_{k}.png" for p in range(PHOTOS) for k in range(FACES)]
+    scores = rng.uniform(0, 1, len(labelled))
+    pd.DataFrame({0: labelled, 1: scores}).to_csv(data / "train.csv", header=False, index=False)
+    copies = [f"{p}_{k + FACES}.png" for p in range(PHOTOS) for k in range(FACES)]  # same photo: same group
+    tests = [f"9{k}_0.png" for k in range(6)]
+    paths = {}
+    for name in labelled:
+        paths[name] = data / "train" / name
+    for name in copies:
+        paths[f"unlabelled/{name}"] = data / "extra" / name
+    for name in tests:
+        paths[name] = data / "val" / name
+    for name, path in paths.items():
+        if name in tests:  # real images: submit's readme times the predictor on a few test items
+            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(path)
+        else:  # decoded by nobody: the features are in the cache
+            path.write_bytes(rng.bytes(32))
+    noise = rng.normal(size=(len(labelled), DIM))
+    vectors = {**dict(zip(labelled, noise)), **{f"unlabelled/{c}": v for c, v in zip(copies, noise)}}
+    vectors |= {name: rng.normal(size=DIM) for name in tests}
+    (spec,) = FeatureConfig(track="fiqa", frames=1, size=32).feature_specs("image")
+    target = cache_dir(cache, "fiqa", spec)
+    ensure_manifest(target, spec, {"name": "synthetic"}, DIM, {})
+    ids = list(paths)
+    views = ("center", "hflip")
+    write_part(
+        target,
+        {
+            "item_id": np.repeat(ids, len(views)),
+            "media": np.repeat([file_digest(paths[i]) for i in ids], len(views)),
+            "view": np.tile(views, len(ids)),
+            "t": np.zeros(len(ids) * len(views), dtype=np.int64),
+            "time": np.zeros(len(ids) * len(views), dtype=np.float32),
+            "feature": np.repeat(np.array([vectors[i] for i in ids], dtype=np.float32), len(views), axis=0),
+        },
+        part_schema(DIM, "float32"),
+    )
+    return [f"data={data}", f"cache={cache}"]
+
+
+def _train(words: list[str], runs: Path, *extra: str) -> Run:
+    assert main(["train", *words, *WORDS, f"runs_dir={runs}", *extra]) == 0
+    newest = max((runs / "fiqa").iterdir(), key=lambda p: p.stat().st_mtime)
+    return Run(newest)
+
+
+def _oof(run: Run) -> float:
+    return json.loads((run.path / "scores.json").read_text())["oof"]["score"]
+
+
+def test_unlabelled_items_are_in_no_fold_no_test_list_and_no_submission(semi, tmp_path):
+    run = _train(semi, tmp_path / "runs")
+    folds = pd.read_parquet(run.path / "folds.parquet").set_index("item_id")["fold"]
+    unlabelled = folds[folds.index.str.startswith("unlabelled/")]
+    assert len(unlabelled) == PHOTOS * FACES and (unlabelled == train.UNLABELLED_FOLD).all()
+    assert not run.predictions("test")["item_id"].str.startswith("unlabelled/").any()
+    assert set(run.predictions("unlabelled")["item_id"]) == set(unlabelled.index)  # every fold model predicts them
+    assert main(["submit", "track=fiqa", semi[0], f"runs_dir={tmp_path / 'runs'}", f"out={tmp_path / 'subs'}"]) == 0
+    (zip_path,) = (tmp_path / "subs").glob("*/*.zip")
+    submitted = get_track("fiqa").submission.read(zip_path, ("score",))
+    assert len(submitted) == 6 and not submitted.index.str.startswith("unlabelled/").any()
+
+
+def test_a_label_set_says_where_it_came_from_and_a_student_of_other_folds_is_refused(semi, tmp_path):
+    runs = tmp_path / "runs"
+    teacher = _train(semi, runs)
+    assert main(["pseudo-label", semi[0], "track=fiqa", f"runs_dir={runs}", f"runs={teacher.id}", "name=t"]) == 0
+    folder = pseudo.label_set_dir(runs, "fiqa", "t")
+    provenance = json.loads((folder / pseudo.PROVENANCE).read_text())
+    assert provenance["runs"] == [teacher.id] and provenance["unlabelled"] == "extra" and provenance["blend"] == "best"
+    labels = pd.read_parquet(folder / pseudo.LABELS)
+    assert len(labels) == PHOTOS * FACES and {"score", "score@0", "score@4", "group"} <= set(labels.columns)
+    assert main(["train", *semi, *WORDS, f"runs_dir={runs}", "pseudo=t", "folds=4"]) == 2  # other folds: refused
+    assert main(["train", *semi, *WORDS, f"runs_dir={runs}", "pseudo=t:0"]) == 2  # a weight must be above 0
+    assert main(["pseudo-label", semi[0], "track=fiqa", f"runs_dir={runs}", f"runs={teacher.id}", "unlabelled=x"]) == 2
+
+
+def test_the_leak_guard_keeps_a_students_out_of_fold_score_honest(semi, tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    teacher = _train(semi, runs)
+    assert main(["pseudo-label", semi[0], "track=fiqa", f"runs_dir={runs}", f"runs={teacher.id}", "name=t"]) == 0
+    guarded = _oof(_train(semi, runs, "pseudo=t"))
+
+    # Without the guard: every copy trains every fold, on the full blend's labels (which saw the held-out faces).
+    monkeypatch.setattr(train, "eligible", lambda labels, pseudo_groups, held: np.ones(len(pseudo_groups), bool))
+    read = pseudo.PseudoLabels.targets
+    monkeypatch.setattr(pseudo.PseudoLabels, "targets", lambda self, ids, targets, fold: read(self, ids, targets, None))
+    leaky = _oof(_train(semi, runs, "pseudo=t", "run=leaky"))
+    # Noise features: an honest score is chance, give or take the checkpoint picked on the fold (0.36 here); the
+    # leak reads the held-out labels back through their copies (0.82 here).
+    assert guarded < 0.5 and leaky > guarded + 0.3, (guarded, leaky)
