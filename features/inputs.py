@@ -14,8 +14,6 @@ from features.decode import DECODERS
 from features.fingerprint import REFERENCE
 from features.hdr import LIGHTS  # noqa: F401 - registers the hdr decoder an input may name
 
-TRANSFERS = ("sdr", "pq", "hlg")  # the transfer characteristic of a media column's pixels as the track declares it
-
 
 @dataclass(frozen=True)
 class MediaInput:
@@ -23,23 +21,20 @@ class MediaInput:
 
     column: str = "path"
     decoder: str = "video"
-    transfer: str = "sdr"
     # The reference of a full-reference pair: the first media input's pristine version, decoded on its frames
     # (features.pairs) and bound with it in the item's fingerprint (features.fingerprint.item_fingerprints).
     reference: bool = False
 
     def __post_init__(self):
         DECODERS.get(self.decoder)
-        if self.transfer not in TRANSFERS:
-            raise ValueError(f"input {self.column}: transfer={self.transfer!r}; expected one of {', '.join(TRANSFERS)}")
 
     @property
     def time_axis(self) -> bool:
         return DECODERS.get(self.decoder).time_axis
 
 
-def Video(column: str = "path", transfer: str = "sdr") -> MediaInput:  # noqa: N802 - reads as a declaration
-    return MediaInput(column, "video", transfer)
+def Video(column: str = "path") -> MediaInput:  # noqa: N802 - reads as a declaration
+    return MediaInput(column, "video")
 
 
 def Reference(decoder: str = "video") -> MediaInput:  # noqa: N802 - reads as a declaration

@@ -173,6 +173,7 @@ class TrainConfig(HeadConfig, FeatureConfig):
     views: tuple[str, ...] = ()  # cached variants to train and predict on; empty means all of them
     shuffle_labels: bool = False  # the control run: training labels permuted, so its score shows chance level
     pseudo: str = ""  # <label set>[:weight] from `just pseudo-label`: its items trained on beside the labels
+    finetune: bool = False  # train the key-frame backbone end to end with the head, from the media (workbench.finetune)
     run: str = ""  # empty starts a new run (train) or uses the newest (train-fold)
     runs_dir: str = "runs"  # the root folder of run folders
 
@@ -263,7 +264,7 @@ class SynthConfig(TrackConfig):
 class BenchConfig:
     quick: bool = False  # the same suite on less work, in about a minute
     backbone: str = "resnet18"  # the timm CNN (random weights) the extraction rows run
-    rows: tuple[str, ...] = ()  # row groups (extraction, cache, training, memory, sweep, fingerprint, motion, ..., hdr)
+    rows: tuple[str, ...] = ()  # row groups (extraction, cache, training, memory, sweep, fingerprint, ..., finetune)
     root: str = "cache/bench"  # generated media (kept, so reruns skip generating them) and scratch space
     write: str = ""  # a BENCHMARKS.md whose generated block gets this run's table; empty only prints it
 

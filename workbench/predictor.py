@@ -67,6 +67,7 @@ from workbench.runs import Run
 from workbench.train import load_state, loaded_sets, predict, text_columns, track_categories
 
 MANIFEST = "predictor.json"
+BACKBONE_FILE = "backbone.safetensors"  # a fine-tuned run's backbone, in each of its fold folders (workbench.finetune)
 WEIGHTS = "weights"
 VERSION = 1
 
@@ -86,18 +87,29 @@ class Member:
     heads: list[StreamHead]
     texts: dict[str, object] = field(default_factory=dict)
     categories: dict[str, list[str]] = field(default_factory=dict)
+    # A fine-tuned run's backbone weights, one file per fold (workbench.finetune): each fold's head runs on its own.
+    fold_weights: list[str] = field(default_factory=list)
     workers: int = ExtractConfig.workers  # processes decoding ahead of the encoders, as `just extract` has them
-    _encoders: list | None = field(default=None, init=False, repr=False)
+    _encoders: dict = field(default_factory=dict, init=False, repr=False)
+
+    def fold_configs(self) -> list[TrainConfig]:
+        """The configuration each fold's head reads its streams under: the run's, or one per fold's tuned weights."""
+        if not self.fold_weights:
+            return [self.config] * len(self.heads)
+        return [dataclasses.replace(self.config, weights=weights) for weights in self.fold_weights]
 
     def encoders_for(self, specs: Sequence[FeatureSpec]) -> list:
-        """The sets' encoders, built once per member (a list scored in batches reuses them)."""
-        if self._encoders is None:
-            self._encoders = create_encoders(specs)
-        return self._encoders
+        """The sets' encoders, built once per member and weights (a list scored in batches reuses them)."""
+        key = tuple(spec.weights for spec in specs)
+        if key not in self._encoders:
+            self._encoders[key] = create_encoders(specs)
+        return self._encoders[key]
 
-    def streams(self, track: Track, items: pd.DataFrame) -> Streams:
-        """The head's streams for `items` (item_id, path, the track's text and category columns) from their media."""
-        specs = self.config.all_specs(track.media)
+    def streams(self, track: Track, items: pd.DataFrame, config: TrainConfig | None = None) -> Streams:
+        """The head's streams for `items` (item_id, path, the track's text and category columns) from their media,
+        under `config` (the run's by default; a fold's, for a fine-tuned run)."""
+        config = config or self.config
+        specs = config.all_specs(track.media)
         cached = len(specs)
         components = [name.split("+") for name in self.views]
         wanted = [list(dict.fromkeys(c[s] for c in components)) for s in range(cached)]
@@ -147,8 +159,14 @@ class Member:
 
     def predict(self, track: Track, items: pd.DataFrame) -> np.ndarray:
         """[items, targets]: each fold's head on every view, the views' mean, then the folds' (as fold_ensemble)."""
-        tensors = [torch.from_numpy(a) for part in self.streams(track, items).parts for a in (part.x, part.mask)]
-        return np.mean([predict(head, tensors).mean(axis=1) for head in self.heads], axis=0)
+        streams: dict[str, list[torch.Tensor]] = {}
+        folds = []
+        for head, config in zip(self.heads, self.fold_configs(), strict=True):
+            if config.weights not in streams:
+                parts = self.streams(track, items, config).parts
+                streams[config.weights] = [torch.from_numpy(a) for part in parts for a in (part.x, part.mask)]
+            folds.append(predict(head, streams[config.weights]).mean(axis=1))
+        return np.mean(folds, axis=0)
 
 
 def _set(vectors: dict[tuple[str, str], np.ndarray], views: list[str], frames: int, ids: list[str]) -> Features:
@@ -235,6 +253,7 @@ class Predictor:
                     "heads": heads,
                     "texts": texts,
                     "categories": member.categories,
+                    "fold_weights": member.fold_weights,
                 }
             )
         manifest = {
@@ -274,7 +293,10 @@ class Predictor:
                     with np.load(folder / relative) as arrays:
                         encoder.load_state({k: arrays[k] for k in arrays.files})
                 texts[column] = encoder
-            members.append(Member(entry["run"], config, entry["views"], heads, texts, entry["categories"]))
+            fold_weights = [_at(folder, weights) for weights in entry.get("fold_weights", [])]
+            members.append(
+                Member(entry["run"], config, entry["views"], heads, texts, entry["categories"], fold_weights)
+            )
         return cls(
             track,
             members,
@@ -353,7 +375,8 @@ def fold_heads(run: Run, config: TrainConfig, targets: int) -> list[StreamHead]:
     """Every fold's head from its best checkpoint, the stream widths read off its standardisation buffers."""
     heads = []
     for fold in run.folds_done():
-        state = {k.removeprefix("head."): v for k, v in load_state(run.fold_dir(fold) / "best.ckpt").items()}
+        checkpoint = load_state(run.fold_dir(fold) / "best.ckpt")  # a fine-tuned run's holds its backbone too
+        state = {k.removeprefix("head."): v for k, v in checkpoint.items() if k.startswith("head.")}
         dims = [int(state[f"mean_{k}"].shape[0]) for k in range(sum(1 for key in state if key.startswith("mean_")))]
         head = create_head(config.head, dims, out=targets, hidden=config.hidden, dropout=config.dropout)
         head.load_state_dict(state)
@@ -372,7 +395,8 @@ def member_of(run: Run, config: TrainConfig, views: list[str], track: Track, ite
         ).encoder
     categories = track_categories(track, items, train) if config.meta else {}
     paired = views or list(run.config["views"])
-    return Member(run.id, config, paired, fold_heads(run, config, len(track.targets)), texts, categories)
+    tuned = [str(run.fold_dir(k) / BACKBONE_FILE) for k in run.folds_done()] if config.finetune else []
+    return Member(run.id, config, paired, fold_heads(run, config, len(track.targets)), texts, categories, tuned)
 
 
 def export_folder(predictor: Predictor, folder: Path) -> Path:
@@ -380,7 +404,14 @@ def export_folder(predictor: Predictor, folder: Path) -> Path:
     zip written whole before it takes its name."""
     if folder.exists():
         shutil.rmtree(folder)
-    members = [dataclasses.replace(m, config=portable(m.config, folder)) for m in predictor.members]
+    members = [
+        dataclasses.replace(
+            m,
+            config=portable(m.config, folder),
+            fold_weights=[copy_weights(Path(weights), folder) for weights in m.fold_weights],
+        )
+        for m in predictor.members
+    ]
     dataclasses.replace(predictor, members=members).save(folder)
     archive = folder.with_suffix(".zip")
     with atomic_path(archive) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zipped:

@@ -89,7 +89,7 @@ class HeadRegressor(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         *streams, y, pseudo = batch
-        pred = self.head(*streams)
+        pred = self(*streams)
         if not bool(pseudo.any()):
             loss = self.loss(pred, y)
         else:  # the labels' loss and the pseudo-labels', weighted; a part of fewer than 2 rows has no correlation
@@ -107,7 +107,7 @@ class HeadRegressor(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         *streams, _, _ = batch
-        self._val.append(self.head(*streams).detach().cpu())
+        self._val.append(self(*streams).detach().cpu())
 
     def on_validation_epoch_end(self) -> None:
         pred = torch.cat(self._val).numpy()
@@ -115,8 +115,11 @@ class HeadRegressor(pl.LightningModule):
         parts = self.scorer(pred)
         self.log("val_score", float(parts["score"]), prog_bar=True)
 
+    def parameter_groups(self) -> list[dict]:
+        return [{"params": list(self.head.parameters())}]
+
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.head.parameters(), lr=self.lr, weight_decay=self.wd)
+        optimizer = torch.optim.AdamW(self.parameter_groups(), lr=self.lr, weight_decay=self.wd)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(self.epochs, 1))
         return {"optimizer": optimizer, "lr_scheduler": schedule}
 
@@ -431,6 +434,10 @@ def train_fold(cfg: TrainConfig, data: TrainingData, run: Run, fold: int, progre
     """Trains one fold, keeps the checkpoint with the best validation score, writes its predictions. With
     pseudo-labels, two heads: the out-of-fold one learns the teacher's fold-k labels (honest on fold k), the test-time
     one (the fold's checkpoint, what submit and export use) the teacher's full blend."""
+    if cfg.finetune:
+        from workbench.finetune import finetune_fold  # it builds on this module's recipe
+
+        return finetune_fold(cfg, data, run, fold, progress)
     train_idx, val_idx = data.index(fold)
     y = torch.from_numpy(data.labels)
     if cfg.shuffle_labels:  # the control: same pipeline, labels permuted among training items

@@ -1,0 +1,225 @@
+"""Fine-tuning a run's key-frame backbone end to end with its head (`train finetune=true`), fold by fold.
+
+A frozen run trains a head on cached vectors; a student small enough for a budget does better fine-tuned whole, as
+the FIQA winner's was. A fine-tuned run keeps everything else a run has: the same folds, views, losses and
+pseudo-labels (fold k's out-of-fold model on the teacher's fold-k labels, its test-time model on the full blend), and
+the same outputs (out-of-fold, test and unlabelled predictions per view, a checkpoint per fold), so `submit`, blends
+and `pseudo-label` take it as any run. It learns from the raw media: a Lightning fit over a media datamodule whose
+workers decode each item and cut its view as extraction does (features.extract.render_item), every epoch. The head
+starts standardised on the backbone's own cached vectors (so `just extract` comes first, as for any run). Each
+fold's tuned backbone is saved as `fold-<k>/backbone.safetensors`, a timm state dict: the exported predictor runs
+each fold's head on its own fold's backbone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import ModelCheckpoint
+from safetensors.torch import save_file
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from features.backbones import TimmBackbone, create_backbone
+from features.cache import FeatureSpec
+from features.decode import DECODERS, Decoder, FrameSampling
+from features.extract import render_item
+from features.views import ViewFamily, view_family
+from workbench.config import TrainConfig
+from workbench.heads import StreamHead, create_head
+from workbench.losses import CombinedLoss
+from workbench.predictor import BACKBONE_FILE
+from workbench.runs import Run
+from workbench.train import (
+    UNLABELLED_FOLD,
+    FoldFit,
+    HeadRegressor,
+    TrainingData,
+    _long,
+    _with,
+    fold_streams,
+    load_state,
+    stream_tensors,
+    view_mean,
+)
+
+BACKBONE_LR = 0.1  # the backbone's learning rate against the head's: pretrained stages move less than a new head
+WORKERS = 2  # decoding processes ahead of the model, as extraction has them
+
+
+class Tunable(nn.Module):
+    """A timm backbone as it is fine-tuned: resized to its input size and normalised as its weights expect, trainable
+    and in train mode (a FrozenEncoder stays frozen and in eval mode whatever it is asked)."""
+
+    def __init__(self, backbone: TimmBackbone):
+        super().__init__()
+        self.model = backbone.model
+        self.register_buffer("mean", backbone.mean.clone(), persistent=False)
+        self.register_buffer("std", backbone.std.clone(), persistent=False)
+        self.input_size, self.interpolation = backbone.input_size, backbone.interpolation
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if tuple(images.shape[-2:]) != self.input_size:
+            images = F.interpolate(images, size=self.input_size, mode=self.interpolation, antialias=True).clamp(0, 1)
+        return self.model((images - self.mean) / self.std)
+
+
+class MediaViews(Dataset):
+    """(item, view) pairs of `index`, each decoded and cut as extraction cuts it: frames [T, 3, S, S] zero-padded to
+    `frames` with their mask, the item's labels and whether they are a teacher's."""
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        index: np.ndarray,
+        views: Sequence[str],
+        decoder: Decoder,
+        sampling: FrameSampling,
+        family: ViewFamily,
+        y: torch.Tensor,
+        pseudo: torch.Tensor,
+    ):
+        self.paths, self.rows = list(paths), [(int(i), view) for i in index for view in views]
+        self.decoder, self.sampling, self.family = decoder, sampling, family
+        self.y, self.pseudo = y, pseudo
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, ...]:
+        item, view = self.rows[k]
+        ((_, pixels, _),) = render_item(self.decoder, self.paths[item], self.sampling, [self.family], [(view,)])[0]
+        side = self.family.side
+        frames = torch.zeros(self.sampling.frames, 3, side, side)
+        mask = torch.zeros(self.sampling.frames, dtype=torch.bool)
+        count = min(len(pixels), self.sampling.frames)
+        frames[:count], mask[:count] = pixels[:count], True
+        return frames, mask, self.y[item], self.pseudo[item]
+
+
+class FinetuneRegressor(HeadRegressor):
+    """HeadRegressor's recipe (loss, pseudo-label weighting, validation by the track's score) over a tunable backbone
+    and the head: frames [B, T, 3, S, S] with their mask in."""
+
+    def __init__(self, net: Tunable, head: StreamHead, *recipe, **options):
+        super().__init__(head, *recipe, **options)
+        self.net = net
+
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        vectors = self.net(frames.flatten(0, 1)).unflatten(0, mask.shape)
+        return self.head(vectors, mask)
+
+    def parameter_groups(self) -> list[dict]:
+        return [
+            {"params": list(self.head.parameters())},
+            {"params": list(self.net.parameters()), "lr": self.lr * BACKBONE_LR},
+        ]
+
+
+class MediaData(pl.LightningDataModule):
+    def __init__(self, train: MediaViews, val: MediaViews, batch_size: int):
+        super().__init__()
+        self.train, self.val, self.batch_size = train, val, batch_size
+
+    def train_dataloader(self) -> DataLoader:
+        return loader(self.train, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return loader(self.val, self.batch_size)
+
+
+def loader(dataset: MediaViews, batch_size: int, shuffle: bool = False) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=WORKERS, persistent_workers=True)
+
+
+def tunable_spec(cfg: TrainConfig, data: TrainingData) -> FeatureSpec:
+    """The one key-frame feature set a fine-tuned run tunes; anything else is refused, saying why."""
+    specs = cfg.all_specs(data.track.media)
+    if len(specs) != 1 or cfg.extra_streams():
+        raise ValueError(
+            "finetune=true tunes one backbone on one view family: drop the '+' views and the streams beside the key "
+            f"frames ({', '.join(cfg.extra_streams()) or 'none here'})"
+        )
+    if cfg.shuffle_labels:
+        raise ValueError("finetune=true has no shuffled-label control: train the control frozen")
+    return specs[0]
+
+
+@torch.no_grad()
+def predict_media(module: FinetuneRegressor, dataset: MediaViews, views: int, batch_size: int) -> np.ndarray:
+    """[items, views, targets] of the dataset's (item, view) rows, in order."""
+    module.eval()
+    out = [module(frames, mask) for frames, mask, _, _ in loader(dataset, batch_size)]
+    return torch.cat(out).reshape(-1, views, out[0].shape[-1]).numpy()
+
+
+def finetune_fold(cfg: TrainConfig, data: TrainingData, run: Run, fold: int, progress: bool = False) -> dict:
+    """One fold of a fine-tuned run (see the module docstring); returns the fold's scores as train_fold does."""
+    spec = tunable_spec(cfg, data)
+    decoder, family, sampling = DECODERS.get(spec.media), view_family(spec), spec.sampling()
+    views = data.features.views
+    paths = data.items["path"].astype(str).tolist()
+    ids = data.items["item_id"].to_numpy()
+    train_idx, val_idx = data.index(fold)
+    y = torch.from_numpy(data.labels)
+    pseudo = torch.from_numpy(data.folds == UNLABELLED_FOLD)
+    tensors = stream_tensors(data.features)
+    fit = FoldFit(cfg, data, run, fold, tensors, ids[val_idx], progress)
+
+    def media(index: np.ndarray, labels: torch.Tensor) -> MediaViews:
+        return MediaViews(paths, index, views, decoder, sampling, family, labels, pseudo)
+
+    def tune(rows: np.ndarray, labels: torch.Tensor, name: str) -> FinetuneRegressor:
+        pl.seed_everything(cfg.seed * 1000 + fold, verbose=False)
+        backbone = create_backbone(spec.backbone, spec.weights, cfg.seed)
+        if not isinstance(backbone, TimmBackbone):
+            raise ValueError(f"finetune=true tunes a timm backbone; {spec.backbone} is not one")
+        head = create_head(
+            cfg.head, [backbone.dim], out=len(data.track.targets), hidden=cfg.hidden, dropout=cfg.dropout
+        )
+        head.fit_standardization(fold_streams(tensors, rows), labels[rows])
+        weight = data.pseudo.weight if data.pseudo is not None else 1.0
+        module = FinetuneRegressor(
+            Tunable(backbone).requires_grad_(True), head, CombinedLoss.from_spec(cfg.loss), cfg.lr, cfg.wd, cfg.epochs,
+            len(views), fit.scorer(labels.numpy()), pseudo_weight=weight,
+        )  # fmt: skip
+        checkpoint = ModelCheckpoint(
+            dirpath=run.fold_dir(fold), filename=name, monitor="val_score", mode="max", save_weights_only=True,
+            enable_version_counter=False,
+        )  # fmt: skip
+        trainer = pl.Trainer(
+            max_epochs=cfg.epochs, accelerator="cpu", logger=False, callbacks=[checkpoint],
+            enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
+        )  # fmt: skip
+        trainer.fit(module, datamodule=MediaData(media(rows, labels), media(val_idx, labels), cfg.batch))
+        module.load_state_dict(load_state(Path(checkpoint.best_model_path)))
+        return module
+
+    if data.pseudo is None:
+        oof_model = test_model = tune(train_idx, y, "best")
+    else:
+        rows, fold_labels, full_labels = data.pseudo_rows(fold)
+        everything = np.concatenate([train_idx, rows])
+        oof_model = tune(everything, _with(y, rows, fold_labels), "best-oof")
+        test_model = tune(everything, _with(y, rows, full_labels), "best")
+    targets = data.track.targets
+
+    def predicted(model: FinetuneRegressor, index: np.ndarray):
+        return _long(predict_media(model, media(index, y), len(views), cfg.batch), ids[index], views, targets)
+
+    oof = predicted(oof_model, val_idx)
+    run.write_parquet(f"fold-{fold}/oof.parquet", oof)
+    run.write_parquet(f"fold-{fold}/test.parquet", predicted(test_model, data.test_index))
+    if len(data.unlabelled_index):
+        run.write_parquet(f"fold-{fold}/unlabelled.parquet", predicted(oof_model, data.unlabelled_index))
+    state = {key: value.contiguous() for key, value in test_model.net.model.state_dict().items()}
+    save_file(state, str(run.fold_dir(fold) / BACKBONE_FILE))
+    parts = fit.scorer(data.labels)(view_mean(oof, targets).loc[ids[val_idx]].to_numpy())
+    parts["items"] = len(val_idx)
+    run.write_json(f"fold-{fold}/score.json", parts)
+    return parts
