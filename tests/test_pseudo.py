@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from features.cache import cache_dir, ensure_manifest, part_schema, write_part
@@ -125,3 +126,11 @@ def test_the_leak_guard_keeps_a_students_out_of_fold_score_honest(semi, tmp_path
     # Noise features: an honest score is chance, give or take the checkpoint picked on the fold (0.36 here); the
     # leak reads the held-out labels back through their copies (0.82 here).
     assert guarded < 0.5 and leaky > guarded + 0.3, (guarded, leaky)
+
+
+def test_a_teacher_can_keep_its_last_epoch_rather_than_one_chosen_on_the_fold(semi, tmp_path):
+    run = _train(semi, tmp_path / "runs", "select=last")
+    for fold in run.folds_done():
+        kept = torch.load(run.fold_dir(fold) / "best.ckpt", weights_only=True, map_location="cpu")
+        assert kept["epoch"] == 39  # the last of 40, whatever the fold scored
+    assert main(["train", *semi, *WORDS, f"runs_dir={tmp_path / 'runs'}", "select=first"]) == 2

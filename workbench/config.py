@@ -174,6 +174,7 @@ class TrainConfig(HeadConfig, FeatureConfig):
     shuffle_labels: bool = False  # the control run: training labels permuted, so its score shows chance level
     pseudo: str = ""  # <label set>[:weight] from `just pseudo-label`: its items trained on beside the labels
     finetune: bool = False  # train the key-frame backbone end to end with the head, from the media (workbench.finetune)
+    select: str = "best"  # a fold's kept weights: best (its epoch best on the fold) | last (a teacher's, see pseudo)
     run: str = ""  # empty starts a new run (train) or uses the newest (train-fold)
     runs_dir: str = "runs"  # the root folder of run folders
 

@@ -20,7 +20,6 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import ModelCheckpoint
 from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -42,6 +41,7 @@ from workbench.train import (
     TrainingData,
     _long,
     _with,
+    fold_checkpoint,
     fold_streams,
     load_state,
     stream_tensors,
@@ -188,10 +188,7 @@ def finetune_fold(cfg: TrainConfig, data: TrainingData, run: Run, fold: int, pro
             Tunable(backbone).requires_grad_(True), head, CombinedLoss.from_spec(cfg.loss), cfg.lr, cfg.wd, cfg.epochs,
             len(views), fit.scorer(labels.numpy()), pseudo_weight=weight,
         )  # fmt: skip
-        checkpoint = ModelCheckpoint(
-            dirpath=run.fold_dir(fold), filename=name, monitor="val_score", mode="max", save_weights_only=True,
-            enable_version_counter=False,
-        )  # fmt: skip
+        checkpoint = fold_checkpoint(cfg, run, fold, name)
         trainer = pl.Trainer(
             max_epochs=cfg.epochs, accelerator="cpu", logger=False, callbacks=[checkpoint],
             enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,

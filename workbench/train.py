@@ -472,6 +472,21 @@ def train_fold(cfg: TrainConfig, data: TrainingData, run: Run, fold: int, progre
     return parts
 
 
+SELECTIONS = ("best", "last")
+
+
+def fold_checkpoint(cfg: TrainConfig, run: Run, fold: int, name: str) -> ModelCheckpoint:
+    """The weights a fold keeps: its epoch scoring best on the fold (`select=best`), or its last (`select=last`), for
+    a teacher: a student learning its fold-k model's predictions is scored on fold k again, and would inherit an
+    epoch chosen on fold k's labels."""
+    if cfg.select not in SELECTIONS:
+        raise ValueError(f"select={cfg.select!r}: expected one of {', '.join(SELECTIONS)}")
+    chosen = {"monitor": "val_score", "mode": "max"} if cfg.select == "best" else {}  # no monitor: the latest epoch
+    return ModelCheckpoint(
+        dirpath=run.fold_dir(fold), filename=name, save_weights_only=True, enable_version_counter=False, **chosen
+    )
+
+
 def _with(y: torch.Tensor, rows: np.ndarray, labels: np.ndarray) -> torch.Tensor:
     """The labels with `rows` set to `labels` (the pseudo-labelled items, unlabelled until now)."""
     y = y.clone()
@@ -513,14 +528,7 @@ class FoldFit:
             head, CombinedLoss.from_spec(cfg.loss), cfg.lr, cfg.wd, cfg.epochs, len(data.features.views),
             self.scorer(y.numpy()), weight,
         )  # fmt: skip
-        checkpoint = ModelCheckpoint(
-            dirpath=self.run.fold_dir(self.fold),
-            filename=name,
-            monitor="val_score",
-            mode="max",
-            save_weights_only=True,
-            enable_version_counter=False,
-        )
+        checkpoint = fold_checkpoint(cfg, self.run, self.fold, name)
         trainer = pl.Trainer(
             max_epochs=cfg.epochs,
             accelerator="cpu",
