@@ -381,6 +381,22 @@ def numeric_column(
     return values
 
 
+def read_csv_list(
+    path: Path, id_column: str, score_column: str, labelled: bool, dtype: dict[str, type] | None = None
+) -> pd.DataFrame:
+    """A list with a header: `id_column` (stripped, unique) and, where `labelled`, `score_column` as numbers; a
+    missing file, column or duplicate, or a cell that is no number, is a LayoutError naming the file (and line)."""
+    if not path.is_file():
+        raise LayoutError(f"{path}: label file not found")
+    table = pd.read_csv(path, dtype={id_column: str, **(dtype or {})})
+    require_columns(table, (id_column, score_column) if labelled else (id_column,), str(path))
+    table[id_column] = table[id_column].str.strip()
+    require_unique(table[id_column], str(path))
+    if labelled:
+        table[score_column] = numeric_column(table, score_column, str(path))
+    return table
+
+
 def require_unique(ids: pd.Series, source: str, header: bool = True) -> None:
     duplicated = ids[ids.duplicated()]
     if len(duplicated):

@@ -34,10 +34,8 @@ from tracks.base import (
     CsvFormat,
     LayoutError,
     media_path,
-    numeric_column,
+    read_csv_list,
     register_track,
-    require_columns,
-    require_unique,
 )
 
 TRAIN_LIST, TEST_LIST, VIDEO_DIR = "train.csv", "test.csv", "videos"
@@ -68,15 +66,7 @@ def reference_name(video: str, source: str = "the list") -> str:
 
 def read_list(path: Path, labelled: bool) -> pd.DataFrame:
     """`video[,score][,reference]` as the (assumed) lists have it."""
-    if not path.is_file():
-        raise LayoutError(f"{path}: label file not found")
-    table = pd.read_csv(path, dtype={"video": str, REFERENCE: str})
-    require_columns(table, ("video", "score") if labelled else ("video",), str(path))
-    table["video"] = table["video"].str.strip()
-    require_unique(table["video"], str(path))
-    if labelled:
-        table["score"] = numeric_column(table, "score", str(path))
-    return table
+    return read_csv_list(path, "video", "score", labelled, {REFERENCE: str})
 
 
 def read_hdr_items(data: Path, with_reference: bool) -> pd.DataFrame:

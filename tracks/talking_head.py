@@ -29,13 +29,10 @@ from tracks.base import (
     TRUTH_FILE,
     CorrelationTrack,
     CsvFormat,
-    LayoutError,
     media_path,
-    numeric_column,
     phased_items,
+    read_csv_list,
     register_track,
-    require_columns,
-    require_unique,
 )
 
 TRAIN_LIST, VAL_LIST, TEST_LIST = "thqa_ntire_train.csv", "thqa_ntire_vallist.csv", "thqa_ntire_testlist.csv"
@@ -43,15 +40,7 @@ TRAIN_LIST, VAL_LIST, TEST_LIST = "thqa_ntire_train.csv", "thqa_ntire_vallist.cs
 
 def read_list(path: Path, labelled: bool) -> pd.DataFrame:
     """A `Video[,Score]` list as the organisers ship it (CRLF, with or without a final newline)."""
-    if not path.is_file():
-        raise LayoutError(f"{path}: label file not found")
-    table = pd.read_csv(path, dtype={"Video": str})
-    require_columns(table, ("Video", "Score") if labelled else ("Video",), str(path))
-    table["Video"] = table["Video"].str.strip()
-    require_unique(table["Video"], str(path))
-    if labelled:
-        table["Score"] = numeric_column(table, "Score", str(path))
-    return table
+    return read_csv_list(path, "Video", "Score", labelled)
 
 
 REAL_SETS = ("voice", "SEN")  # second fields of the sets of real faces (`4_voice_en_...`, `5372021_SEN_...`)

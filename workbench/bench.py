@@ -57,7 +57,7 @@ from features.backbones import Backbone, create_backbone
 from features.cache import Features, FeatureSpec, Streams, part_schema, read_features, write_part
 from features.decode import DECODERS, Clip, FrameSampling, read_image, sample_video, upright
 from features.extract import extract
-from features.fingerprint import REFERENCE, file_digest, fingerprints
+from features.fingerprint import REFERENCE, file_digest, fingerprints, item_fingerprints
 from features.fr import FR_METRICS
 from features.pairs import read_pair
 from features.text import text_features
@@ -848,7 +848,7 @@ def predictor_rows(sizes: Sizes, cfg: BenchConfig, root: Path, progress: Progres
         with timed() as workbench:
             extract(test[["item_id", "path"]], track.name, train_cfg.all_specs(track.media), list(track.tta_views),
                     cache, batch_size=ExtractConfig.batch, workers=ExtractConfig.workers, progress=False)  # fmt: skip
-            media = test.assign(media=fingerprints(test["path"].tolist(), cache))
+            media = test.assign(media=item_fingerprints(test, cache))
             tensors = stream_tensors(read_streams(replace(train_cfg, cache=str(cache)), track, media)[0])
             for head in fold_heads(Run(run), train_cfg, len(track.targets)):
                 predict(head, tensors)

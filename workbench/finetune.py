@@ -40,12 +40,12 @@ from workbench.train import (
     HeadRegressor,
     TrainingData,
     _long,
-    _with,
     fold_checkpoint,
+    fold_models,
     fold_streams,
     load_state,
     stream_tensors,
-    view_mean,
+    write_fold,
 )
 
 BACKBONE_LR = 0.1  # the backbone's learning rate against the head's: pretrained stages move less than a new head
@@ -165,7 +165,7 @@ def finetune_fold(cfg: TrainConfig, data: TrainingData, run: Run, fold: int, pro
     views = data.features.views
     paths = data.items["path"].astype(str).tolist()
     ids = data.items["item_id"].to_numpy()
-    train_idx, val_idx = data.index(fold)
+    _, val_idx = data.index(fold)
     y = torch.from_numpy(data.labels)
     pseudo = torch.from_numpy(data.folds == UNLABELLED_FOLD)
     tensors = stream_tensors(data.features)
@@ -197,26 +197,12 @@ def finetune_fold(cfg: TrainConfig, data: TrainingData, run: Run, fold: int, pro
         module.load_state_dict(load_state(Path(checkpoint.best_model_path)))
         return module
 
-    if data.pseudo is None:
-        oof_model = test_model = tune(train_idx, y, "best")
-    else:
-        rows, fold_labels, full_labels = data.pseudo_rows(fold)
-        everything = np.concatenate([train_idx, rows])
-        oof_model = tune(everything, _with(y, rows, fold_labels), "best-oof")
-        test_model = tune(everything, _with(y, rows, full_labels), "best")
+    oof_model, test_model = fold_models(data, fold, y, tune)
     targets = data.track.targets
 
     def predicted(model: FinetuneRegressor, index: np.ndarray):
         return _long(predict_media(model, media(index, y), len(views), cfg.batch), ids[index], views, targets)
 
-    oof = predicted(oof_model, val_idx)
-    run.write_parquet(f"fold-{fold}/oof.parquet", oof)
-    run.write_parquet(f"fold-{fold}/test.parquet", predicted(test_model, data.test_index))
-    if len(data.unlabelled_index):
-        run.write_parquet(f"fold-{fold}/unlabelled.parquet", predicted(oof_model, data.unlabelled_index))
     state = {key: value.contiguous() for key, value in test_model.net.model.state_dict().items()}
-    save_file(state, str(run.fold_dir(fold) / BACKBONE_FILE))
-    parts = fit.scorer(data.labels)(view_mean(oof, targets).loc[ids[val_idx]].to_numpy())
-    parts["items"] = len(val_idx)
-    run.write_json(f"fold-{fold}/score.json", parts)
-    return parts
+    save_file(state, str(run.fold_dir(fold) / BACKBONE_FILE))  # before the scores, which mark the fold finished
+    return write_fold(run, fold, data, fit, predicted, oof_model, test_model)

@@ -449,24 +449,43 @@ def train_fold(cfg: TrainConfig, data: TrainingData, run: Run, fold: int, progre
     targets, views = data.track.targets, data.features.views
     val_ids = data.items["item_id"].to_numpy()[val_idx]
     fit = FoldFit(cfg, data, run, fold, tensors, val_ids, progress)
-    if data.pseudo is None:
-        oof_head = test_head = fit(train_idx, val_idx, y, "best")
-    else:
-        rows, fold_labels, full_labels = data.pseudo_rows(fold)
-        everything = np.concatenate([train_idx, rows])
-        oof_head = fit(everything, val_idx, _with(y, rows, fold_labels), "best-oof")
-        test_head = fit(everything, val_idx, _with(y, rows, full_labels), "best")
-    oof = _long(predict(oof_head, [t[val_idx] for t in tensors]), val_ids, views, targets)
+    oof_head, test_head = fold_models(data, fold, y, lambda rows, labels, name: fit(rows, val_idx, labels, name))
     ids = data.items["item_id"].to_numpy()
-    test = _long(predict(test_head, [t[data.test_index] for t in tensors]), ids[data.test_index], views, targets)
+
+    def predicted(head: StreamHead, index: np.ndarray) -> pd.DataFrame:
+        return _long(predict(head, [t[index] for t in tensors]), ids[index], views, targets)
+
+    return write_fold(run, fold, data, fit, predicted, oof_head, test_head)
+
+
+def fold_models(data: TrainingData, fold: int, y: torch.Tensor, fit: Callable) -> tuple:
+    """The fold's out-of-fold and test-time models from `fit(rows, labels, checkpoint name)`: one model, or with
+    pseudo-labels one on the teacher's fold-k labels (honest on fold k) and one on its full blend (the checkpoint
+    submit and export use), both on the labelled rows plus the pseudo-labelled ones fold k may take."""
+    train_idx, _ = data.index(fold)
+    if data.pseudo is None:
+        model = fit(train_idx, y, "best")
+        return model, model
+    rows, fold_labels, full_labels = data.pseudo_rows(fold)
+    everything = np.concatenate([train_idx, rows])
+    oof_model = fit(everything, _with(y, rows, fold_labels), "best-oof")
+    return oof_model, fit(everything, _with(y, rows, full_labels), "best")
+
+
+def write_fold(
+    run: Run, fold: int, data: TrainingData, fit: FoldFit, predicted: Callable, oof_model, test_model
+) -> dict[str, float]:
+    """A fold's outputs from `predicted(model, index) -> long predictions`: out of fold (the out-of-fold model),
+    test (the test-time one), unlabelled (what a teacher's fold-k model says of them, workbench.pseudo), and last
+    its scores, which mark the fold finished."""
+    _, val_idx = data.index(fold)
+    oof = predicted(oof_model, val_idx)
     run.write_parquet(f"fold-{fold}/oof.parquet", oof)
-    run.write_parquet(f"fold-{fold}/test.parquet", test)
-    if len(data.unlabelled_index):  # what a teacher's fold-k model says of them (workbench.pseudo)
-        unlabelled = predict(oof_head, [t[data.unlabelled_index] for t in tensors])
-        run.write_parquet(
-            f"fold-{fold}/unlabelled.parquet", _long(unlabelled, ids[data.unlabelled_index], views, targets)
-        )
-    parts = fit.scorer(data.labels)(view_mean(oof, targets).loc[val_ids].to_numpy())
+    run.write_parquet(f"fold-{fold}/test.parquet", predicted(test_model, data.test_index))
+    if len(data.unlabelled_index):
+        run.write_parquet(f"fold-{fold}/unlabelled.parquet", predicted(oof_model, data.unlabelled_index))
+    targets = data.track.targets
+    parts = fit.scorer(data.labels)(view_mean(oof, targets).loc[fit.val_ids].to_numpy())
     parts["items"] = len(val_idx)
     run.write_json(f"fold-{fold}/score.json", parts)
     return parts
