@@ -11,7 +11,11 @@ default:
 demo *args:
     @{{python}} -m workbench demo "$@"
 
-# write a synthetic dataset in a track's organiser layout: out=<dir> [items=<n>] [seed=<s>]
+# teacher, student alone and student distilled from its pseudo-labels on demo data with most labels withheld: track=fiqa [teacher.<key>=] [student.<key>=]
+demo-student *args:
+    @{{python}} -m workbench demo-student "$@"
+
+# write a synthetic dataset in a track's organiser layout: out=<dir> [items=<n>] [seed=<s>] [withhold=<share>]
 synth *args:
     @{{python}} -m workbench synth "$@"
 

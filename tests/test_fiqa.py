@@ -13,6 +13,7 @@ from PIL import Image
 from scipy.stats import pearsonr, spearmanr
 
 from tracks import LayoutError, get_track
+from tracks.base import WITHHELD_TRUTH, unlabelled_items
 
 FIXTURE = Path(__file__).parent / "fixtures" / "fiqa"
 
@@ -106,6 +107,24 @@ def test_synthetic_layout(fiqa, tmp_path):
     truth = pd.read_csv(tmp_path / "truth" / "truth.csv")
     assert list(truth.columns) == ["image_name", "score"]
     assert sorted(truth["image_name"]) == sorted(items.loc[items.split == "test", "item_id"])
+
+
+def test_withholding_labels_moves_whole_photos_out_of_the_list_and_keeps_their_truth(fiqa, tmp_path):
+    fiqa.synthesize(tmp_path, items=40, seed=1, width=72, height=96)
+    before = fiqa.read_items(tmp_path).query("split == 'train'")
+    folder = fiqa.withhold_labels(tmp_path, 0.5, seed=3)
+    after = fiqa.read_items(tmp_path).query("split == 'train'")
+    unlabelled = unlabelled_items(fiqa, folder.name, tmp_path)
+    photos = before["group"].nunique()
+    assert after["group"].nunique() == photos - round(photos / 2)
+    assert not set(unlabelled["group"]) & set(after["group"])  # a photo is labelled or withheld, never both
+    assert len(after) + len(unlabelled) == len(before)
+    withheld = pd.read_csv(tmp_path / "truth" / WITHHELD_TRUTH).set_index("image_name")["score"]
+    assert sorted(withheld.index) == sorted(p.name for p in folder.iterdir())
+    originals = before.set_index(before["path"].map(lambda p: Path(p).name))["score"]
+    np.testing.assert_allclose(withheld.to_numpy(), originals.loc[withheld.index].to_numpy(), atol=1e-9)
+    with pytest.raises(ValueError, match="some must keep labels"):
+        fiqa.withhold_labels(tmp_path, 1.0, seed=3)
 
 
 def test_official_score_is_the_mean_of_srcc_and_plcc(fiqa, tmp_path):

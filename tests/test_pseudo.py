@@ -17,7 +17,8 @@ from PIL import Image
 from features.cache import cache_dir, ensure_manifest, part_schema, write_part
 from features.fingerprint import file_digest
 from tracks import get_track
-from workbench import pseudo, train
+from tracks.base import WITHHELD_DIR
+from workbench import cli, pseudo, train
 from workbench.cli import main
 from workbench.config import FeatureConfig
 from workbench.runs import Run
@@ -134,3 +135,21 @@ def test_a_teacher_can_keep_its_last_epoch_rather_than_one_chosen_on_the_fold(se
         kept = torch.load(run.fold_dir(fold) / "best.ckpt", weights_only=True, map_location="cpu")
         assert kept["epoch"] == 39  # the last of 40, whatever the fold scored
     assert main(["train", *semi, *WORDS, f"runs_dir={tmp_path / 'runs'}", "select=first"]) == 2
+
+
+def test_the_student_demo_trains_a_teacher_a_student_alone_and_one_distilled_from_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the demo's submissions go to ./submissions
+    words = ["track=fiqa", "items=40", "width=64", "height=80", "epochs=3", "folds=3", "student.size=32"]
+    words += [f"data={tmp_path / 'data'}", f"cache={tmp_path / 'cache'}", f"runs_dir={tmp_path / 'runs'}"]
+    (teacher, alone, distilled), judged = cli.student_demo(cli.parse_words(words))
+    assert teacher.run.config["view"] == "resize+native" and teacher.run.config["select"] == "last"
+    assert alone.run.config["size"] == distilled.run.config["size"] == 32 and not alone.run.config["pseudo"]
+    folder = pseudo.label_set_dir(tmp_path / "runs", "fiqa", distilled.run.config["pseudo"])
+    assert json.loads((folder / pseudo.PROVENANCE).read_text())["runs"] == [teacher.run.id]
+    assert judged["items"] == len(list((tmp_path / "data" / WITHHELD_DIR).iterdir()))  # every withheld face judged
+    assert alone.cost.flops == distilled.cost.flops < teacher.cost.flops
+    for demo in (teacher, alone, distilled):
+        assert -1 <= demo.out_of_fold <= 1 and -1 <= demo.test <= 1
+    assert main(["demo-student", "track=kvq"]) == 2  # no student demo declared
+    assert main(["demo-student", *words, "students.size=32"]) == 2  # no such role
+    assert main(["demo-student", *words, "student.pseudo=x"]) == 2  # the demo makes the label set itself

@@ -1,9 +1,11 @@
 """One conformance suite over every registered track (discovered, never listed here): its declarations hold, its
 synthetic data reads back as declared and checks clean, its scorer ranks a perfect prediction first, its submission
-reads back as the organisers will read it, and a tiny run goes from the organiser's layout to a scored zip."""
+reads back as the organisers will read it, a tiny run goes from the organiser's layout to a scored zip, and a track
+with a student demo withholds labels from its synthetic data as that demo needs."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +15,9 @@ import pytest
 from ensembles.export import write_zip
 from features.inputs import Category, MediaInput, Text
 from tracks import ITEM_COLUMNS, get_track, list_tracks
+from tracks.base import WITHHELD_TRUTH, unlabelled_items
 from workbench import check
-from workbench.cli import load_track, main
+from workbench.cli import CONFIG_KEYS, load_track, main
 from workbench.predictor import Predictor
 
 TRACKS = list_tracks()
@@ -122,3 +125,20 @@ def test_profile_costs_every_stream_of_the_defaults(synthetic, capsys):
     track, _ = synthetic
     assert main(["profile", f"track={track.name}", "size=32"]) == 0
     assert "budget" in capsys.readouterr().out
+
+
+def test_a_student_demo_withholds_whole_groups_and_keeps_their_labels(synthetic, tmp_path):
+    track, folder = synthetic
+    data = shutil.copytree(folder / "data", tmp_path / "data")
+    if track.student_demo is None:
+        with pytest.raises(ValueError, match="cannot withhold labels"):
+            track.withhold_labels(data, 0.5, seed=0)
+        return
+    plan = track.student_demo
+    assert set(plan.teacher) | set(plan.student) <= CONFIG_KEYS and 0 < plan.withheld < 1
+    before = track.read_items(data).query("split == 'train'")
+    withheld = unlabelled_items(track, track.withhold_labels(data, 0.5, seed=0).name, data)
+    labelled = track.read_items(data).query("split == 'train'")
+    assert len(labelled) + len(withheld) == len(before) and not set(labelled["group"]) & set(withheld["group"])
+    kept = track.read_truth(data / "truth" / WITHHELD_TRUTH)
+    assert sorted(kept.index) == sorted(withheld["item_id"].str.removeprefix("unlabelled/"))

@@ -11,7 +11,7 @@ import copy
 import io
 import json
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -28,6 +28,8 @@ from features.views import DEFAULT_FAMILY, FAMILIES, check_time_axis, split_vari
 ITEM_COLUMNS = ("item_id", "path", "split", "group")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 TRUTH_FILE = "truth.csv"  # organiser-side truth of a synthetic dataset, under <data>/truth/
+WITHHELD_TRUTH = "withheld.csv"  # beside it, the labels a synthetic dataset withheld (Track.withhold_labels)
+WITHHELD_DIR = "withheld"  # and the folder of the media they were withheld from, for `unlabelled=withheld`
 
 TRACKS: Registry[type[Track]] = Registry("track")
 
@@ -232,6 +234,18 @@ class Budget:
         ]
 
 
+@dataclass(frozen=True)
+class StudentDemo:
+    """What `just demo-student` runs on a track's synthetic data with most training labels withheld: a teacher, a
+    student alone and the student distilled from the teacher's pseudo-labels, each given as the words the commands
+    take (the student within the track's budget, the teacher free of it)."""
+
+    teacher: Mapping[str, object]
+    student: Mapping[str, object]
+    items: int = 600  # the dataset's size: its test truth must be large enough to tell two students apart
+    withheld: float = 0.8  # the share of training groups whose labels are withheld, their media declared unlabelled
+
+
 class Track:
     """A challenge track. Subclasses set the class attributes and implement the four methods."""
 
@@ -273,6 +287,9 @@ class Track:
     # Whether a group may have items in both splits: the organisers keep a source's versions together in most
     # challenges, but XGC AIGV's test prompts mostly occur in training too.
     groups_cross_splits: ClassVar[bool] = False
+    # The teacher and student of `just demo-student`, for a track whose synthetic data can withhold labels
+    # (withhold_labels); None: the track has no student demo.
+    student_demo: ClassVar[StudentDemo | None] = None
 
     def ranges(self) -> dict[str, tuple[float, float]]:
         """Each target's (low, high), in the order of `targets`."""
@@ -350,6 +367,12 @@ class Track:
         """Writes a small dataset in the organiser's exact layout, with organiser-side truth under `out/truth`;
         media of `width` x `height` (0: the track's usual size)."""
         raise NotImplementedError
+
+    def withhold_labels(self, data: Path, share: float, seed: int) -> Path:
+        """Takes `share` of a synthetic dataset's training groups out of its lists: their media move to `withheld/`
+        (returned, for `unlabelled=`) and their labels to organiser-side truth (`truth/withheld.csv`), so that a
+        pseudo-labelling recipe can run on the dataset and its labels be judged."""
+        raise ValueError(f"track {self.name}: its synthetic data cannot withhold labels")
 
 
 def require_columns(table: pd.DataFrame, columns: Sequence[str], source: str) -> pd.DataFrame:
@@ -553,10 +576,11 @@ class CorrelationTrack(Track):
         predicted = lookup(pred[target], scored.index.to_series(), str(truth))
         return {**self.parts(predicted, scored[target].to_numpy()), **extra}
 
-    def write_truth(self, out: Path, scores: pd.Series) -> None:
-        """The truth of a synthetic dataset's test items (`scores` indexed by id) where official_score reads it."""
+    def write_truth(self, out: Path, scores: pd.Series, name: str = TRUTH_FILE) -> None:
+        """The truth of a synthetic dataset's test items (`scores` indexed by id) where official_score reads it, or
+        of the items it withheld (WITHHELD_TRUTH)."""
         (target,) = self.targets
-        write_bytes(Path(out) / "truth" / TRUTH_FILE, self.submission.encode(scores.to_frame(target), self.targets))
+        write_bytes(Path(out) / "truth" / name, self.submission.encode(scores.to_frame(target), self.targets))
 
 
 def predicted_truth(table: pd.DataFrame, pred: pd.DataFrame, truth: Path) -> tuple[pd.DataFrame, dict]:

@@ -29,6 +29,7 @@ from features.extract import ExtractionSummary, extract, group_leader
 from features.fingerprint import REFERENCE, item_fingerprints
 from features.views import split_variants, view_family
 from tracks import LayoutError, Track, get_track, list_tracks
+from tracks.base import UNLABELLED, WITHHELD_DIR, WITHHELD_TRUTH
 from workbench import check
 from workbench.config import (
     BenchConfig,
@@ -92,6 +93,7 @@ def cmd_synth(cfg: SynthConfig) -> int:
     started = time.monotonic()
     with console.status(f"writing {cfg.items} synthetic {track.name} items to {cfg.out_dir}"):
         track.synthesize(cfg.out_dir, cfg.items, cfg.seed, cfg.width, cfg.height)
+        withheld = track.withhold_labels(cfg.out_dir, cfg.withhold, cfg.seed) if cfg.withhold else None
     items = track.read_items(cfg.out_dir)
     counts = items["split"].value_counts()
     console.print(
@@ -109,6 +111,8 @@ def cmd_synth(cfg: SynthConfig) -> int:
             ],
         )
     )
+    if withheld:
+        console.print(f"labels withheld from the media in {withheld}: declare them with unlabelled={withheld.name}")
     return 0
 
 
@@ -277,8 +281,13 @@ def run_exported(folder: Path, track: Track, item: pd.Series, out: Path) -> floa
 
 
 def cmd_pseudo_label(cfg: PseudoLabelConfig) -> int:
+    pseudo_label(cfg)
+    return 0
+
+
+def pseudo_label(cfg: PseudoLabelConfig) -> tuple[str, pd.DataFrame]:
     """The teacher runs' blend on the unlabelled media they predicted, as a label set a student trains on
-    (`train pseudo=<name>[:weight]`; workbench.pseudo)."""
+    (`train pseudo=<name>[:weight]`; workbench.pseudo). Returns its name and labels."""
     named = submitted(cfg)
     sources = {config.unlabelled for config in named.configs}
     source = cfg.unlabelled or next(iter(sources))
@@ -297,7 +306,7 @@ def cmd_pseudo_label(cfg: PseudoLabelConfig) -> int:
     columns = ["target", "items", "lowest", "highest", "mean spread over the teacher's folds"]
     console.print(table(f"label set {name} ({folder})", columns, label_rows(labels, named.track)))
     console.print(f"train a student on it: just train track={named.track.name} unlabelled={source} pseudo={name}")
-    return 0
+    return name, labels
 
 
 def submitted_runs(cfg: SubmitConfig, track: Track) -> list[Run]:
@@ -468,11 +477,15 @@ def check_budget(track: Track, *pipelines: Pipeline) -> None:
         )
 
 
+def profiled(cfg: ProfileConfig, track: Track) -> Pipeline:
+    """The pipeline a run of these words would submit, with every test-time view, for its cost."""
+    families = [view_family(spec) for spec in cfg.all_specs(track.media)]
+    return Pipeline.of(cfg, track, split_variants(families, track.test_views(cfg.views)))
+
+
 def cmd_profile(cfg: ProfileConfig) -> int:
     track = get_track(cfg.track)
-    families = [view_family(spec) for spec in cfg.all_specs(track.media)]
-    pipeline = Pipeline.of(cfg, track, split_variants(families, track.test_views(cfg.views)))
-    costs, total = cost_table(track, pipeline)
+    costs, total = cost_table(track, profiled(cfg, track))
     console.print(costs)
     limits = budget_rows(track, total)
     if limits:
@@ -519,6 +532,7 @@ def score_submission(cfg: ScoreConfig) -> dict[str, float | str]:
 
 def cmd_demo(values: dict[str, str]) -> int:
     """Synthesise (if absent), extract, train every fold, train the shuffled-label control, submit, score."""
+    check_keys(values, DEMO_KEYS, "demo")
     track = get_track(values.get("track", "kvq"))
     if track.demo_views and "views" not in values:
         values = {**values, "views": ",".join(track.demo_views)}
@@ -582,6 +596,103 @@ def cmd_demo(values: dict[str, str]) -> int:
         console.print(target_table(track, train_cfg, compared))
     console.print(table("time per stage", list(timings), [[f"{t:.1f}s" for t in timings.values()]]))
     return status if isinstance(status, int) else 0
+
+
+STUDENT_ROLES = ("teacher", "student")
+
+
+@dataclass(frozen=True)
+class StudentDemoRun:
+    """One run of the student demo: what it is, its scores out of fold and on the test truth, and its cost."""
+
+    role: str
+    words: str  # what sets it apart: the role's own words
+    run: Run
+    out_of_fold: float
+    test: float
+    cost: Cost
+
+
+def cmd_demo_student(values: dict[str, str]) -> int:
+    runs, judged = student_demo(values)
+    track = get_track(values.get("track", "kvq"))
+    rows = [
+        [
+            demo.role,
+            demo.words,
+            demo.run.id,
+            demo.out_of_fold,
+            demo.test,
+            demo.cost.flops / 1e9,
+            demo.cost.params / 1e6,
+        ]
+        for demo in runs
+    ]
+    columns = ["", "words", "run", "out of fold", "local test", f"GFLOPs per {track.unit}", "M params"]
+    console.print(table(f"{track.name} student demo", columns, rows))
+    console.print(f"the pseudo-labels against the withheld labels: {cell(judged['score'])} on {judged['items']} items")
+    if limits := budget_rows(track, runs[-1].cost):
+        console.print(table(f"{track.name} budget of the student", ["", "student", "budget"], limits))
+    return 0
+
+
+def student_demo(values: dict[str, str]) -> tuple[list[StudentDemoRun], dict[str, float | str]]:
+    """The pseudo-label recipe on a track's synthetic data with most training labels withheld (Track.student_demo):
+    a teacher, the student alone and the student distilled from the teacher's pseudo-labels, each out of fold and on
+    the test truth with its cost; and the pseudo-labels' official score against the labels withheld. Words
+    `teacher.<key>=` and `student.<key>=` go to one of the two, the rest to both."""
+    track = get_track(values.get("track", "kvq"))
+    plan = track.student_demo
+    if plan is None:
+        having = [name for name in list_tracks() if get_track(name).student_demo]
+        raise ConfigError(f"track {track.name} has no student demo (Track.student_demo); {', '.join(having)} has one")
+    shared = {k: v for k, v in values.items() if "." not in k}
+    check_keys(shared, DEMO_KEYS - {"pseudo"}, "demo-student")
+    if unknown := sorted(k for k in values if "." in k and k.partition(".")[0] not in STUDENT_ROLES):
+        raise ConfigError(f"demo-student: {unknown[0]}= names no role (words: <key>=, teacher.<key>=, student.<key>=)")
+    own = {}
+    for role in STUDENT_ROLES:
+        own[role] = {k.partition(".")[2]: v for k, v in values.items() if k.startswith(f"{role}.")}
+        check_keys(own[role], ROLE_KEYS, f"demo-student's {role}.<key>=")
+    shared = {"data": f"data/demo/{track.name}-student", "items": plan.items, "withhold": plan.withheld, **shared}
+    synth = build(SynthConfig, shared, track.defaults)
+    if not (synth.data_dir / "truth").is_dir():
+        announce("synth", synth)
+        cmd_synth(synth)
+    shared = {"unlabelled": WITHHELD_DIR, **shared}
+    roles = {"teacher": {**plan.teacher, **own["teacher"]}, "student": {**plan.student, **own["student"]}}
+    for role, role_words in roles.items():
+        extract_cfg = build(ExtractConfig, {**shared, **role_words}, track.defaults)
+        announce(f"extract ({role})", extract_cfg)
+        cmd_extract(extract_cfg)
+    truth = synth.data_dir / "truth"
+    teacher = demo_student_run("teacher", shared, roles["teacher"], track, truth)
+    pseudo_cfg = build(PseudoLabelConfig, {**shared, "runs": teacher.run.id}, track.defaults)
+    announce("pseudo-label", pseudo_cfg)
+    name, labels = pseudo_label(pseudo_cfg)
+    alone = demo_student_run("student alone", shared, roles["student"], track, truth)
+    distilled = demo_student_run("student distilled", shared, {**roles["student"], "pseudo": name}, track, truth)
+    withheld = labels.set_index(labels["item_id"].str.removeprefix(f"{UNLABELLED}/"))[list(track.targets)]
+    return [teacher, alone, distilled], track.official_score(withheld, truth / WITHHELD_TRUTH)
+
+
+def demo_student_run(
+    role: str, shared: dict[str, object], own: dict[str, object], track: Track, truth: Path
+) -> StudentDemoRun:
+    """Trains one run of the student demo (its `own` words set it apart), submits it, scores its zip on the test
+    truth and costs its pipeline."""
+    words = {**shared, **own}
+    train_cfg = build(TrainConfig, words, track.defaults)
+    announce(f"train ({role})", train_cfg)
+    run, summary = _train(train_cfg, range(train_cfg.folds))
+    console.print(fold_table(run, summary))
+    zip_path = submit(build(SubmitConfig, {**words, "runs": run.id}, track.defaults))
+    scored = {**words, "preds": str(zip_path), "truth": str(truth)}
+    official = score_submission(build(ScoreConfig, scored, track.defaults))
+    pipeline = profiled(build(ProfileConfig, words, track.defaults), track)
+    described = " ".join(f"{key}={value}" for key, value in own.items())
+    cost = pipeline.total(pipeline.stages())
+    return StudentDemoRun(role, described, run, summary["oof"]["score"], float(official["score"]), cost)
 
 
 def target_table(track: Track, cfg: TrainConfig, summaries: dict[str, dict]) -> Table:
@@ -685,6 +796,9 @@ COMMANDS: dict[str, Command] = {
     "check": Command(CheckConfig, cmd_check, "read an organiser's folder and report what later commands would meet"),
     "profile": Command(ProfileConfig, cmd_profile, "parameters and GMACs per item of the pipeline, against the budget"),
     "demo": Command(None, cmd_demo, "synth, extract, train, control, submit and score on demo data"),
+    "demo-student": Command(
+        None, cmd_demo_student, "teacher, student alone and distilled student on demo data with labels withheld"
+    ),
     "bench": Command(BenchConfig, cmd_bench, "the benchmark suite: each figure against its bound or baseline"),
     "sweep": Command(SweepConfig, cmd_sweep, "an Optuna study over heads, losses, optimiser and feature sets"),
     "sweep-best": Command(SweepBestConfig, cmd_sweep_best, "train the best trial of a sweep into a run for submit"),
@@ -696,6 +810,10 @@ DEMO_KEYS = known_keys(SynthConfig, ExtractConfig, TrainConfig, SubmitConfig) - 
     "blend",
     "fold",
     "shuffle_labels",
+}
+# What the student demo's teacher.<key>= and student.<key>= words may set: the run's features and head.
+ROLE_KEYS = known_keys(ExtractConfig, TrainConfig) - {
+    *("track", "data", "cache", "unlabelled", "runs_dir", "run", "fold", "pseudo", "shuffle_labels"),
 }
 
 
@@ -734,8 +852,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         values = parse_words(words)
         track = load_track(values.get("track", "kvq"))
-        if command.config is None:
-            check_keys(values, DEMO_KEYS, name)
+        if command.config is None:  # the demos check their own words
             return command.run(values)
         check_keys(values, known_keys(command.config), name)
         config = build(command.config, values, track.defaults)

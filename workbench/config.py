@@ -255,6 +255,7 @@ class SynthConfig(TrackConfig):
     seed: int = 0
     width: int = 0  # media size; 0 means the track's own default
     height: int = 0
+    withhold: float = 0.0  # the share of training groups whose labels are withheld, their media for `unlabelled=`
 
     @property
     def out_dir(self) -> Path:

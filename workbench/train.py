@@ -56,6 +56,8 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    # A fold's folder holds its out-of-fold and test-time checkpoints under pseudo-labels, and its outputs: by design.
+    warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
 
 
 class HeadRegressor(pl.LightningModule):
