@@ -18,7 +18,7 @@ Assumed (ours; keep configurable):
   * organiser-side truth of synthetic data: `truth/truth.csv` in the submission format.
 Student demo (`just demo-student track=fiqa`): the winner's recipe on 600 synthetic faces, 80% of the training photos'
 labels withheld; the teacher sees native-resolution crops beside the resize (where the distortions live), the student
-the resize at 64 pixels.
+the resize at 128 pixels.
 Default view: the Efficient-FIQA student's input, a short-side resize and centre crop to 352.
 """
 
@@ -105,7 +105,7 @@ class FIQA(CorrelationTrack):
     # select=last: each fold keeps its last epoch, so the teacher's fold-k labels owe nothing to fold k's and every
     # out-of-fold score is honest (README, "Teachers, pseudo-labels and students").
     student_demo = StudentDemo(
-        teacher={"view": "resize+native", "select": "last"}, student={"size": 64, "select": "last"}
+        teacher={"view": "resize+native", "select": "last"}, student={"size": 128, "select": "last"}
     )
 
     def group_of(self, name: str) -> str:

@@ -654,7 +654,9 @@ def student_demo(values: dict[str, str]) -> tuple[list[StudentDemoRun], dict[str
     for role in STUDENT_ROLES:
         own[role] = {k.partition(".")[2]: v for k, v in values.items() if k.startswith(f"{role}.")}
         check_keys(own[role], ROLE_KEYS, f"demo-student's {role}.<key>=")
-    shared = {"data": f"data/demo/{track.name}-student", "items": plan.items, "withhold": plan.withheld, **shared}
+    # Its own data and cache: its media share their names with the track's demo, so one cache would re-extract each.
+    own_folders = {"data": f"data/demo/{track.name}-student", "cache": "cache/demo-student"}
+    shared = {**own_folders, "items": plan.items, "withhold": plan.withheld, **shared}
     synth = build(SynthConfig, shared, track.defaults)
     if not (synth.data_dir / "truth").is_dir():
         announce("synth", synth)
