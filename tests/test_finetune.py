@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
+from features.backbones import create_backbone
 from features.cache import FeatureSpec
 from features.decode import DECODERS
 from features.views import view_family
@@ -43,6 +45,16 @@ def test_a_tuned_run_has_each_folds_backbone_and_its_head(tuned):
         assert (run.fold_dir(fold) / BACKBONE_FILE).stat().st_size > 0
     oof = run.predictions("oof")
     assert set(oof["view"]) == {"center", "hflip"} and np.isfinite(oof["score"]).all()
+
+
+def test_the_backbone_trains_in_train_mode(tuned):
+    """Batch norm's running statistics move only in train mode: a backbone left in eval mode (as frozen encoders
+    are made) would be tuned with its initial statistics and keep them."""
+    _, _, run = tuned
+    start = create_backbone("test_resnet", "random", 0).model.state_dict()
+    tuned_state = load_file(str(run.fold_dir(0) / BACKBONE_FILE))
+    stats = [key for key in start if key.endswith("running_mean")]
+    assert stats and all(not torch.equal(tuned_state[key], start[key]) for key in stats)
 
 
 def test_the_exported_student_runs_each_folds_backbone_and_scores_as_the_zip(tuned, tmp_path):

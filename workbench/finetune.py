@@ -58,7 +58,7 @@ class Tunable(nn.Module):
 
     def __init__(self, backbone: TimmBackbone):
         super().__init__()
-        self.model = backbone.model
+        self.model = backbone.model.train()  # Lightning keeps each submodule's mode: a frozen backbone's is eval
         self.register_buffer("mean", backbone.mean.clone(), persistent=False)
         self.register_buffer("std", backbone.std.clone(), persistent=False)
         self.input_size, self.interpolation = backbone.input_size, backbone.interpolation
