@@ -123,6 +123,9 @@ def test_withholding_labels_moves_whole_photos_out_of_the_list_and_keeps_their_t
     assert sorted(withheld.index) == sorted(p.name for p in folder.iterdir())
     originals = before.set_index(before["path"].map(lambda p: Path(p).name))["score"]
     np.testing.assert_allclose(withheld.to_numpy(), originals.loc[withheld.index].to_numpy(), atol=1e-9)
+    with pytest.raises(ValueError, match="already holds media withheld before"):
+        fiqa.withhold_labels(tmp_path, 0.5, seed=3)
+    shutil.rmtree(folder)
     with pytest.raises(ValueError, match="some must keep labels"):
         fiqa.withhold_labels(tmp_path, 1.0, seed=3)
 

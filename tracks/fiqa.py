@@ -143,7 +143,9 @@ class FIQA(CorrelationTrack):
         synthesize_fiqa(self, Path(out), items, seed, width, height)
 
     def withhold_labels(self, data: Path, share: float, seed: int) -> Path:
-        data = Path(data)
+        data, folder = Path(data), Path(data) / WITHHELD_DIR
+        if folder.is_dir() and any(folder.iterdir()):
+            raise ValueError(f"{folder} already holds media withheld before: synthesize into an empty folder")
         train = self.read_items(data).query("split == 'train'")
         photos = sorted(train["group"].unique())
         count = round(share * len(photos))
@@ -158,7 +160,6 @@ class FIQA(CorrelationTrack):
         listed = pd.read_csv(data / TRAIN_LIST, header=None, dtype={0: str})
         kept = listed[~listed[0].str.strip().map(photo_group).isin(withheld)]
         write_text(data / TRAIN_LIST, kept.to_csv(index=False, header=False, float_format="%.9f"))
-        folder = data / WITHHELD_DIR
         folder.mkdir(exist_ok=True)
         for file in files:  # after the list: a kill in between leaves unlisted files in train/, never a missing one
             file.rename(folder / file.name)
