@@ -141,7 +141,8 @@ def test_the_student_demo_trains_a_teacher_a_student_alone_and_one_distilled_fro
     monkeypatch.chdir(tmp_path)  # the demo's submissions go to ./submissions
     words = ["track=fiqa", "items=40", "width=64", "height=80", "epochs=3", "folds=3", "student.size=32"]
     words += [f"data={tmp_path / 'data'}", f"cache={tmp_path / 'cache'}", f"runs_dir={tmp_path / 'runs'}"]
-    (teacher, alone, distilled), judged = cli.student_demo(cli.parse_words(words))
+    (teacher, alone, distilled), judged, status = cli.student_demo(cli.parse_words(words))
+    assert status == 0  # every face extracted
     assert teacher.run.config["view"] == "resize+native" and teacher.run.config["select"] == "last"
     assert alone.run.config["size"] == distilled.run.config["size"] == 32 and not alone.run.config["pseudo"]
     folder = pseudo.label_set_dir(tmp_path / "runs", "fiqa", distilled.run.config["pseudo"])

@@ -614,7 +614,7 @@ class StudentDemoRun:
 
 
 def cmd_demo_student(values: dict[str, str]) -> int:
-    runs, judged = student_demo(values)
+    runs, judged, status = student_demo(values)
     track = get_track(values.get("track", "kvq"))
     rows = [
         [
@@ -633,13 +633,14 @@ def cmd_demo_student(values: dict[str, str]) -> int:
     console.print(f"the pseudo-labels against the withheld labels: {cell(judged['score'])} on {judged['items']} items")
     if limits := budget_rows(track, runs[-1].cost):
         console.print(table(f"{track.name} budget of the student", ["", "student", "budget"], limits))
-    return 0
+    return status
 
 
-def student_demo(values: dict[str, str]) -> tuple[list[StudentDemoRun], dict[str, float | str]]:
+def student_demo(values: dict[str, str]) -> tuple[list[StudentDemoRun], dict[str, float | str], int]:
     """The pseudo-label recipe on a track's synthetic data with most training labels withheld (Track.student_demo):
     a teacher, the student alone and the student distilled from the teacher's pseudo-labels, each out of fold and on
-    the test truth with its cost; and the pseudo-labels' official score against the labels withheld. Words
+    the test truth with its cost; the pseudo-labels' official score against the labels withheld; and the exit status
+    (EXIT_FAILURES where some media failed to extract, as `extract` says). Words
     `teacher.<key>=` and `student.<key>=` go to one of the two, the rest to both."""
     track = get_track(values.get("track", "kvq"))
     plan = track.student_demo
@@ -663,10 +664,11 @@ def student_demo(values: dict[str, str]) -> tuple[list[StudentDemoRun], dict[str
         cmd_synth(synth)
     shared = {"unlabelled": WITHHELD_DIR, **shared}
     roles = {"teacher": {**plan.teacher, **own["teacher"]}, "student": {**plan.student, **own["student"]}}
+    status = 0
     for role, role_words in roles.items():
         extract_cfg = build(ExtractConfig, {**shared, **role_words}, track.defaults)
         announce(f"extract ({role})", extract_cfg)
-        cmd_extract(extract_cfg)
+        status = max(status, cmd_extract(extract_cfg))
     truth = synth.data_dir / "truth"
     teacher = demo_student_run("teacher", shared, roles["teacher"], track, truth)
     pseudo_cfg = build(PseudoLabelConfig, {**shared, "runs": teacher.run.id}, track.defaults)
@@ -675,7 +677,7 @@ def student_demo(values: dict[str, str]) -> tuple[list[StudentDemoRun], dict[str
     alone = demo_student_run("student alone", shared, roles["student"], track, truth)
     distilled = demo_student_run("student distilled", shared, {**roles["student"], "pseudo": name}, track, truth)
     withheld = labels.set_index(labels["item_id"].str.removeprefix(f"{UNLABELLED}/"))[list(track.targets)]
-    return [teacher, alone, distilled], track.official_score(withheld, truth / WITHHELD_TRUTH)
+    return [teacher, alone, distilled], track.official_score(withheld, truth / WITHHELD_TRUTH), status
 
 
 def demo_student_run(
