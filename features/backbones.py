@@ -343,6 +343,15 @@ def quality_stats(weights: str, seed: int) -> Backbone:
 # timm models, the fallback for any name that is not registered.
 
 
+def at_input_size(images: torch.Tensor, model: Any) -> torch.Tensor:
+    """[B, 3, H, W] in [0, 1] resized (antialiased, kept in [0, 1]) to a pretrained image model's `input_size` by its
+    `interpolation`: one rule for the timm and CLIP image encoders, pair statistics and fine-tuning, so a tuned
+    student sees what its exported predictor will."""
+    if tuple(images.shape[-2:]) == tuple(model.input_size):
+        return images
+    return F.interpolate(images, size=model.input_size, mode=model.interpolation, antialias=True).clamp(0, 1)
+
+
 class TimmBackbone(Backbone):
     """A timm model without its classifier, fed at its own input resolution and normalisation.
 
@@ -375,8 +384,7 @@ class TimmBackbone(Backbone):
         return dict(self._identity)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        if tuple(images.shape[-2:]) != self.input_size:
-            images = F.interpolate(images, size=self.input_size, mode=self.interpolation, antialias=True).clamp(0, 1)
+        images = at_input_size(images, self)
         return self.model(((images - self.mean) / self.std).contiguous(memory_format=torch.channels_last))
 
 

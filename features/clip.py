@@ -23,7 +23,7 @@ from huggingface_hub import try_to_load_from_cache
 from open_clip.tokenizer import HFTokenizer
 from torch import nn
 
-from features.backbones import Backbone, WeightsNotFound, register_backbone_prefix, sha256_file
+from features.backbones import Backbone, WeightsNotFound, at_input_size, register_backbone_prefix, sha256_file
 from features.cache import Features
 from features.hf import model_folder
 
@@ -123,8 +123,7 @@ class ClipImageTower(Backbone):
         return {"tower": "image", "space": self.space, "input_size": list(self.input_size), "version": 1}
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        if tuple(images.shape[-2:]) != self.input_size:
-            images = F.interpolate(images, size=self.input_size, mode=self.interpolation, antialias=True).clamp(0, 1)
+        images = at_input_size(images, self)
         return F.normalize(self.visual((images - self.mean) / self.std), dim=-1)
 
 

@@ -26,7 +26,7 @@ import av
 import numpy as np
 import torch
 
-from features.backbones import FrozenEncoder, TimmBackbone, timm_backbone
+from features.backbones import FrozenEncoder, TimmBackbone, at_input_size, timm_backbone
 from features.decode import Clip, Decoder, FrameSampling, MediaError, open_container, video_stream
 from features.fr import FR_METRICS, pair_metrics
 from features.hdr import ColourTags, linear_light, pu_encode
@@ -174,12 +174,8 @@ class PairStatistics(FrozenEncoder):
             raise ValueError(f"PairStatistics expects float pairs [B, 2, 3, S, S] in [0, 1], got {tuple(pairs.shape)}")
 
     def encode(self, pairs: torch.Tensor) -> torch.Tensor:
-        images = pairs.flatten(0, 1)  # [2B, 3, S, S]: distorted and reference interleaved, one backbone pass
         backbone = self.backbone
-        if tuple(images.shape[-2:]) != backbone.input_size:
-            images = torch.nn.functional.interpolate(
-                images, size=backbone.input_size, mode=backbone.interpolation, antialias=True
-            ).clamp(0, 1)
+        images = at_input_size(pairs.flatten(0, 1), backbone)  # [2B, 3, S, S]: members interleaved, one pass
         stages = backbone.model.forward_intermediates((images - backbone.mean) / backbone.std, intermediates_only=True)
         terms = []
         for features in [images, *stages]:

@@ -19,12 +19,11 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from features.backbones import TimmBackbone, create_backbone
+from features.backbones import TimmBackbone, at_input_size, create_backbone
 from features.cache import FeatureSpec
 from features.decode import DECODERS, Decoder, FrameSampling
 from features.extract import render_item
@@ -64,9 +63,7 @@ class Tunable(nn.Module):
         self.input_size, self.interpolation = backbone.input_size, backbone.interpolation
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if tuple(images.shape[-2:]) != self.input_size:
-            images = F.interpolate(images, size=self.input_size, mode=self.interpolation, antialias=True).clamp(0, 1)
-        return self.model((images - self.mean) / self.std)
+        return self.model((at_input_size(images, self) - self.mean) / self.std)
 
 
 class MediaViews(Dataset):
