@@ -991,7 +991,7 @@ def tune_bare(cfg: TrainConfig, data: TrainingData, fold: int) -> None:
     train_idx, val_idx = data.index(fold)
     torch.manual_seed(cfg.seed * 1000 + fold)
     backbone = create_backbone(spec.backbone, spec.weights, cfg.seed)
-    net = finetune.Tunable(backbone).requires_grad_(True)
+    net = finetune.Tunable(backbone)
     (x, mask) = stream_tensors(data.features)
     head = create_head(cfg.head, backbone.dim, out=len(targets), hidden=cfg.hidden, dropout=cfg.dropout)
     head.fit_standardization([(x[train_idx].flatten(0, 1), mask[train_idx].flatten(0, 1))], y[train_idx])

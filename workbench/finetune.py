@@ -57,7 +57,8 @@ class Tunable(nn.Module):
 
     def __init__(self, backbone: TimmBackbone):
         super().__init__()
-        self.model = backbone.model.train()  # Lightning keeps each submodule's mode: a frozen backbone's is eval
+        # A backbone comes frozen and in eval mode, and Lightning keeps each submodule's mode through a fit.
+        self.model = backbone.model.train().requires_grad_(True)
         self.register_buffer("mean", backbone.mean.clone(), persistent=False)
         self.register_buffer("std", backbone.std.clone(), persistent=False)
         self.input_size, self.interpolation = backbone.input_size, backbone.interpolation
@@ -180,10 +181,9 @@ def finetune_fold(cfg: TrainConfig, data: TrainingData, run: Run, fold: int, pro
             cfg.head, [backbone.dim], out=len(data.track.targets), hidden=cfg.hidden, dropout=cfg.dropout
         )
         head.fit_standardization(fold_streams(tensors, rows), labels[rows])
-        weight = data.pseudo.weight if data.pseudo is not None else 1.0
         module = FinetuneRegressor(
-            Tunable(backbone).requires_grad_(True), head, CombinedLoss.from_spec(cfg.loss), cfg.lr, cfg.wd, cfg.epochs,
-            len(views), fit.scorer(labels.numpy()), pseudo_weight=weight,
+            Tunable(backbone), head, CombinedLoss.from_spec(cfg.loss), cfg.lr, cfg.wd, cfg.epochs,
+            len(views), fit.scorer(labels.numpy()), pseudo_weight=data.pseudo_weight,
         )  # fmt: skip
         checkpoint = fold_checkpoint(cfg, run, fold, name)
         trainer = pl.Trainer(

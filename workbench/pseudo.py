@@ -24,6 +24,7 @@ import pandas as pd
 from common.atomic import atomic_path, write_text
 from ensembles.submit import Choice, RunPredictions, decide
 from tracks import Track
+from tracks.base import UNLABELLED
 
 LABELS, PROVENANCE = "labels.parquet", "provenance.json"
 
@@ -42,11 +43,11 @@ def write_label_set(
     """The label set of `runs` (workbench.runs.Run, finished, trained with the unlabelled items) for the items of
     split `unlabelled` in `items`; returns its labels."""
     targets = list(track.targets)
-    unlabelled = items[items["split"] == "unlabelled"]
+    unlabelled = items[items["split"] == UNLABELLED]
     predicted = []
     for run in runs:
         try:
-            pred = run.predictions("unlabelled")
+            pred = run.predictions(UNLABELLED)
         except FileNotFoundError:
             pred = pd.DataFrame(columns=["item_id"])
         missing = sorted(set(unlabelled["item_id"]) - set(pred["item_id"]))

@@ -212,6 +212,11 @@ class TrainingData:
         return np.flatnonzero(self.folds == TEST_FOLD)
 
     @property
+    def pseudo_weight(self) -> float:
+        """The weight of the pseudo-labelled rows' loss against the labels' (1 without a label set)."""
+        return self.pseudo.weight if self.pseudo is not None else 1.0
+
+    @property
     def unlabelled_index(self) -> np.ndarray:
         return np.flatnonzero(self.folds == UNLABELLED_FOLD)
 
@@ -485,7 +490,7 @@ def write_fold(
     run.write_parquet(f"fold-{fold}/oof.parquet", oof)
     run.write_parquet(f"fold-{fold}/test.parquet", predicted(test_model, data.test_index))
     if len(data.unlabelled_index):
-        run.write_parquet(f"fold-{fold}/unlabelled.parquet", predicted(oof_model, data.unlabelled_index))
+        run.write_parquet(f"fold-{fold}/{UNLABELLED}.parquet", predicted(oof_model, data.unlabelled_index))
     targets = data.track.targets
     parts = fit.scorer(data.labels)(view_mean(oof, targets).loc[fit.val_ids].to_numpy())
     parts["items"] = len(val_idx)
@@ -544,10 +549,9 @@ class FoldFit:
         )
         head.fit_standardization(fold_streams(self.tensors, train_idx), y[train_idx])
         pseudo = data.folds == UNLABELLED_FOLD
-        weight = data.pseudo.weight if data.pseudo is not None else 1.0
         module = HeadRegressor(
             head, CombinedLoss.from_spec(cfg.loss), cfg.lr, cfg.wd, cfg.epochs, len(data.features.views),
-            self.scorer(y.numpy()), weight,
+            self.scorer(y.numpy()), data.pseudo_weight,
         )  # fmt: skip
         checkpoint = fold_checkpoint(cfg, self.run, self.fold, name)
         trainer = pl.Trainer(
