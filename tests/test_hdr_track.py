@@ -92,6 +92,15 @@ def test_a_missing_reference_or_one_of_another_content_is_refused_naming_the_ite
         get_track("hdr_fr").read_items(copy)
 
 
+def test_a_video_in_both_lists_is_refused_naming_it(data, tmp_path):
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    train, test = pd.read_csv(copy / "train.csv"), pd.read_csv(copy / "test.csv")
+    pd.concat([test, train[["video"]].head(1)]).to_csv(copy / "test.csv", index=False)
+    with pytest.raises(LayoutError, match=f"in both the training and the test list, e.g. '{train['video'].iloc[0]}'"):
+        get_track("hdr_nr").read_items(copy)
+
+
 # --- pairs ------------------------------------------------------------------------------------------------------------
 
 

@@ -33,6 +33,7 @@ from tracks.base import (
     CorrelationTrack,
     CsvFormat,
     LayoutError,
+    check_split_overlap,
     media_path,
     read_csv_list,
     register_track,
@@ -74,9 +75,7 @@ def read_hdr_items(data: Path, with_reference: bool) -> pd.DataFrame:
     its own content and range."""
     data = Path(data)
     train, test = read_list(data / TRAIN_LIST, True), read_list(data / TEST_LIST, False)
-    overlap = sorted(set(train["video"]) & set(test["video"]))
-    if overlap:
-        raise LayoutError(f"{data}: {len(overlap)} video(s) in both {TRAIN_LIST} and {TEST_LIST}, e.g. {overlap[0]}")
+    check_split_overlap(train["video"], test["video"], f"{data / TRAIN_LIST} and {data / TEST_LIST}")
     parts = [train.assign(split="train", source=TRAIN_LIST), test.assign(split="test", score=np.nan, source=TEST_LIST)]
     items = pd.concat(parts, ignore_index=True)
     items["path"] = [media_path(data / VIDEO_DIR, v, str(data / s)) for v, s in zip(items["video"], items["source"])]
