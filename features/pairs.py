@@ -29,7 +29,7 @@ import torch
 from features.backbones import FrozenEncoder, TimmBackbone, at_input_size, timm_backbone
 from features.decode import Clip, Decoder, FrameSampling, MediaError, open_container, video_stream
 from features.fr import FR_METRICS, pair_metrics
-from features.hdr import ColourTags, linear_light, pu_encode
+from features.hdr import LUMA_WEIGHTS, ColourTags, linear_light, pu_encode
 from features.views import CropFamily, Resize, Unshaped, register_family
 
 
@@ -107,7 +107,8 @@ class PairCrops(CropFamily):
 
 
 # BT.2020 luminance weights of linear RGB (BT.2020 Table 4): every linear_light frame is in BT.2020 primaries.
-_LUMINANCE = np.array([0.2627, 0.6780, 0.0593])
+_KR, _KB = LUMA_WEIGHTS["bt2020nc"]
+_LUMINANCE = np.array([_KR, 1 - _KR - _KB, _KB])
 _FULL_SCALE = 65535.0
 DOMAINS = ("code", "pu")
 
