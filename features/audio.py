@@ -22,7 +22,7 @@ import scipy.fft
 import torch
 import torch.nn.functional as F
 
-from features.backbones import EncoderRegistry, FrozenEncoder, WeightsNotFound
+from features.backbones import EncoderRegistry, FrozenEncoder, WeightsNotFound, preview_keys
 from features.decode import Clip, MediaError, open_container
 from features.hf import files_digest, model_folder
 
@@ -214,7 +214,7 @@ def mel_filterbank(bands: int = MELS, n_fft: int = N_FFT, rate: int = SAMPLE_RAT
     return np.clip(np.minimum((hz - lower) / (centre - lower), (upper - hz) / (upper - centre)), 0.0, None)
 
 
-def _block(name: str, count: int) -> tuple[str, ...]:
+def _numbered(name: str, count: int) -> tuple[str, ...]:
     return tuple(f"{name}_{i:02d}" for i in range(count))
 
 
@@ -232,8 +232,8 @@ class LogmelStats(AudioEncoder):
     """
 
     names: tuple[str, ...] = (
-        *_block("logmel_mean", MELS), *_block("logmel_std", MELS),
-        *_block("mfcc_mean", MFCCS), *_block("mfcc_std", MFCCS),
+        *_numbered("logmel_mean", MELS), *_numbered("logmel_std", MELS),
+        *_numbered("mfcc_mean", MFCCS), *_numbered("mfcc_std", MFCCS),
         "rms_db_mean", "rms_db_std", "rms_db_max", "silent", "zcr_mean",
         "centroid_mean", "centroid_std", "flatness_mean",
     )  # fmt: skip
@@ -457,10 +457,6 @@ def _shortest_input(model: Any) -> int:
     return low
 
 
-def _shown(keys: list[str], n: int = 4) -> str:
-    return "[" + ", ".join(keys[:n]) + (f", ... ({len(keys)} in all)" if len(keys) > n else "") + "]"
-
-
 def _config_dict(config: Any) -> dict[str, Any]:
     return {k: v for k, v in config.to_dict().items() if k not in _CONFIG_NOISE}
 
@@ -514,8 +510,8 @@ def transformers_audio_encoder(name: str, weights: str, seed: int) -> Transforme
         if missing or info["mismatched_keys"]:
             raise ValueError(
                 f"hf:{name}: the weights in {folder} do not fill {type(model).__name__} (missing "
-                f"{_shown(missing)}, mismatched {_shown(sorted(map(str, info['mismatched_keys'])))}): they would "
-                f"run partly random"
+                f"{preview_keys(missing)}, mismatched {preview_keys(sorted(map(str, info['mismatched_keys'])))}): "
+                f"they would run partly random"
             )
         identity = {"sha256": files_digest(files), "files": [f.name for f in files]}
     return TransformersAudioEncoder(model.eval(), extractor, identity, _json_digest(_config_dict(config)))

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import abc
 import difflib
-import hashlib
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ from huggingface_hub import try_to_load_from_cache
 from torch import nn
 
 from common.registry import Registry
+from features.fingerprint import file_sha256
 
 
 class WeightsNotFound(RuntimeError):
@@ -78,41 +77,11 @@ class Backbone(FrozenEncoder):
             )
 
 
-BackboneFactory = Callable[[str, int], Backbone]
-BACKBONES: dict[str, BackboneFactory] = {}
-
-
-def register_backbone(name: str) -> Callable[[BackboneFactory], BackboneFactory]:
-    """Register `factory(weights, seed) -> Backbone` under `name`; registered names shadow timm names."""
-
-    def decorator(factory: BackboneFactory) -> BackboneFactory:
-        if name in BACKBONES:
-            raise ValueError(f"backbone {name!r} is already registered (by {BACKBONES[name].__qualname__})")
-        BACKBONES[name] = factory
-        return factory
-
-    return decorator
-
-
-BACKBONE_PREFIXES: dict[str, Callable[[str, str, int], Backbone]] = {}
-
-
-def register_backbone_prefix(prefix: str) -> Callable:
-    """Register `factory(rest_of_name, weights, seed) -> Backbone` for the open-ended names `<prefix><rest>`, such as
-    `open_clip:ViT-B-32` (see features.clip)."""
-
-    def decorator(factory: Callable[[str, str, int], Backbone]) -> Callable[[str, str, int], Backbone]:
-        if prefix in BACKBONE_PREFIXES:
-            raise ValueError(f"backbone prefix {prefix!r} is already registered")
-        BACKBONE_PREFIXES[prefix] = factory
-        return factory
-
-    return decorator
-
-
-def list_backbones() -> list[str]:
-    """Registered backbone names; any timm model name (see `timm.list_models()`) is accepted as well."""
-    return sorted(BACKBONES)
+# Factories `factory(weights, seed) -> Backbone` by name, and by prefix for open-ended names such as
+# `open_clip:ViT-B-32` (features.clip); a registered name shadows a timm model of that name.
+BACKBONES = EncoderRegistry("backbone")
+register_backbone = BACKBONES.register
+list_backbones = BACKBONES.names  # registered names; any timm model name (`timm.list_models()`) is accepted as well
 
 
 def create_backbone(name: str, weights: str = "random", seed: int = 0) -> Backbone:
@@ -121,20 +90,9 @@ def create_backbone(name: str, weights: str = "random", seed: int = 0) -> Backbo
 
     weights: "random" (seeded init), "hub" (Hugging Face cache only, never the network), or a local file path.
     """
-    factory = BACKBONES.get(name)
-    prefix = next((p for p in BACKBONE_PREFIXES if name.startswith(p)), None)
-    if factory is not None:
-        backbone = factory(weights, seed)
-    elif prefix is not None:
-        backbone = BACKBONE_PREFIXES[prefix](name.removeprefix(prefix), weights, seed)
-    else:
-        backbone = timm_backbone(name, weights, seed)
-    return backbone.eval().requires_grad_(False)
-
-
-def sha256_file(path: str | Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+    if name in BACKBONES:
+        return BACKBONES.create(name, weights, seed)
+    return timm_backbone(name, weights, seed).eval().requires_grad_(False)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -405,7 +363,7 @@ def timm_backbone(name: str, weights: str = "random", seed: int = 0) -> TimmBack
         # while timm still applies the model's own checkpoint conversion.
         overlay = dict(file=str(path))
         model = timm.create_model(name, pretrained=True, num_classes=0, pretrained_cfg_overlay=overlay)
-        return TimmBackbone(name, model, {"hub_id": hub_id, "sha256": sha256_file(path)})
+        return TimmBackbone(name, model, {"hub_id": hub_id, "sha256": file_sha256(path)})
     path = Path(weights)
     if not path.is_file():
         raise WeightsNotFound(
@@ -414,7 +372,7 @@ def timm_backbone(name: str, weights: str = "random", seed: int = 0) -> TimmBack
         )
     model = timm.create_model(name, pretrained=False, num_classes=0)
     _load_weights_file(model, name, path)
-    return TimmBackbone(name, model, {"sha256": sha256_file(path)})
+    return TimmBackbone(name, model, {"sha256": file_sha256(path)})
 
 
 def timm_hub_file(name: str) -> Path:
@@ -493,10 +451,11 @@ def _load_weights_file(model: nn.Module, name: str, path: Path) -> None:
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(
             f"{path}: not a timm state dict for {name!r}: "
-            f"missing {_preview(result.missing_keys)}, unexpected {_preview(result.unexpected_keys)}"
+            f"missing {preview_keys(result.missing_keys)}, unexpected {preview_keys(result.unexpected_keys)}"
         )
 
 
-def _preview(keys: list[str], n: int = 4) -> str:
+def preview_keys(keys: list[str], n: int = 4) -> str:
+    """The first `n` keys in brackets, and how many there are in all: state-dict keys in an error message."""
     shown = ", ".join(keys[:n]) + (f", ... ({len(keys)} in all)" if len(keys) > n else "")
     return f"[{shown}]"

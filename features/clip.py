@@ -23,9 +23,10 @@ from huggingface_hub import try_to_load_from_cache
 from open_clip.tokenizer import HFTokenizer
 from torch import nn
 
-from features.backbones import Backbone, WeightsNotFound, at_input_size, register_backbone_prefix, sha256_file
-from features.cache import Features
+from features.backbones import BACKBONES, Backbone, WeightsNotFound, at_input_size
+from features.fingerprint import file_sha256
 from features.hf import model_folder
+from features.reader import Features
 
 PREFIX = "open_clip:"
 HUB_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")  # what open_clip fetches, safest first
@@ -92,7 +93,7 @@ def weights_file(arch: str, weights: str) -> Path | None:
 
 def embedding_space(arch: str, path: Path | None, seed: int) -> dict[str, Any]:
     """What both towers' vectors depend on: the architecture and the weights' content."""
-    return {"open_clip": arch, "weights": f"random(seed={seed})" if path is None else {"sha256": sha256_file(path)}}
+    return {"open_clip": arch, "weights": f"random(seed={seed})" if path is None else {"sha256": file_sha256(path)}}
 
 
 def load_model(arch: str, weights: str, seed: int) -> tuple[nn.Module, dict[str, Any]]:
@@ -127,7 +128,7 @@ class ClipImageTower(Backbone):
         return F.normalize(self.visual((images - self.mean) / self.std), dim=-1)
 
 
-@register_backbone_prefix(PREFIX)
+@BACKBONES.register_prefix(PREFIX)
 def image_tower(arch: str, weights: str = "random", seed: int = 0) -> ClipImageTower:
     return ClipImageTower(*load_model(arch, weights, seed))
 

@@ -16,10 +16,14 @@ A memo beside the cache (`media-fingerprints.parquet`) keeps each file's digest 
 thousands of files by one `stat` each instead of reading them again. Any write to a file moves its change time,
 which no user call can set back, so a stale memo entry is never taken for the file's digest; a copy or another
 mount has another inode or device and is hashed afresh.
+
+A weights file is identified by its SHA-256 instead (`file_sha256`, in a feature set's key and an encoder's
+identity): the digest model hubs publish for their files, over a few files, where speed does not decide.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import mmap
 import os
@@ -47,6 +51,12 @@ def file_digest(path: str | os.PathLike) -> str:
             return xxhash.xxh3_128_hexdigest(b"")
         with mmap.mmap(handle.fileno(), 0, prot=mmap.PROT_READ) as mapped:
             return xxhash.xxh3_128_hexdigest(mapped)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of the file's content, in hex: the identity of a weights file."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _stat_key(path: str) -> tuple[int, ...] | None:

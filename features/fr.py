@@ -72,7 +72,7 @@ def _psnr(mse: float) -> float:
     return 10 * math.log10(PEAK**2 / max(mse, _MSE_FLOOR))
 
 
-def _planes(frames: Sequence[np.ndarray], role: str) -> tuple[list[np.ndarray], tuple[int, int]]:
+def _checked_planes(frames: Sequence[np.ndarray], role: str) -> tuple[list[np.ndarray], tuple[int, int]]:
     """The planes as contiguous little-endian uint16 and their one (height, width); ValueError otherwise."""
     planes = [np.asarray(frame) for frame in frames]
     for index, plane in enumerate(planes):
@@ -84,7 +84,7 @@ def _planes(frames: Sequence[np.ndarray], role: str) -> tuple[list[np.ndarray], 
     return [np.ascontiguousarray(plane, dtype="<u2") for plane in planes], shapes[0]
 
 
-def _frame(plane: np.ndarray, index: int) -> av.VideoFrame:
+def _gray16_frame(plane: np.ndarray, index: int) -> av.VideoFrame:
     """from_ndarray honours the frame's line_size padding and round-trips gray16le exactly (odd widths included)."""
     frame = av.VideoFrame.from_ndarray(plane, format="gray16le")
     frame.pts = index
@@ -99,7 +99,7 @@ def _to_14_bits(graph: av.filter.Graph, source: tuple[av.filter.FilterContext, i
     return fmt, 0
 
 
-def _build(graph: av.filter.Graph, distorted: tuple[int, int], reference: tuple[int, int]):
+def _build_metric_graph(graph: av.filter.Graph, distorted: tuple[int, int], reference: tuple[int, int]):
     """Two gray16le sources; the distorted upscaled to the reference's size; both split into one copy per metric
     filter, each into its own sink. Returns (distorted source, reference source, {filter: sink}). The caller holds
     the graph: its filter contexts do not keep it alive, and pushing into a freed graph segfaults."""
@@ -146,8 +146,8 @@ def pair_metrics(distorted: Sequence[np.ndarray], reference: Sequence[np.ndarray
         raise ValueError(f"{len(distorted)} distorted frames but {len(reference)} reference frames")
     if not len(distorted):
         raise ValueError("no frame pairs")
-    dis_planes, dis_shape = _planes(distorted, "distorted")
-    ref_planes, ref_shape = _planes(reference, "reference")
+    dis_planes, dis_shape = _checked_planes(distorted, "distorted")
+    ref_planes, ref_shape = _checked_planes(reference, "reference")
     sizes = f"distorted {dis_shape[1]}x{dis_shape[0]}, reference {ref_shape[1]}x{ref_shape[0]}"
     if ref_shape[0] < dis_shape[0] or ref_shape[1] < dis_shape[1]:
         raise ValueError(f"the reference is smaller than the distorted ({sizes}): only upscaling is supported")
@@ -155,11 +155,11 @@ def pair_metrics(distorted: Sequence[np.ndarray], reference: Sequence[np.ndarray
         raise ValueError(f"planes must be at least {MIN_SIDE} pixels on each side ({sizes})")
 
     graph = av.filter.Graph()
-    dis, ref, sinks = _build(graph, dis_shape, ref_shape)
+    dis, ref, sinks = _build_metric_graph(graph, dis_shape, ref_shape)
     results: dict[str, dict[int, dict]] = {name: {} for name in sinks}
     for index, (dis_plane, ref_plane) in enumerate(zip(dis_planes, ref_planes)):
-        dis.push(_frame(dis_plane, index))
-        ref.push(_frame(ref_plane, index))
+        dis.push(_gray16_frame(dis_plane, index))
+        ref.push(_gray16_frame(ref_plane, index))
         _drain(sinks, results)
     dis.push(None)
     ref.push(None)

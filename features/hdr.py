@@ -1,21 +1,16 @@
-"""HDR decoded as HDR: colour tags, native-depth planes, our own YUV->RGB, transfer functions and three views.
+"""HDR decoded as HDR: colour tags, native-depth planes, and three views of them through our own colour maths.
 
 Why a module of its own: every common video path drops HDR10 to 8-bit BT.709 (OpenCV, decord), and swscale's
 YUV->RGB in PyAV has had 10-bit colour bugs (PyAV #2034, #2192) and falls back to BT.601 for untagged streams
 (#1378, #2230). Here the 10-bit code values come out of the decoder untouched (uint16 planes), the matrix, range and
 transfer come from the stream's tags (or an explicit fallback), and every conversion is numpy we can test against
-the standards' own numbers. A leaf: numpy, torch (resampling clips), av and features.decode only. It registers
-the `hdr` decoder (every frame through these conversions, `light=` choosing the view).
+the standards' own numbers (features.colour). A leaf: numpy, torch (resampling clips), av, features.decode and
+features.colour only. It registers the `hdr` decoder (every frame through these conversions, `light=` choosing the
+view).
 
-Facts used (ITU-T H.273 code points, as FFmpeg and PyAV report them as ints):
-- HDR10 = 10-bit 4:2:0 Y'CbCr, BT.2020 primaries (9), BT.2020 non-constant-luminance matrix (9), SMPTE ST 2084
-  PQ transfer (16), limited range (1). HLG is transfer 18 (ARIB STD-B67); BT.2100 defines PQ and HLG only at 10 and
-  12 bits.
-- Limited ("MPEG", studio) range at bit depth b: Y' = 16..235 and Cb/Cr = 16..240 (128 neutral), scaled by 2^(b-8),
-  so 10-bit black is 64, white 940, neutral chroma 512. Full ("JPEG") range: Y' = (2^b - 1)·E'Y and
-  C = (2^b - 1)·E'C + 2^(b-1) (H.273, equations for video_full_range_flag = 1).
-- Non-constant-luminance Y'CbCr: E'Y = Kr R' + (1 - Kr - Kb) G' + Kb B', E'Cb = (B' - E'Y) / (2 (1 - Kb)),
-  E'Cr = (R' - E'Y) / (2 (1 - Kr)); BT.709 Kr/Kb = 0.2126/0.0722, BT.2020 0.2627/0.0593, BT.601 0.299/0.114.
+Facts used (ITU-T H.273 code points, as FFmpeg and PyAV report them as ints): HDR10 = 10-bit 4:2:0 Y'CbCr, BT.2020
+primaries (9), BT.2020 non-constant-luminance matrix (9), SMPTE ST 2084 PQ transfer (16), limited range (1). HLG is
+transfer 18 (ARIB STD-B67); BT.2100 defines PQ and HLG only at 10 and 12 bits.
 """
 
 from __future__ import annotations
@@ -33,6 +28,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from features.colour import PQ_PEAK, bt1886_eotf, ictcp, pq_eotf, primaries_matrix, yuv_to_rgb
 from features.decode import (
     DECODERS,
     Clip,
@@ -89,7 +85,7 @@ def _unspecified(field: str, value) -> bool:
     return value is None or int(value) in _UNSPECIFIED[field]
 
 
-def _name(table: dict[int, str], value, field: str) -> str:
+def _tag_name(table: dict[int, str], value, field: str) -> str:
     return "unknown" if _unspecified(field, value) else table.get(int(value), f"h273-{int(value)}")
 
 
@@ -156,7 +152,7 @@ def read_tags(
         if video_format is None:
             raise MediaError(path, "unknown pixel format")
     tables = {"transfer": TRANSFERS, "primaries": PRIMARIES, "matrix": MATRICES, "range": RANGES}
-    stream_tags = {f: _name(tables[f], raw[f], f) for f in raw}
+    stream_tags = {f: _tag_name(tables[f], raw[f], f) for f in raw}
     named = tags_from_name(path)
     depth = _bit_depth(video_format)
     fallback, fallback_source = (named, "file name") if named is not None else (default or untagged(depth), "default")
@@ -208,7 +204,7 @@ def _frame_planes(frame: av.VideoFrame, t: float) -> Planes:
     return Planes(arrays[0], arrays[1], arrays[2], t)
 
 
-def _frames(path: str, threads: int = 0) -> Iterator[tuple[int, av.VideoFrame, float]]:
+def _decoded_frames(path: str, threads: int = 0) -> Iterator[tuple[int, av.VideoFrame, float]]:
     """(index, frame, time from the stream's start) of the first video stream, in presentation order; MediaError for
     a file without video or in a pixel format these planes cannot hold. A decoding failure propagates as FFmpegError,
     for the caller to decide whether what it already has is enough."""
@@ -233,7 +229,7 @@ def decode_keyed(
     runs: list[list[Planes]] = []
     next_target = 0
     try:
-        for _, frame, t in _frames(path, threads):
+        for _, frame, t in _decoded_frames(path, threads):
             open_runs = [r for r in runs if len(r) < run]
             if next_target >= len(targets) and not open_runs:
                 break
@@ -274,7 +270,7 @@ def decode_planes(
     wanted = set(range(int(frames))) if isinstance(frames, int | np.integer) else {int(i) for i in frames}
     kept: list[Planes] = []
     try:
-        for index, frame, t in _frames(path):
+        for index, frame, t in _decoded_frames(path):
             if index > max(wanted, default=-1):
                 break
             if index in wanted:
@@ -287,172 +283,7 @@ def decode_planes(
     return kept
 
 
-# --- Y'CbCr -> R'G'B' -------------------------------------------------------------------------------------------------
-
-# (Kr, Kb) of the non-constant-luminance matrices (BT.709 Table 3, BT.2020 Table 4, BT.601 2.5.1).
-LUMA_WEIGHTS = {
-    "bt709": (0.2126, 0.0722),
-    "bt2020nc": (0.2627, 0.0593),
-    "bt470bg": (0.299, 0.114),
-    "smpte170m": (0.299, 0.114),
-}
-
-
-def _up2(c: np.ndarray, axis: int, cosited: bool) -> np.ndarray:
-    """Doubles `c` along `axis` by linear interpolation, edges replicated. Co-sited: chroma sample k sits on luma
-    sample 2k, so luma 2k+1 is the mean of k and k+1. Interstitial: sample k sits between luma 2k and 2k+1, so
-    those get 3/4 of k and 1/4 of the neighbour on their side."""
-    c = np.moveaxis(c, axis, 0)
-    following = np.concatenate([c[1:], c[-1:]])
-    preceding = np.concatenate([c[:1], c[:-1]])
-    out = np.empty((2 * c.shape[0], *c.shape[1:]), c.dtype)
-    if cosited:
-        out[0::2], out[1::2] = c, 0.5 * (c + following)
-    else:
-        out[0::2], out[1::2] = 0.75 * c + 0.25 * preceding, 0.75 * c + 0.25 * following
-    return np.moveaxis(out, 0, axis)
-
-
-def upsample_chroma(c: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """A chroma plane brought to the luma plane's `shape` [H, W] by bilinear interpolation at the chroma siting
-    that H.264 and HEVC assume when the stream says nothing (chroma_sample_loc_type 0, "left", what x265 writes):
-    horizontally co-sited with the even luma columns, vertically halfway between two luma rows. Bilinear rather
-    than nearest: nearest shifts chroma by up to half a luma pixel and makes staircase colour edges that a
-    full-reference comparison would count as distortion; on flat colour both are exact (the weights sum to 1)."""
-    for axis, cosited in ((0, False), (1, True)):
-        if c.shape[axis] == shape[axis]:
-            continue
-        if c.shape[axis] != -(-shape[axis] // 2):
-            raise ValueError(f"chroma size {c.shape} is not the luma size {shape} or its half (rounded up)")
-        c = _up2(c, axis, cosited)[(slice(None),) * axis + (slice(0, shape[axis]),)]
-    return c
-
-
-def yuv_to_rgb(
-    y: np.ndarray, u: np.ndarray, v: np.ndarray, matrix: str, range: str, bit_depth: int, *, clip: bool = True
-) -> np.ndarray:
-    """Integer Y'CbCr planes (chroma at its own resolution) -> non-linear R'G'B' float32 [3, H, W] in [0, 1].
-
-    Normalisation (H.273): limited range E'Y = (Y - 16·2^(b-8)) / (219·2^(b-8)), E'C = (C - 128·2^(b-8)) /
-    (224·2^(b-8)); full range E'Y = Y / (2^b - 1), E'C = (C - 2^(b-1)) / (2^b - 1). Then R' = E'Y + 2(1-Kr) E'Cr,
-    B' = E'Y + 2(1-Kb) E'Cb, G' = (E'Y - Kr R' - Kb B') / (1 - Kr - Kb), with (Kr, Kb) of `matrix` ("bt709",
-    "bt2020nc", "bt470bg"/"smpte170m" for BT.601). Chroma is upsampled bilinearly (upsample_chroma). With `clip`,
-    limited range's foot- and headroom and out-of-gamut combinations are clipped to [0, 1], the domain of the EOTFs.
-    Our own arithmetic, not swscale's (see the module docstring)."""
-    if matrix not in LUMA_WEIGHTS:
-        raise ValueError(f"matrix {matrix!r} is not supported (only {sorted(LUMA_WEIGHTS)}; constant luminance no)")
-    kr, kb = LUMA_WEIGHTS[matrix]
-    if range == "limited":
-        scale = 2.0 ** (bit_depth - 8)
-        y_offset, y_span, c_span = 16 * scale, 219 * scale, 224 * scale
-    elif range == "full":
-        y_offset, y_span, c_span = 0.0, 2.0**bit_depth - 1, 2.0**bit_depth - 1
-    else:
-        raise ValueError(f"range {range!r} is neither 'limited' nor 'full'")
-    c_offset = 2.0 ** (bit_depth - 1)
-    luma = (np.asarray(y, np.float32) - np.float32(y_offset)) / np.float32(y_span)
-    shape = luma.shape
-    cb = (upsample_chroma(np.asarray(u, np.float32), shape) - np.float32(c_offset)) / np.float32(c_span)
-    cr = (upsample_chroma(np.asarray(v, np.float32), shape) - np.float32(c_offset)) / np.float32(c_span)
-    r = luma + np.float32(2 * (1 - kr)) * cr
-    b = luma + np.float32(2 * (1 - kb)) * cb
-    g = (luma - np.float32(kr) * r - np.float32(kb) * b) / np.float32(1 - kr - kb)
-    rgb = np.stack([r, g, b])
-    return np.clip(rgb, 0.0, 1.0, out=rgb) if clip else rgb
-
-
-# --- transfer functions -----------------------------------------------------------------------------------------------
-
-# SMPTE ST 2084 (and BT.2100 Table 4) constants; the peak is 10000 cd/m^2.
-PQ_M1 = 2610 / 16384  # 0.1593017578125
-PQ_M2 = 2523 / 4096 * 128  # 78.84375
-PQ_C1 = 3424 / 4096  # 0.8359375 = c3 - c2 + 1
-PQ_C2 = 2413 / 4096 * 32  # 18.8515625
-PQ_C3 = 2392 / 4096 * 32  # 18.6875
-PQ_PEAK = 10000.0
-
-
-def _float(x) -> np.ndarray:
-    """float32 stays float32 (views at 4K), anything else computes in float64."""
-    x = np.asarray(x)
-    return x if x.dtype in (np.float32, np.float64) else x.astype(np.float64)
-
-
-def pq_eotf(code) -> np.ndarray:
-    """ST 2084 EOTF: non-linear code value N in [0, 1] -> absolute luminance in cd/m^2 (0..10000):
-    L = 10000 · (max(N^(1/m2) - c1, 0) / (c2 - c3 N^(1/m2)))^(1/m1). Inputs are clipped to [0, 1]."""
-    n = np.clip(_float(code), 0, 1)
-    p = n ** (1 / PQ_M2)
-    return PQ_PEAK * (np.maximum(p - PQ_C1, 0) / (PQ_C2 - PQ_C3 * p)) ** (1 / PQ_M1)
-
-
-def pq_inverse_eotf(luminance) -> np.ndarray:
-    """ST 2084 inverse EOTF: absolute luminance in cd/m^2 -> code value in [0, 1]:
-    N = ((c1 + c2 Y^m1) / (1 + c3 Y^m1))^m2 with Y = L / 10000 clipped to [0, 1]."""
-    ym = np.clip(_float(luminance) / PQ_PEAK, 0, 1) ** PQ_M1
-    return ((PQ_C1 + PQ_C2 * ym) / (1 + PQ_C3 * ym)) ** PQ_M2
-
-
-def bt1886_eotf(code, peak: float = 100.0, black: float = 0.0) -> np.ndarray:
-    """BT.1886 reference display EOTF for SDR (BT.709/BT.601/BT.2020 SDR signals): L = a · max(V + b, 0)^2.4 with
-    a = (Lw^(1/2.4) - Lb^(1/2.4))^2.4 and b = Lb^(1/2.4) / (Lw^(1/2.4) - Lb^(1/2.4)); with black 0 it is
-    L = peak · V^2.4. In cd/m^2, so SDR lands on the same absolute axis as PQ (100 cd/m^2 SDR white = PQ 0.508)."""
-    gamma = 2.4
-    span = peak ** (1 / gamma) - black ** (1 / gamma)
-    a, b = span**gamma, black ** (1 / gamma) / span
-    return a * np.maximum(np.clip(_float(code), 0, 1) + b, 0) ** gamma
-
-
-def bt1886_inverse_eotf(luminance, peak: float = 100.0, black: float = 0.0) -> np.ndarray:
-    """The inverse of bt1886_eotf: cd/m^2 -> code value V in [0, 1]."""
-    gamma = 2.4
-    span = peak ** (1 / gamma) - black ** (1 / gamma)
-    a, b = span**gamma, black ** (1 / gamma) / span
-    return np.clip((np.maximum(_float(luminance), 0) / a) ** (1 / gamma) - b, 0, 1)
-
-
-def pu_encode(luminance) -> np.ndarray:
-    """Perceptually uniform encoding of absolute luminance (cd/m^2) into [0, 1]: PQ's inverse EOTF.
-
-    Why PQ: its curve was fitted to Barten's contrast-sensitivity model so that one 12-bit code step stays just below
-    a just-noticeable difference from 0.001 to 10000 cd/m^2 (Miller et al. 2013), which is the property a PU
-    encoding is meant to have; it is the one BT.2100 standardises, so HDR10 luma is already (almost) in it and only
-    SDR needs mapping (BT.1886 to cd/m^2, then this); and it needs no fitted parameters, unlike PU21. Gamma or log
-    encodings are not uniform over that range (gamma wastes codes in the highlights, log in the deep shadows)."""
-    return pq_inverse_eotf(luminance)
-
-
-# --- primaries ----------------------------------------------------------------------------------------------------
-
-# CIE xy of the R, G, B primaries (BT.709 Table 1, BT.2020 Table 3, BT.601 / SMPTE 170M, SMPTE EG 432-1 P3-D65);
-# all with the D65 white point (0.3127, 0.3290).
-CHROMATICITIES = {
-    "bt709": ((0.640, 0.330), (0.300, 0.600), (0.150, 0.060)),
-    "bt2020": ((0.708, 0.292), (0.170, 0.797), (0.131, 0.046)),
-    "bt470bg": ((0.640, 0.330), (0.290, 0.600), (0.150, 0.060)),
-    "smpte170m": ((0.630, 0.340), (0.310, 0.595), (0.155, 0.070)),
-    "smpte240m": ((0.630, 0.340), (0.310, 0.595), (0.155, 0.070)),
-    "smpte432": ((0.680, 0.320), (0.265, 0.690), (0.150, 0.060)),
-}
-D65 = (0.3127, 0.3290)
-
-
-def rgb_to_xyz_matrix(primaries: str) -> np.ndarray:
-    """The 3x3 matrix from linear RGB in `primaries` to CIE XYZ (Y = relative luminance), white (1,1,1) -> D65 with
-    Y = 1 (SMPTE RP 177)."""
-    if primaries not in CHROMATICITIES:
-        raise ValueError(f"primaries {primaries!r} are not supported (only {sorted(CHROMATICITIES)})")
-    xyz = np.array([[x / y, 1.0, (1 - x - y) / y] for x, y in CHROMATICITIES[primaries]]).T
-    white = np.array([D65[0] / D65[1], 1.0, (1 - D65[0] - D65[1]) / D65[1]])
-    return xyz * np.linalg.solve(xyz, white)
-
-
-def primaries_matrix(source: str, target: str = "bt2020") -> np.ndarray:
-    """Linear RGB in `source` primaries -> linear RGB in `target` (BT.709 -> BT.2020 is BT.2087's matrix)."""
-    return np.linalg.solve(rgb_to_xyz_matrix(target), rgb_to_xyz_matrix(source))
-
-
-# --- the three views ----------------------------------------------------------------------------------------------
+# --- the three views --------------------------------------------------------------------------------------------------
 
 
 def code_values(planes: Sequence[np.ndarray], tags: ColourTags) -> np.ndarray:
@@ -492,22 +323,13 @@ def linear_light(
     return (_absolute_light(planes, tags, sdr_peak, sdr_black) / PQ_PEAK).astype(np.float32)
 
 
-# BT.2100 Table 6/7: linear BT.2020 RGB -> LMS, and PQ-coded L'M'S' -> I, Ct, Cp (the integers are /4096).
-ICTCP_LMS = np.array([[1688, 2146, 262], [683, 2951, 462], [99, 309, 3688]]) / 4096
-ICTCP_ICTCP = np.array([[2048, 2048, 0], [6610, -13613, 7003], [17933, -17390, -543]]) / 4096
-
-
 def perceptual(
     planes: Sequence[np.ndarray], tags: ColourTags, *, sdr_peak: float = 100.0, sdr_black: float = 0.0
 ) -> np.ndarray:
-    """View "perceptual": BT.2100 ICtCp, float32 [3, H, W]: I in [0, 1] the PU-encoded (pu_encode, i.e. PQ)
-    intensity, Ct and Cp (about -0.5..0.5) the chroma, from absolute luminance (linear_light), so HDR and SDR share
-    one perceptual axis. ICtCp because it is the standard colour representation built on PQ: the PQ curve is applied
-    to cone-like LMS responses, so steps are near-uniform in luminance and in colour alike; for a grey (R=G=B)
-    Ct = Cp = 0 and I = pu_encode(luminance) exactly."""
-    nits = _absolute_light(planes, tags, sdr_peak, sdr_black)
-    lms = pu_encode(np.maximum(np.einsum("ij,jhw->ihw", ICTCP_LMS, nits), 0))
-    return np.einsum("ij,jhw->ihw", ICTCP_ICTCP, lms).astype(np.float32)
+    """View "perceptual": BT.2100 ICtCp (features.colour.ictcp), float32 [3, H, W], of absolute luminance
+    (linear_light), so HDR and SDR share one perceptual axis. ICtCp because it is the standard colour representation
+    built on PQ: its steps are near-uniform in luminance and in colour alike."""
+    return ictcp(_absolute_light(planes, tags, sdr_peak, sdr_black)).astype(np.float32)
 
 
 # --- the decoder ------------------------------------------------------------------------------------------------------
@@ -533,7 +355,7 @@ def light_frame(planes: Sequence[np.ndarray], tags: ColourTags, light: str) -> n
     return np.ascontiguousarray(rgb.transpose(1, 2, 0))
 
 
-def _scaled(frame: np.ndarray, side: int) -> np.ndarray:
+def _short_side_scaled(frame: np.ndarray, side: int) -> np.ndarray:
     """[H, W, 3] float with its short side scaled to `side` (antialiased bilinear), as the clips of motion encoders
     are decoded small (features.decode.FrameSampling.clip_side); 0 keeps it."""
     if not side:
@@ -556,7 +378,7 @@ def sample_hdr_video(path: str, sampling: FrameSampling, threads: int = 0) -> Cl
     frames = np.stack([light_frame(planes, tags, light) for planes in keys])
     clips = None
     if sampling.clip > 1:
-        whole = [[_scaled(light_frame(p, tags, light), sampling.clip_side) for p in run] for run in runs]
+        whole = [[_short_side_scaled(light_frame(p, tags, light), sampling.clip_side) for p in run] for run in runs]
         clips = np.stack([np.stack(run) for run in whole]) if whole else np.empty((0, sampling.clip, 0, 0, 3))
     info = {"width": keys[0].y.shape[1], "height": keys[0].y.shape[0], "colour": asdict(tags), "colour_from": source}
     times = np.asarray([planes.t for planes in keys], dtype=np.float32)

@@ -33,7 +33,7 @@ def text_key(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _read(path: Path, width: int) -> dict[str, np.ndarray]:
+def _read_memo(path: Path, width: int) -> dict[str, np.ndarray]:
     try:
         table = pq.read_table(path)
         keys = table.column("key").to_pylist()
@@ -45,7 +45,7 @@ def _read(path: Path, width: int) -> dict[str, np.ndarray]:
     return dict(zip(keys, vectors.reshape(len(keys), width)))
 
 
-def _write(path: Path, entries: dict[str, np.ndarray], width: int) -> None:
+def _write_memo(path: Path, entries: dict[str, np.ndarray], width: int) -> None:
     keys = list(entries)
     flat = np.stack([entries[k] for k in keys]).astype(np.float32).ravel() if keys else np.zeros(0, np.float32)
     vectors = pa.FixedSizeListArray.from_arrays(pa.array(flat), width)
@@ -62,7 +62,7 @@ def memoised(
     """[len(keys), width] float32: each key's vector from the memo at `path`, the others from `compute(positions)`
     (called once, with the first position of each missing key; it returns their rows in that order) and added to
     the memo. Without a path nothing is kept."""
-    known = _read(path, width) if path is not None else {}
+    known = _read_memo(path, width) if path is not None else {}
     first: dict[str, int] = {}
     for position, key in enumerate(keys):
         if key not in known:
@@ -71,7 +71,7 @@ def memoised(
         rows = np.asarray(compute(list(first.values())), dtype=np.float32).reshape(len(first), width)
         known.update(zip(first, rows))
         if path is not None:
-            _write(path, known, width)
+            _write_memo(path, known, width)
     out = np.zeros((len(keys), width), dtype=np.float32)
     for position, key in enumerate(keys):
         out[position] = known[key]

@@ -22,7 +22,8 @@ from torch import nn
 from torchvision.models import video
 from torchvision.models._api import WeightsEnum
 
-from features.backbones import EncoderRegistry, FrozenEncoder, WeightsNotFound, luminance, sha256_file
+from features.backbones import EncoderRegistry, FrozenEncoder, WeightsNotFound, luminance
+from features.fingerprint import file_sha256
 
 
 class MotionEncoder(FrozenEncoder):
@@ -232,7 +233,7 @@ def torchvision_encoder(name: str, weights: str = "random", seed: int = 0) -> To
             f"(weights must be 'random', 'hub' or the path of a {'/'.join(_WEIGHT_SUFFIXES)} file)"
         )
     _load_weights_file(model, spec, path)
-    return TorchvisionVideoEncoder(name, model, spec, f"sha256:{sha256_file(path)}")
+    return TorchvisionVideoEncoder(name, model, spec, f"sha256:{file_sha256(path)}")
 
 
 def hub_checkpoint(name: str) -> Path:

@@ -27,13 +27,14 @@ import numpy as np
 import torch
 
 from features.backbones import FrozenEncoder, TimmBackbone, at_input_size, timm_backbone
+from features.colour import LUMA_WEIGHTS, PQ_PEAK, pu_encode
 from features.decode import Clip, Decoder, FrameSampling, MediaError, open_container, video_stream
 from features.fr import FR_METRICS, pair_metrics
-from features.hdr import LUMA_WEIGHTS, ColourTags, linear_light, pu_encode
+from features.hdr import ColourTags, linear_light
 from features.views import CropFamily, Resize, Unshaped, register_family
 
 
-def _length(path: str) -> tuple[int, float]:
+def _frames_and_rate(path: str) -> tuple[int, float]:
     """(frames, frames per second) of the first video stream, from the container (no decoding); frames 0 where the
     container does not count them, then estimated from the duration."""
     with open_container(path) as container:
@@ -50,7 +51,7 @@ def _length(path: str) -> tuple[int, float]:
 def check_lengths(path: str, reference: str) -> None:
     """Refuses members whose durations differ by more than a frame of the slower one: a cut or a truncated file,
     whose key frames would meet frames of other moments."""
-    (frames, rate), (ref_frames, ref_rate) = _length(path), _length(reference)
+    (frames, rate), (ref_frames, ref_rate) = _frames_and_rate(path), _frames_and_rate(reference)
     if frames and ref_frames and abs(frames / rate - ref_frames / ref_rate) > 1.0 / min(rate, ref_rate) + 1e-6:
         raise MediaError(
             path,
@@ -121,7 +122,7 @@ def _domains(planes: Any, tags: ColourTags) -> tuple[np.ndarray, np.ndarray]:
         luma = (planes[0] - 16 * scale) / (219 * scale)
     else:
         luma = planes[0] / (2.0**tags.bit_depth - 1)
-    nits = np.tensordot(_LUMINANCE, linear_light(planes, tags).astype(np.float64), axes=1) * 10000.0
+    nits = np.tensordot(_LUMINANCE, linear_light(planes, tags).astype(np.float64), axes=1) * PQ_PEAK
     return tuple(np.round(np.clip(x, 0, 1) * _FULL_SCALE).astype(np.uint16) for x in (luma, pu_encode(nits)))
 
 

@@ -115,7 +115,9 @@ class SentenceEncoder:
     frozen = True
     _parts: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
-    def _part(self, name: str) -> Any:
+    def _loaded(self, name: str) -> Any:
+        """The model's `name`d part (folder, config, tokens, files, net), loaded on first use; the net only when asked
+        for, since the identity and the token limit need the config alone."""
         if not self._parts:
             import transformers
 
@@ -142,7 +144,7 @@ class SentenceEncoder:
 
     @property
     def dims(self) -> int:
-        return int(self._part("config").hidden_size)
+        return int(self._loaded("config").hidden_size)
 
     @property
     def width(self) -> int:
@@ -150,18 +152,18 @@ class SentenceEncoder:
 
     @property
     def max_tokens(self) -> int:
-        limit = getattr(self._part("config"), "max_position_embeddings", 512)
-        return int(min(self._part("tokens").model_max_length, limit))
+        limit = getattr(self._loaded("config"), "max_position_embeddings", 512)
+        return int(min(self._loaded("tokens").model_max_length, limit))
 
     def identity(self) -> dict[str, Any]:
-        kind = type(self._part("config")).__name__
-        return {"name": "sentence", "config": kind, "files": self._part("files"), "max_tokens": self.max_tokens}
+        kind = type(self._loaded("config")).__name__
+        return {"name": "sentence", "config": kind, "files": self._loaded("files"), "max_tokens": self.max_tokens}
 
     def fit(self, texts: Sequence[str]) -> SentenceEncoder:
         return self
 
     def transform(self, texts: Sequence[str]) -> np.ndarray:
-        tokens, net = self._part("tokens"), self._part("net")
+        tokens, net = self._loaded("tokens"), self._loaded("net")
 
         def embed(batch: list[str]) -> torch.Tensor:
             encoded = tokens(batch, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt")

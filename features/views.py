@@ -118,13 +118,14 @@ def split_variants(families: Sequence[ViewFamily | type[ViewFamily]], views: Seq
 # --- pixels -----------------------------------------------------------------------------------------------------------
 
 
-def _unit(dtype: np.dtype) -> float:
+def _full_scale(dtype: np.dtype) -> float:
+    """The value of white in `dtype`: its maximum for integers, 1 for floats."""
     return float(np.iinfo(dtype).max) if np.issubdtype(dtype, np.integer) else 1.0
 
 
 def to_float(frames: np.ndarray) -> torch.Tensor:
     """[T, H, W, 3] uint8/uint16 (or float in [0, 1]) -> [T, 3, H, W] float32 in [0, 1], copying only what it gets."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(_unit(frames.dtype))
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(_full_scale(frames.dtype))
 
 
 def resample(region: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
@@ -152,7 +153,7 @@ class ViewFamily(abc.ABC):
     name: ClassVar[str]
     variant_help: ClassVar[str]
     source: ClassVar[str | None] = "frames"  # the field of a decoded Clip it renders (None: the whole Clip)
-    encodes: ClassVar[str] = "image"  # the encoder family its output feeds (see features.extract.ENCODERS)
+    encodes: ClassVar[str] = "image"  # the encoder family its output feeds (see features.streams.encoder_family)
     clips: ClassVar[bool] = False  # whether it needs clips of consecutive frames decoded
     audio: ClassVar[bool] = False  # whether it needs audio windows decoded
 

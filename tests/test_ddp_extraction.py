@@ -18,8 +18,10 @@ import pyarrow.parquet as pq
 import pytest
 from test_extraction import media_of
 
-from features.cache import FAILURE_GLOB, PART_GLOB, read_failures, read_features
-from features.extract import cpu_streams, extract
+from features.cache import FAILURE_GLOB, PART_GLOB, read_failures
+from features.extract import cpu_threads, extract
+from features.reader import read_features
+from synth import synthesize
 from tracks import get_track
 from workbench.config import ExtractConfig, build
 
@@ -27,14 +29,14 @@ TRACK = get_track("kvq")
 ITEMS = 12  # the fewest the kvq synthesiser writes
 WORDS = {"size": "32", "views": "center,hflip", "batch": "2", "workers": "0"}  # batch 2 leaves ragged last batches
 CONFIG = build(ExtractConfig, WORDS, TRACK.defaults)
-(SPEC,) = CONFIG.feature_specs(TRACK.media)
+(SPEC,) = CONFIG.all_specs(TRACK.decoder)
 ROW_KEY = ["item_id", "view", "t"]
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("kvq")
-    TRACK.synthesize(folder, ITEMS, seed=0, width=64, height=48)
+    synthesize(TRACK, folder, ITEMS, seed=0, width=64, height=48)
     return folder
 
 
@@ -72,7 +74,9 @@ def extract_on_two_ranks(data: Path, root: Path) -> tuple[int, list[str]]:
 def row_keys(folder: Path, parts: set[str] | None = None) -> pd.DataFrame:
     """The keys of every row of the parts named (all when None), each part read on its own."""
     files = [f for f in sorted(folder.glob(PART_GLOB)) if parts is None or f.name in parts]
-    return pd.concat([pq.read_table(f, columns=[*ROW_KEY, "media"]).to_pandas() for f in files], ignore_index=True)
+    return pd.concat(
+        [pq.read_table(f, columns=[*ROW_KEY, "fingerprint"]).to_pandas() for f in files], ignore_index=True
+    )
 
 
 def assert_same_cache(folder: Path, reference: Path, data: Path, item_ids: list[str]) -> None:
@@ -80,7 +84,7 @@ def assert_same_cache(folder: Path, reference: Path, data: Path, item_ids: list[
     the same bytes as the reference's data folder at another path."""
     keys = row_keys(folder)
     assert not keys.duplicated().any(), keys[keys.duplicated(keep=False)]
-    assert (keys["media"] == keys["item_id"].map(media_of(TRACK.read_items(data)))).all()  # every rank agrees
+    assert (keys["fingerprint"] == keys["item_id"].map(media_of(TRACK.read_items(data)))).all()  # every rank agrees
     assert set(zip(keys["item_id"], keys["view"])) == {(i, v) for i in item_ids for v in CONFIG.views}
     now = media_of(TRACK.read_items(data))
     media = [now[item] for item in item_ids]
@@ -148,4 +152,4 @@ def test_each_rank_keeps_to_its_share_of_the_cores():
     thread (single_threaded_ops, which also sets OMP_NUM_THREADS for the ranks Lightning's launcher starts)."""
     cores = len(os.sched_getaffinity(0))
     trainer = lightning.pytorch.Trainer(accelerator="cpu", devices=cores, strategy="ddp", logger=False)
-    assert cpu_streams(trainer) == 1
+    assert cpu_threads(trainer) == 1

@@ -21,32 +21,26 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from features import cache
+from features import cache, reader
 from features.backbones import BACKBONES, QualityStats, create_backbone, register_backbone
 from features.cache import (
     FAILURE_GLOB,
     PART_GLOB,
     CacheError,
-    FeatureSpec,
     cache_dir,
     cached_views,
     part_schema,
     read_failures,
-    read_features,
     read_manifest,
     vector_layout,
     write_part,
 )
 from features.decode import FrameSampling, MediaError, sample_video
-from features.extract import (
-    ExtractionSummary,
-    FeatureExtractor,
-    cpu_streams,
-    decode_threads,
-    extract,
-    single_threaded_ops,
-)
+from features.encoding import EncoderPool, decode_threads, single_threaded_ops
+from features.extract import ExtractionSummary, cpu_threads, extract
 from features.fingerprint import fingerprints
+from features.reader import read_features
+from features.spec import FeatureSpec
 from features.views import view_family
 from synth.video import encode_mp4, render_source
 
@@ -176,7 +170,7 @@ def extract_slowly(items_csv: str, root: str) -> ExtractionSummary:
 def fast_twin():
     register_slow(delay=0.0)
     yield
-    BACKBONES.pop(SLOW)
+    del BACKBONES._entries[SLOW]
 
 
 def test_killed_run_resumes_without_losing_or_duplicating_items(tiny_videos, tmp_path, fast_twin):
@@ -322,7 +316,7 @@ def test_a_failed_part_write_leaves_neither_part_nor_temporary(tiny_videos, tmp_
     folder = tmp_path / "direct"
     columns = {
         "item_id": np.array(["a"]),
-        "media": fake_media(["a"]),
+        "fingerprint": fake_media(["a"]),
         "view": np.array(["center"]),
         "t": np.array([0]),
         "time": np.array([0.0]),
@@ -352,7 +346,7 @@ def test_parts_read_back_exactly_into_the_dense_array(tmp_path, dtype):
     rows = rng.permutation(np.argwhere(present))
     for i, v, t in (block.T for block in np.array_split(rows, 3)):
         columns = {"item_id": items[i], "view": views[v], "t": t, "time": t.astype(np.float32), "feature": x[i, v, t]}
-        write_part(tmp_path, {**columns, "media": fake_media(items[i])}, part_schema(dim, dtype))
+        write_part(tmp_path, {**columns, "fingerprint": fake_media(items[i])}, part_schema(dim, dtype))
 
     asked = ["v5", "v0", "never", "v3"]
     got = read_features(tmp_path, asked, ["hflip"], 2, fake_media(asked))
@@ -373,7 +367,7 @@ def test_parts_read_back_exactly_into_the_dense_array(tmp_path, dtype):
     for block in np.array_split(np.arange(7), 2):
         i, v, t = (index.ravel() for index in np.meshgrid(block, [0, 1], np.arange(frames), indexing="ij"))
         columns = {"item_id": items[i], "view": views[v], "t": t, "time": t.astype(np.float32), "feature": x[i, v, t]}
-        write_part(dense, {**columns, "media": fake_media(items[i])}, part_schema(dim, dtype))
+        write_part(dense, {**columns, "fingerprint": fake_media(items[i])}, part_schema(dim, dtype))
     got = read_features(dense, items.tolist(), views.tolist(), frames, fake_media(items))
     assert got.mask.all()
     np.testing.assert_array_equal(got.x, x)
@@ -387,7 +381,7 @@ def dense_parts(folder: Path, x: np.ndarray, write) -> None:
         ids = np.repeat([f"v{i}" for i in block], frames)
         columns = {
             "item_id": ids,
-            "media": fake_media(ids),
+            "fingerprint": fake_media(ids),
             "view": np.full(len(block) * frames, "center"),
             "t": np.tile(np.arange(frames), len(block)),
             "time": np.tile(np.arange(frames, dtype=np.float32), len(block)),
@@ -425,8 +419,8 @@ def test_vectors_are_copied_straight_from_the_file_and_other_layouts_decode_alik
         "compressed": lambda folder, columns: pyarrow_default(folder, columns, schema, compression="zstd"),
     }  # fmt: skip
     straight = []
-    read_into = cache._read_into
-    monkeypatch.setattr(cache, "_read_into", lambda *args: straight.append(read_into(*args)) or straight[-1])
+    read_into = reader._read_into
+    monkeypatch.setattr(reader, "_read_into", lambda *args: straight.append(read_into(*args)) or straight[-1])
     for name, write in layouts.items():
         folder = tmp_path / name.replace(" ", "-")
         folder.mkdir()
@@ -447,28 +441,25 @@ def test_a_view_not_cached_is_named_with_those_that_are(tmp_path):
         read_features(tmp_path, ["v0", "v1"], ["center", "hflip"], 1, fake_media(["v0", "v1"]))
 
 
-def test_torch_ops_keep_to_one_thread_during_extraction_and_streams_share_the_cores(monkeypatch):
+def test_torch_ops_keep_to_one_thread_during_extraction_and_threads_share_the_cores(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     before, cores = torch.get_num_threads(), len(os.sched_getaffinity(0))
     with single_threaded_ops():
         assert (torch.get_num_threads(), os.environ["OMP_NUM_THREADS"]) == (1, "1")
     assert torch.get_num_threads() == before and "OMP_NUM_THREADS" not in os.environ
-    assert cpu_streams(pl.Trainer(accelerator="cpu", devices=1, logger=False)) == cores
+    assert cpu_threads(pl.Trainer(accelerator="cpu", devices=1, logger=False)) == cores
 
 
 @pytest.mark.parametrize("backbone", ["quality_stats", "test_resnet"])
-def test_streams_give_the_vectors_of_one_pass(backbone):
-    """Frames shared among threads (7 frames over 3 streams: shares of 3, 3 and 1) come back in order, as one
+def test_threads_give_the_vectors_of_one_pass(backbone):
+    """Frames shared among threads (7 frames over 3 threads: shares of 3, 3 and 1) come back in order, as one
     forward pass over them all gives them."""
     pixels = torch.rand(7, 3, 32, 32)
-    extractor = FeatureExtractor([create_backbone(backbone, weights="random")], streams=3)
-    alone = extractor.encode(pixels, 0)
-    extractor.on_predict_start()
-    try:
-        shared = extractor.encode(pixels, 0)
-    finally:
-        extractor.on_predict_end()
-    assert shared.shape == alone.shape == (7, extractor.encoders[0].dim)
+    pool = EncoderPool([create_backbone(backbone, weights="random")], threads=3)
+    alone = pool.encode(pixels, 0)
+    with pool.running():
+        shared = pool.encode(pixels, 0)
+    assert shared.shape == alone.shape == (7, pool.encoders[0].dim)
     np.testing.assert_allclose(shared, alone, rtol=1e-5, atol=1e-6)
 
 

@@ -1,5 +1,6 @@
-"""HDR decoded as HDR (features.hdr): the standards' numbers, our YUV->RGB, tags and native-depth planes of real
-(synthetic, lossless x265) clips, and the point of it all: 10-bit detail that an 8-bit decode throws away."""
+"""HDR decoded as HDR (features.hdr, its maths in features.colour): the standards' numbers, our YUV->RGB, tags and
+native-depth planes of real (synthetic, lossless x265) clips, and the point of it all: 10-bit detail that an 8-bit
+decode throws away."""
 
 from __future__ import annotations
 
@@ -9,25 +10,27 @@ import av
 import numpy as np
 import pytest
 
+from features.colour import (
+    bt1886_eotf,
+    bt1886_inverse_eotf,
+    pq_eotf,
+    pq_inverse_eotf,
+    primaries_matrix,
+    pu_encode,
+    upsample_chroma,
+    yuv_to_rgb,
+)
 from features.decode import MediaError
 from features.hdr import (
     HDR10,
     SDR,
     ColourTags,
-    bt1886_eotf,
-    bt1886_inverse_eotf,
     code_values,
     decode_planes,
     linear_light,
     perceptual,
-    pq_eotf,
-    pq_inverse_eotf,
-    primaries_matrix,
-    pu_encode,
     read_tags,
     tags_from_name,
-    upsample_chroma,
-    yuv_to_rgb,
 )
 from synth.hdr import Signal, encode_planes
 

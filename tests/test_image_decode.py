@@ -13,9 +13,11 @@ from PIL import Image, ImageOps
 from test_extraction import media_of
 
 from features import decode
-from features.cache import FeatureSpec, read_failures, read_features
+from features.cache import read_failures
 from features.decode import DECODERS, MediaError, read_image, sample_video
 from features.extract import extract
+from features.reader import read_features
+from features.spec import FeatureSpec
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, (30, 40, 3), dtype=np.uint8)
@@ -123,7 +125,7 @@ def test_decoders_by_media_type():
     assert DECODERS.get("video").read is sample_video
     assert DECODERS.names() == ["hdr", "image", "video"]
     with pytest.raises(ValueError, match="unknown media type 'audio'"):
-        FeatureSpec("quality_stats", media="audio")
+        FeatureSpec("quality_stats", decoder="audio")
 
 
 def test_image_extraction_fills_two_families_from_one_decode(tmp_path, monkeypatch):
@@ -137,7 +139,8 @@ def test_image_extraction_fills_two_families_from_one_decode(tmp_path, monkeypat
     decoded = []
     monkeypatch.setattr(decode, "read_image", lambda path: decoded.append(path) or read_image(path))
     specs = [
-        FeatureSpec("quality_stats", media="image", view=v, size=32, grid=2, patch=16) for v in ("native", "fragments")
+        FeatureSpec("quality_stats", decoder="image", view=v, size=32, grid=2, patch=16)
+        for v in ("native", "fragments")
     ]
     summary = extract(items, "images", specs, ["center", "s0", "s1"], tmp_path / "cache", workers=0, progress=False)
     assert sorted(decoded) == sorted(items["path"])  # every item decoded once for both feature sets

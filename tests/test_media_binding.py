@@ -30,9 +30,11 @@ from test_extraction import (
 )
 from test_reliability_extraction import start_slow_extraction
 
-from features.cache import CacheError, StaleFeatures, cache_dir, live_parts, read_failures, read_manifest
+from features.cache import CacheError, cache_dir, live_parts, read_failures, read_manifest
 from features.extract import extract
 from features.fingerprint import MEMO, UNREADABLE, file_digest, fingerprints
+from features.reader import StaleFeatures
+from synth import synthesize
 from synth.video import encode_mp4, render_source
 from workbench.cli import main
 
@@ -97,7 +99,7 @@ def test_a_file_replaced_under_the_same_name_is_extracted_again(tiny_videos, tmp
     assert (again.already_cached, again.extracted, again.changed) == (2, 1, 1)
     rows = part_rows(first.folder)
     assert_one_row_set_per_item_and_view(rows, items["item_id"], ["center", "hflip"])
-    assert (rows["media"] == rows["item_id"].map(media_of(items))).all()
+    assert (rows["fingerprint"] == rows["item_id"].map(media_of(items))).all()
     fresh = run(items, tmp_path / "fresh", ["center", "hflip"])
     np.testing.assert_array_equal(
         read_items(again.folder, items, ["center", "hflip"]).x, read_items(fresh.folder, items, ["center", "hflip"]).x
@@ -155,14 +157,14 @@ def test_a_kill_during_re_extraction_leaves_nothing_torn_duplicated_or_stale(tin
     assert not original.exists() and f"{original.stem}.g1.parquet" in {p.name for p in live_parts(folder)}
     rows = part_rows(folder)
     assert not rows.duplicated(["item_id", "view", "t"]).any()
-    assert (rows["media"] == rows["item_id"].map(media_of(items))).all()  # no row of a replaced file survives
+    assert (rows["fingerprint"] == rows["item_id"].map(media_of(items))).all()  # no row of a replaced file survives
     assert set(changed) - set(rows["item_id"]), "the kill must land before the end"
 
     summary = extract_slowly(str(items_csv), str(root))
     assert summary.already_cached + summary.extracted == len(items)
     rows = part_rows(folder)
     assert_one_row_set_per_item_and_view(rows, items["item_id"], ["center"])
-    assert (rows["media"] == rows["item_id"].map(media_of(items))).all()
+    assert (rows["fingerprint"] == rows["item_id"].map(media_of(items))).all()
 
 
 def test_a_part_left_beside_its_rewrite_by_a_kill_is_never_read(tiny_videos, tmp_path):
@@ -190,7 +192,7 @@ def two_datasets(tmp_path_factory) -> tuple[Path, Path]:
 
     folder = tmp_path_factory.mktemp("two-kvq")
     for name, seed in (("a", 1), ("b", 2)):
-        get_track("kvq").synthesize(folder / name, 24, seed=seed, width=96, height=64)
+        synthesize(get_track("kvq"), folder / name, 24, seed=seed, width=96, height=64)
     return folder / "a", folder / "b"
 
 
@@ -257,6 +259,10 @@ def test_a_cache_written_before_fingerprints_is_refused_with_how_to_rebuild(tiny
     (older / "manifest.json").write_text(json.dumps(manifest))
 
     with pytest.raises(CacheError, match=r"(?s)older version.*schema 2.*just extract.*delete"):
+        read_manifest(folder, SPEC)
+    manifest["spec"] |= {"schema": 3, "media": manifest["spec"].pop("decoder")}  # schema 3's column and key names
+    (older / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CacheError, match=r"(?s)older version.*schema 3.*just extract.*delete"):
         read_manifest(folder, SPEC)
     again = run(items, tmp_path).folder  # rebuilt; then its file changes: its rows are refused by name
     reencode(items["path"].iloc[0], seed=80)

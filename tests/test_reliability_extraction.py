@@ -164,7 +164,8 @@ def test_rotation_metadata_is_honoured(tmp_path):
 
 
 def test_the_command_line_reports_failures_in_its_table_and_exit_status(tmp_path, capsys):
-    from workbench.cli import EXIT_FAILURES, main
+    from workbench.cli import main
+    from workbench.console import EXIT_FAILURES
 
     data = tmp_path / "data"
     assert main(["synth", f"out={data}", "items=12", "width=64", "height=48"]) == 0
@@ -180,7 +181,7 @@ def test_the_command_line_reports_failures_in_its_table_and_exit_status(tmp_path
 
 def test_a_long_failures_table_says_how_many_it_leaves_out(capsys):
     from features.extract import ExtractionSummary
-    from workbench.cli import EXIT_FAILURES, FAILURES_SHOWN, report_extraction
+    from workbench.console import EXIT_FAILURES, FAILURES_SHOWN, report_extraction
 
     names = [f"train/{i:04d}.mp4" for i in range(FAILURES_SHOWN + 5)]
     failures = pd.DataFrame({"item_id": names, "reason": "no video stream"})

@@ -14,7 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from features.cache import Features, FeatureSpec, concat_features, family_variants
+from features.reader import Features, concat_features, family_variants
+from features.spec import FeatureSpec
 from features.views import (
     FAMILIES,
     Variant,
@@ -27,7 +28,7 @@ from features.views import (
 
 
 def family(view: str, **geometry):
-    return view_family(FeatureSpec("quality_stats", media="image", view=view, **geometry))
+    return view_family(FeatureSpec("quality_stats", decoder="image", view=view, **geometry))
 
 
 def coordinates(height: int, width: int) -> np.ndarray:
@@ -195,13 +196,13 @@ def test_feature_sets_side_by_side_pair_variants_by_index():
 
 
 def test_a_family_keys_only_its_own_geometry():
-    spec = FeatureSpec("quality_stats", media="image", view="fragments", grid=15, patch=32)
+    spec = FeatureSpec("quality_stats", decoder="image", view="fragments", grid=15, patch=32)
     assert spec.key().startswith("quality_stats__fragments480__")
     assert replace(spec, size=999).key() == spec.key()
     assert replace(spec, fragment_seed=1).key() != spec.key()
-    native = FeatureSpec("quality_stats", media="image", view="native", size=480)
+    native = FeatureSpec("quality_stats", decoder="image", view="native", size=480)
     assert native.key().startswith("quality_stats__native480__") and native.key() != spec.key()
-    assert FeatureSpec("quality_stats", media="image", view="native", size=480, grid=3).key() == native.key()
+    assert FeatureSpec("quality_stats", decoder="image", view="native", size=480, grid=3).key() == native.key()
     assert "sampling" not in native.identity() and "sampling" in FeatureSpec("quality_stats").identity()
     with pytest.raises(ValueError, match="unknown view family 'salt'"):
         FeatureSpec("quality_stats", view="salt")
@@ -224,13 +225,13 @@ def test_a_family_keys_only_its_own_geometry():
 PEAK_SCRIPT = r"""
 import json, re, sys
 import numpy as np
-from features.cache import FeatureSpec
+from features.spec import FeatureSpec
 from features.views import view_family
 
 def status(key):
     return int(re.search(key + r":\s+(\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
 
-families = [view_family(FeatureSpec("quality_stats", media="image", view=v, size=480, grid=15, patch=32))
+families = [view_family(FeatureSpec("quality_stats", decoder="image", view=v, size=480, grid=15, patch=32))
             for v in ("aesthetic", "fragments", "native", "salient")]
 variants = {"fragments": ["s0", "s1", "s2", "s3"]}
 small = np.zeros((1, 600, 800, 3), np.uint8)

@@ -1,0 +1,269 @@
+"""From an item's files to its vectors, without Lightning: what the extraction run and the exported predictor share.
+
+A `Job` names an item's file (and reference), its fingerprint and the variants each feature set still needs;
+`MediaDataset` decodes the item once (once per temporal offset its variants ask for) and cuts every set's views from
+that decode (`render_item`); `collate` batches the sets' pixels with their row keys; an `EncoderPool` runs each set's
+frozen encoder (`create_encoders`: made by the stream family whose encoders take the view, features.streams). The
+extraction (features.extract) drives these through Lightning and writes the cache; the exported predictor
+(workbench.predictor) drives them with a plain DataLoader, so it needs no trainer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from features.audio import attach_audio
+from features.backbones import FrozenEncoder
+from features.decode import Decoder, FrameSampling, MediaError
+from features.pairs import read_pair
+from features.spec import FeatureSpec
+from features.streams import encoder_family
+from features.views import FAMILIES, Variant, ViewFamily
+
+
+@dataclass(frozen=True)
+class Job:
+    item_id: str
+    path: str
+    fingerprint: str  # the file's when the run planned: rows and failures are bound to it
+    views: tuple[tuple[str, ...], ...]  # per feature set, the variants it still lacks (empty: none)
+    reference: str = ""  # the reference of a full-reference pair (features.pairs), decoded on the same frames
+
+    @property
+    def sets(self) -> list[int]:
+        return [s for s, views in enumerate(self.views) if views]
+
+
+# per feature set: (variant, pixels [T, 3, S, S] or clips [C, L, 3, S, S], their key frames' times)
+
+
+Rendered = list[list[tuple[str, torch.Tensor, np.ndarray]]]
+
+
+def render_item(
+    decoder: Decoder,
+    path: str,
+    sampling: FrameSampling,
+    families: Sequence[ViewFamily],
+    variants: Sequence[tuple[str, ...]],
+    threads: int = 0,
+    reference: str = "",
+) -> Rendered:
+    """Per feature set, each of its variants' frames with their times. The media are decoded (on `threads` decoder
+    threads, 0 for the library's choice) once per distinct temporal offset among the variants asked for (once, when
+    none is shifted), with the `reference` of a pair beside them, and each family renders its geometries from the
+    frames of their offset."""
+    parsed = [[Variant.parse(name) for name in names] for names in variants]
+    offsets = sorted({v.offset for views in parsed for v in views})
+    if reference:
+        clips = {offset: read_pair(decoder, path, reference, sampling.shifted(offset), threads) for offset in offsets}
+    else:
+        clips = {offset: decoder.read(path, sampling.shifted(offset), threads) for offset in offsets}
+    if sampling.audio_seconds:
+        clips = {offset: attach_audio(clip, path, sampling.audio_seconds) for offset, clip in clips.items()}
+    rendered = []
+    for family, names, views in zip(families, variants, parsed, strict=True):
+        out = {}
+        for offset, clip in clips.items():
+            here = [(name, v.geometry) for name, v in zip(names, views) if v.offset == offset]
+            if here:
+                source = clip if family.source is None else getattr(clip, family.source)
+                pixels = family.render(source, [geometry for _, geometry in here])
+                out.update({name: (frames, clip.times[: len(frames)]) for (name, _), frames in zip(here, pixels)})
+        rendered.append([(name, *out[name]) for name in names])
+    return rendered
+
+
+class MediaDataset(Dataset):
+    """One item per index: every variant each feature set still lacks (see render_item); or the reason the item
+    cannot be read."""
+
+    def __init__(
+        self,
+        jobs: Sequence[Job],
+        decoder: Decoder,
+        sampling: FrameSampling,
+        families: Sequence[ViewFamily],
+        decode_threads: int = 0,
+    ):
+        self.jobs = list(jobs)
+        self.decoder = decoder
+        self.sampling = sampling
+        self.families = list(families)
+        self.decode_threads = decode_threads
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __getitem__(self, index: int) -> dict:
+        job = self.jobs[index]
+        try:
+            views = render_item(
+                self.decoder, job.path, self.sampling, self.families, job.views, self.decode_threads, job.reference
+            )
+        except MediaError as error:
+            return {"job": job, "error": error.reason}
+        except Exception as error:  # a decoder crash on one file must not end a run of thousands
+            return {"job": job, "error": f"{type(error).__name__}: {error}"}
+        return {"job": job, "views": views, "error": None}
+
+
+def collate(samples: list[dict]) -> dict:
+    """Per feature set, the frames of every variant of every readable item in one tensor, with per-row bookkeeping
+    beside it (sets differ in image size, so they cannot share a tensor; variants of another temporal offset may
+    have fewer frames near a clip's end)."""
+    ok = [s for s in samples if s["error"] is None]
+    sets = []
+    for index in range(len(samples[0]["job"].views)):
+        rows = {"item_id": [], "fingerprint": [], "view": [], "t": [], "time": []}
+        pixels = []
+        for sample in ok:
+            for view, frames, times in sample["views"][index]:
+                rows["item_id"] += [sample["job"].item_id] * len(frames)
+                rows["fingerprint"] += [sample["job"].fingerprint] * len(frames)
+                rows["view"] += [view] * len(frames)
+                rows["t"] += range(len(frames))
+                rows["time"] += times.tolist()
+                pixels.append(frames)
+        sets.append({"pixels": torch.cat(pixels) if pixels else torch.empty(0), "rows": rows})
+    failures = [
+        {
+            "item_id": s["job"].item_id,
+            "fingerprint": s["job"].fingerprint,
+            "path": s["job"].path,
+            "reason": s["error"],
+            "sets": s["job"].sets,
+        }
+        for s in samples
+        if s["error"]
+    ]
+    return {"sets": sets, "failures": failures}
+
+
+class EncoderPool(nn.Module):
+    """Frozen encoders, one per feature set (sets of one backbone share it): each set's encoder run on its frames or
+    clips, at most `chunk` to a forward pass. With `threads` > 1 (the CPU's share of a process) and while `running`,
+    the inputs are shared among that many threads, each running the encoder on its share."""
+
+    def __init__(self, encoders: Sequence[FrozenEncoder], chunk: int = 64, threads: int = 1):
+        super().__init__()
+        distinct = list({id(encoder): encoder for encoder in encoders}.values())
+        self.encoders = nn.ModuleList(distinct)
+        self.uses = [next(k for k, e in enumerate(distinct) if e is encoder) for encoder in encoders]
+        self.chunk = chunk
+        self.threads = threads
+        self._pool: ThreadPoolExecutor | None = None
+
+    def start(self) -> None:
+        if self.threads > 1 and self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="encoder")
+
+    def stop(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[EncoderPool]:
+        self.start()
+        try:
+            yield self
+        finally:
+            self.stop()
+
+    def forward(self, pixels: torch.Tensor, encoder: int = 0) -> torch.Tensor:
+        with torch.inference_mode():  # grad mode is per thread: the pool's threads do not inherit the caller's
+            return self.encoders[encoder](pixels)
+
+    def encode(self, pixels: torch.Tensor, feature_set: int) -> np.ndarray:
+        encoder = self.uses[feature_set]
+        if not len(pixels):
+            return np.empty((0, self.encoders[encoder].dim), np.float32)
+        if self._pool is None:
+            return torch.cat([self(part, encoder) for part in pixels.split(self.chunk)]).float().cpu().numpy()
+        share = min(self.chunk, -(-len(pixels) // self.threads))
+        parts = self._pool.map(lambda part: self(part, encoder), pixels.split(share))
+        return torch.cat(list(parts)).float().cpu().numpy()
+
+
+SHARED_DECODE = ("decoder", "frames", "fps", "phase", "dtype", "light")
+
+
+def shared_sampling(specs: Sequence[FeatureSpec]) -> FrameSampling:
+    """The one decode of feature sets extracted together: they share the media, the key-frame sampling and the dtype
+    (encoders and views may differ), and at most one clip geometry, which the key frames' decode also yields."""
+    for spec in specs[1:]:
+        differ = [name for name in SHARED_DECODE if getattr(spec, name) != getattr(specs[0], name)]
+        if differ:
+            raise ValueError(
+                f"feature sets extracted together share their decoding; {', '.join(differ)} differ: "
+                f"{specs[0]} vs {spec}"
+            )
+    clips = {(spec.clip, spec.size) for spec in specs if spec.clip > 1}
+    if len(clips) > 1:
+        raise ValueError(f"feature sets extracted together take one clip geometry (clip, size), not {sorted(clips)}")
+    windows = {spec.audio_seconds for spec in specs if spec.audio_seconds > 0}
+    if len(windows) > 1:
+        raise ValueError(f"feature sets extracted together take one audio window length, not {sorted(windows)}")
+    clip, side = next(iter(clips), (1, 0))
+    common = specs[0]
+    return FrameSampling(common.frames, common.fps, common.phase, clip, side, next(iter(windows), 0.0), common.light)
+
+
+def create_encoders(specs: Sequence[FeatureSpec]) -> list[FrozenEncoder]:
+    """Each set's frozen encoder, made by the stream family whose encoders take what its view renders
+    (features.streams); sets of the same encoder and weights share one."""
+    built: dict[tuple[str, str, str], FrozenEncoder] = {}
+    keys = [(FAMILIES.get(spec.view).encodes, spec.backbone, spec.weights) for spec in specs]
+    for encodes, name, weights in keys:
+        if (encodes, name, weights) not in built:
+            built[encodes, name, weights] = encoder_family(encodes).create_encoder(name, weights)
+    return [built[key] for key in keys]
+
+
+@contextlib.contextmanager
+def single_threaded_ops() -> Iterator[None]:
+    """Torch ops on one thread each for the run's duration; the backbone's parallelism on the CPU is its threads
+    (cpu_threads) instead.
+
+    The decoding workers and the model share the cores. OpenMP threads spin at their barriers, so a model on 2 threads
+    beside a decoding worker made extraction 1.8 times slower than on 1 thread (2 cores, 1080p); single-threaded ops
+    in several Python threads (torch releases the GIL) never wait for each other, and the OS gives each side the cores
+    it can use. OMP_NUM_THREADS is set too: Lightning's DDP launcher otherwise resets the count to cores / processes,
+    and the ranks it starts inherit the variable.
+    """
+    before, variable = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+        if variable is None:
+            del os.environ["OMP_NUM_THREADS"]
+        else:
+            os.environ["OMP_NUM_THREADS"] = variable
+
+
+def encoder_threads(on_cpu: bool, processes: int = 1) -> int:
+    """Encoder threads per process: its share of the cores on the CPU (10 s clips, resnet18, 2 cores, 2 decoding
+    workers: 0.71 s a clip at 720p against 0.89 with the encoder on one thread), one on an accelerator."""
+    return max(1, len(os.sched_getaffinity(0)) // processes) if on_cpu else 1
+
+
+def decode_threads(workers: int) -> int:
+    """Decoder threads per DataLoader worker: one where several workers decode, FFmpeg's own count otherwise.
+
+    Parallel over items is cheaper than parallel within one: frame threads cost FFmpeg 14-18% more CPU for the same
+    frames (10 s H.264 clips at 720p and 1080p), CPU the model could use. A lone worker keeps them, since they borrow
+    the cores the model leaves idle when decoding is the slower side (1080p on 2 cores)."""
+    return 1 if workers > 1 else 0

@@ -1,0 +1,286 @@
+"""Reading cached features for training: every item's per-frame vectors scattered into one dense array
+(`Features`), feature sets side by side (`concat_features`) and streams paired by view (`Streams`).
+
+A row is served only while the item's file has the fingerprint it was made from (features.fingerprint): a reader
+passes the current ones and is refused, with the stale items named (StaleFeatures), where a row was made from other
+bytes.
+
+Reading is one pass over the live parts (features.cache.live_parts), a thread per part, with no Python loop per
+row: a part's keys map to positions by one lookup per distinct value. A part whose rows fill a block of the dense
+array (items in the order asked, every frame present) has its vectors copied straight from the mapped file into that
+block (one copy, as `np.load` makes), which the store's layout allows (one uncompressed PLAIN page per row group,
+holding the vectors and nothing else: see features.cache). Through PyArrow's decoder and then into the array, two
+copies, reading ran at 0.43 of `np.load`; copied straight, at 0.52 to 0.61 (`just bench rows=cache`): the copy
+itself runs as fast as `np.load`, and opening each part and reading its keys cost the rest. Parts of any other layout
+or order go through PyArrow, with the same result.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from features.cache import DICTIONARY_COLUMNS, KEY_COLUMNS, CacheError, live_parts, vector_layout, vectors
+
+
+class StaleFeatures(CacheError):
+    """Cached rows made from other bytes than the items' files hold now."""
+
+    def __init__(self, folder: Path, stale: Sequence[str]):
+        shown = ", ".join(stale[:5]) + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")
+        super().__init__(
+            f"{folder}: {len(stale)} item(s) changed on disk (or went missing) since their features were cached: "
+            f"{shown}. Run `just extract` with the same words to re-extract them; nothing was trained on them."
+        )
+        self.stale = list(stale)
+
+
+@dataclass
+class Features:
+    """x [N, V, T, D] float32 with mask [N, V, T] (True where a frame exists), in the order of the ids asked for."""
+
+    x: np.ndarray
+    mask: np.ndarray
+    item_ids: list[str]
+    views: list[str]
+
+
+def _positions(column: pa.ChunkedArray, where: dict[str, int]) -> np.ndarray:
+    """Position of each row's value (-1 when absent): one lookup per distinct value of a chunk, none per row."""
+    positions = []
+    for chunk in column.chunks:
+        chunk = chunk if pa.types.is_dictionary(chunk.type) else chunk.dictionary_encode()
+        lookup = np.array([where.get(value, -1) for value in chunk.dictionary.to_pylist()], dtype=np.intp)
+        positions.append(lookup[chunk.indices.to_numpy()])
+    return np.concatenate(positions) if positions else np.empty(0, dtype=np.intp)
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    """Where each wanted row goes, and which file it must have been made from."""
+
+    items: dict[str, int]  # item id -> position
+    views: dict[str, int]  # view -> position
+    fingerprints: dict[str, int]  # fingerprint -> code
+    item_fingerprints: np.ndarray  # per item position, the code of its fingerprint now
+
+
+def read_features(
+    folder: Path, item_ids: list[str], views: list[str] | None, frames: int, fingerprints: Sequence[str]
+) -> Features:
+    """Every requested item's per-frame features, scattered into a dense array; no Python loop over rows.
+    `fingerprints` holds each item's fingerprint now (features.fingerprint): a row made from other bytes is refused
+    (StaleFeatures, naming the items), never served. With the views named, every part is opened once, its keys and
+    vectors read by one thread; with none named, the views cached are gathered from every part first."""
+    files = live_parts(folder)
+    if not files:
+        raise CacheError(f"no features cached in {folder}: run `just extract` first")
+    if len(fingerprints) != len(item_ids):
+        raise ValueError(f"{len(item_ids)} items but {len(fingerprints)} fingerprints")
+    codes = {fingerprint: k for k, fingerprint in enumerate(dict.fromkeys(fingerprints))}
+    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+        views = list(views) if views else sorted(set().union(*pool.map(_part_views, files)))
+        dim = vector_layout(pq.read_schema(files[0]).field("feature"))[1]
+        x = np.empty((len(item_ids), len(views), frames, dim), dtype=np.float32)
+        mask = np.zeros((len(item_ids), len(views), frames), dtype=bool)
+        where = _Wanted(
+            {item: k for k, item in enumerate(item_ids)},
+            {view: k for k, view in enumerate(views)},
+            codes,
+            np.array([codes[fingerprint] for fingerprint in fingerprints], dtype=np.intp),
+        )
+        held, stale = zip(*pool.map(lambda file: _scatter_part(file, where, x, mask), files))
+    stale = np.unique(np.concatenate(stale))
+    if len(stale):
+        raise StaleFeatures(folder, [item_ids[k] for k in stale])
+    available = set().union(*held)
+    unknown = [v for v in views if v not in available]
+    if unknown:
+        raise CacheError(f"{folder}: view(s) {', '.join(unknown)} not cached (cached: {', '.join(sorted(available))})")
+    x[~mask] = 0.0
+    return Features(x=x, mask=mask, item_ids=list(item_ids), views=views)
+
+
+def _part_views(file: Path) -> set[str]:
+    column = pq.read_table(file, columns=["view"], read_dictionary=["view"])["view"]
+    return set(pc.unique(column).to_pylist())
+
+
+def _page_sizes(header: bytes) -> tuple[int, int] | None:
+    """(uncompressed, compressed) size of a data page, from the start of its Thrift-compact header: fields 1 (page
+    type), 2 and 3 (the sizes), each an i32 as a zigzag varint after the field byte 0x15. None if it is not so."""
+    fields, at = [], 0
+    for _ in range(3):
+        if at >= len(header) or header[at] != 0x15:
+            return None
+        value, shift, at = 0, 0, at + 1
+        while True:
+            if at >= len(header) or shift > 35:
+                return None
+            byte, at = header[at], at + 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        fields.append((value >> 1) ^ -(value & 1))
+    page_type, uncompressed, compressed = fields
+    return (uncompressed, compressed) if page_type in (0, 3) else None  # DATA_PAGE or DATA_PAGE_V2
+
+
+def _value_runs(handle, part: pq.ParquetFile, width: int) -> list[tuple[int, int]] | None:
+    """Per row group, the file offset of the vector column's values and its row count, where each row group holds
+    them as one uncompressed PLAIN page of a required column (as features.cache.write_part writes): that page is its
+    header followed by the vectors' bytes and nothing else, so they end where the column chunk ends. None for any
+    other layout."""
+    column = part.schema_arrow.get_field_index("feature")
+    if part.schema.column(column).max_definition_level != 0:
+        return None
+    runs = []
+    for group in range(part.metadata.num_row_groups):
+        chunk, rows = part.metadata.row_group(group).column(column), part.metadata.row_group(group).num_rows
+        if chunk.compression != "UNCOMPRESSED" or chunk.has_dictionary_page or "PLAIN" not in chunk.encodings:
+            return None
+        handle.seek(chunk.data_page_offset)
+        if _page_sizes(handle.read(32)) != (rows * width, rows * width):  # one page holding every value
+            return None
+        runs.append((chunk.data_page_offset + chunk.total_compressed_size - rows * width, rows))
+    return runs
+
+
+def _read_into(file: Path, part: pq.ParquetFile, block: np.ndarray) -> bool:
+    """Copies the part's vectors straight from the file into `block` (its rows, of the stored dtype), if the part's
+    layout allows (see _value_runs); False if it does not.
+
+    The file is mapped with its pages populated up front, so the copy is one pass over the page cache with no page
+    fault per 4 KiB. (`os.preadv` into the array copied as fast, except where the vectors' offset in the file sat
+    just below the array's within a page: the kernel's copy then ran at half speed, and neither offset is ours.)"""
+    with open(file, "rb") as handle:
+        runs = _value_runs(handle, part, block.shape[1] * block.itemsize)
+        if runs is None:
+            return False
+        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)  # Linux only; elsewhere pages fault in as read
+        with mmap.mmap(handle.fileno(), 0, flags=flags, prot=mmap.PROT_READ) as mapped:
+            start = 0
+            for offset, rows in runs:
+                values = np.frombuffer(mapped, dtype=block.dtype, count=rows * block.shape[1], offset=offset)
+                block[start : start + rows] = values.reshape(rows, -1)  # a plain copy: numpy releases the GIL
+                start += rows
+                del values  # the map cannot close while an array still points into it
+    return True
+
+
+def _scatter_part(file: Path, where: _Wanted, x: np.ndarray, mask: np.ndarray) -> tuple[set[str], np.ndarray]:
+    """Reads one part, copies its wanted rows into x and mask, and returns the views it holds and the positions of
+    the wanted items it holds rows of made from other files (stale, and not copied). Parts share no rows, so threads
+    writing at once cannot disagree.
+
+    A part's rows are usually one run of consecutive rows of x (items in the order asked, every frame present):
+    the vectors are then read from the file straight into that block (see _read_into), or else decoded by PyArrow
+    and block-copied, which releases the GIL, where a fancy-indexed copy holds it and serialises the threads.
+    """
+    part = pq.ParquetFile(file, memory_map=True, read_dictionary=DICTIONARY_COLUMNS)
+    table = part.read(columns=[*KEY_COLUMNS, "fingerprint"], use_threads=False)
+    views, frames = x.shape[1:3]
+    item, view = _positions(table["item_id"], where.items), _positions(table["view"], where.views)
+    asked = item >= 0
+    current = where.item_fingerprints[np.where(asked, item, 0)]
+    stale = asked & (_positions(table["fingerprint"], where.fingerprints) != current)
+    t = table["t"].to_numpy()
+    keep = asked & ~stale & (view >= 0) & (t < frames)
+    rows = (item * views + view) * frames + t
+    mask.reshape(-1)[rows[keep]] = True
+    flat, field = x.reshape(-1, x.shape[-1]), part.schema_arrow.field("feature")
+    one_block = len(rows) and keep.all() and (np.diff(rows) == 1).all()
+    held = set(pc.unique(table["view"]).to_pylist())
+    stale_items = np.unique(item[stale])
+    if one_block and vector_layout(field)[0] == x.dtype and _read_into(file, part, flat[rows[0] : rows[-1] + 1]):
+        return held, stale_items
+    start = 0
+    for chunk in part.read(columns=["feature"], use_threads=False)["feature"].chunks:
+        span = slice(start, start + len(chunk))
+        start += len(chunk)
+        values, wanted, target = vectors(chunk, field), keep[span], rows[span]
+        if len(target) and wanted.all() and (np.diff(target) == 1).all():
+            flat[target[0] : target[0] + len(target)] = values
+        else:
+            flat[target[wanted]] = values[wanted]
+    return held, stale_items
+
+
+def _pairing(view_lists: Sequence[list[str]]) -> tuple[list[np.ndarray], list[str]]:
+    """Variants of several feature sets paired by index, the shorter lists cycling (aesthetic center,hflip with
+    fragments s0..s3 gives center+s0, hflip+s1, center+s2, hflip+s3): every pair is a training sample and a test-time
+    view, and each set's variants appear equally often when the counts divide. Returns each set's pick of its views
+    and the paired names."""
+    count = max(len(views) for views in view_lists)
+    picks = [np.arange(count) % len(views) for views in view_lists]
+    names = ["+".join(views[pick[k]] for views, pick in zip(view_lists, picks, strict=True)) for k in range(count)]
+    return picks, names
+
+
+def concat_features(sets: Sequence[Features]) -> Features:
+    """Several feature sets of the same items and frames side by side on the feature axis, for a head reading several
+    view families of one stream, variants paired (see _pairing). A frame is present where it is in every set."""
+    if len(sets) == 1:
+        return sets[0]
+    first = sets[0]
+    for other in sets[1:]:
+        if other.item_ids != first.item_ids or other.x.shape[2] != first.x.shape[2]:
+            raise ValueError("feature sets to concatenate must hold the same items and frames")
+    picks, views = _pairing([s.views for s in sets])
+    x = np.concatenate([s.x[:, pick] for s, pick in zip(sets, picks, strict=True)], axis=-1)
+    mask = np.logical_and.reduce([s.mask[:, pick] for s, pick in zip(sets, picks, strict=True)])
+    return Features(x=x, mask=mask, item_ids=first.item_ids, views=views)
+
+
+@dataclass
+class Streams:
+    """The feature streams a head reads, for the same items and the same paired views: each its own Features, with
+    its own time axis and width (key frames of a backbone's view families; clips of a motion encoder)."""
+
+    parts: list[Features]
+
+    @classmethod
+    def paired(cls, streams: Sequence[Features]) -> Streams:
+        """Streams of the same items, their views paired as feature sets are (see _pairing)."""
+        for other in streams[1:]:
+            if other.item_ids != streams[0].item_ids:
+                raise ValueError("feature streams to pair must hold the same items")
+        picks, views = _pairing([s.views for s in streams])
+        return cls([Features(s.x[:, p], s.mask[:, p], s.item_ids, views) for s, p in zip(streams, picks, strict=True)])
+
+    @property
+    def item_ids(self) -> list[str]:
+        return self.parts[0].item_ids
+
+    @property
+    def views(self) -> list[str]:
+        return self.parts[0].views
+
+    @property
+    def dims(self) -> list[int]:
+        return [part.x.shape[-1] for part in self.parts]
+
+    def present(self) -> np.ndarray:
+        """Items with a frame in some stream and view."""
+        return np.logical_or.reduce([part.mask.any(axis=(1, 2)) for part in self.parts])
+
+    def take(self, index: np.ndarray) -> Streams:
+        """The items at `index` (positions, or a boolean mask)."""
+        ids = [self.item_ids[k] for k in (np.flatnonzero(index) if index.dtype == bool else index)]
+        return Streams([Features(p.x[index], p.mask[index], ids, p.views) for p in self.parts])
+
+
+def family_variants(views: Sequence[str], families: int) -> list[tuple[str, ...]]:
+    """Per family, the variants named in paired view names (`center+s0` -> center for the first, s0 for the second)."""
+    parts = [view.split("+") for view in views]
+    return [tuple(dict.fromkeys(p[i] for p in parts)) for i in range(families)]
