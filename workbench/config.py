@@ -15,15 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from features.cache import FeatureSpec
-from features.pairs import FrameMetrics, PairCrops
-from features.views import DEFAULT_FAMILY, AudioWindows, Clips, SyncSeries
+from features import streams as stream_families
+from features.spec import FeatureSpec
 
 T = TypeVar("T")
-# the config words naming the streams beside the key frames
-EXTRA_STREAMS = ("motion", "audio", "sync", "pair", "fr", "text", "align", "meta")
-ALIGNMENTS = ("cosine",)
-METADATA = ("container",)
 
 
 class ConfigError(ValueError):
@@ -41,106 +36,55 @@ class TrackConfig:
 
 
 @dataclass(frozen=True)
-class FeatureConfig(TrackConfig):
-    """What identifies the feature sets in the cache (see features.cache.FeatureSpec): one per view family, several
-    joined by '+' (view=aesthetic+fragments+native) for a head that reads them side by side."""
+class DecodeConfig(TrackConfig):
+    """What every cached stream of a run shares: the decode (key-frame sampling, stored dtype, light), the cache and
+    the media declared beside the layout."""
 
-    backbone: str = "quality_stats"
-    weights: str = "random"  # random | hub | a local weights file
     frames: int = 8
     fps: float = 1.0
     phase: float = 0.0
-    view: str = DEFAULT_FAMILY  # view family, or families joined by '+'
-    size: int = 224  # side of the crop families (resize, aesthetic, native, salient)
-    grid: int = 7  # fragments: grid x grid patches of patch x patch native pixels
-    patch: int = 32
-    fragment_seed: int = 0  # fragments: draw s<k> uses the offsets of seed (fragment_seed, k)
     dtype: str = "float32"
     light: str = ""  # hdr media: code | linear | perceptual (features.hdr.LIGHTS); empty: code values
     cache: str = "cache"
     # Media without labels (a folder, or a list of paths) beside the layout: extracted, predicted by every fold
     # model, pseudo-labelled by `just pseudo-label`; never in folds, test lists or submissions.
     unlabelled: str = ""
-    # Streams beside the key frames' (empty: none of them). `motion`: a motion encoder (features.motion) on clips of
-    # `clip` consecutive frames from each key frame, their short side decoded at `clip_size`. `audio`: an audio
-    # encoder (features.audio) on the `audio_seconds` of sound from each key frame. `sync`: a sync encoder
-    # (features.sync) relating the mouth region of those clips to the loudness of that sound.
-    motion: str = ""
-    motion_weights: str = "random"  # random | hub (the torch hub cache) | a local weights file
-    clip: int = 8
-    clip_size: int = 112
-    audio: str = ""
-    audio_weights: str = "random"  # random | hub (hf:<model>: the cache's or folder's pretrained weights)
-    audio_seconds: float = 1.0
-    sync: str = ""
-    # Full-reference pairs (items with a reference, features.pairs). `pair`: a `dists:<timm model>` encoder on the
-    # same `size` crop of both members; `fr=ffmpeg`: FFmpeg's metrics of each key-frame pair at native depth.
-    pair: str = ""
-    pair_weights: str = "random"  # random | hub | a local weights file, for the pair encoder's timm model
-    fr: str = ""
-    # `text`: a text encoder (features.text) on each of the track's text inputs, one more stream each. `align=cosine`:
-    # beside each, the cosine of its embedding with each key frame's (features.clip; backbone and text encoder the
-    # two towers of one model). `meta=container`: the files' container facts and the track's categories, one stream.
-    text: str = ""
-    text_weights: str = "random"  # random | hub (hf:<model>) | hub:<tag> (open_clip:<arch>) | a local weights file
-    align: str = ""
-    meta: str = ""
+
+
+class StreamsOf:
+    """The feature streams a configuration names, as the stream families (features.streams) make them."""
+
+    def streams(self, decoder: str) -> tuple[tuple[FeatureSpec, ...], ...]:
+        """The cached feature streams a run reads, each a tuple of feature sets joined on the feature axis: the key
+        frames' view families, then every other extracted family named (the families made at load are made when a
+        run loads: features.streams.load)."""
+        try:
+            return stream_families.cached_streams(self, decoder)
+        except stream_families.StreamError as error:
+            raise ConfigError(str(error)) from None
+
+    def all_specs(self, decoder: str) -> tuple[FeatureSpec, ...]:
+        """Every feature set of every stream: what one extraction fills from one decode."""
+        return tuple(spec for stream in self.streams(decoder) for spec in stream)
 
     def extra_streams(self) -> list[str]:
-        """The encoders named for the streams beside the key frames (motion, audio, sync, pair, full-reference
-        metrics, text, alignment, metadata), in that order."""
-        return [getattr(self, word) for word in EXTRA_STREAMS if getattr(self, word)]
+        """The encoders named for the streams beside the key frames, in stream order."""
+        return stream_families.other_streams(self)
 
     def key_frames_alone(self) -> typing.Self:
         """The same configuration without the streams beside the key frames."""
-        return dataclasses.replace(self, **{word: "" for word in EXTRA_STREAMS})
+        return dataclasses.replace(self, **stream_families.others_off())
 
-    def feature_specs(self, media: str) -> tuple[FeatureSpec, ...]:
-        """The key-frame stream: one feature set per view family of the backbone."""
-        families = [family.strip() for family in self.view.split("+")]
-        if "" in families or len(set(families)) != len(families):
-            raise ConfigError(
-                f"view={self.view!r}: expected distinct view families joined by '+', e.g. aesthetic+fragments"
-            )
-        shared = [
-            f.name for f in dataclasses.fields(FeatureSpec) if f.name not in ("media", "view", "clip", "audio_seconds")
-        ]
-        common = {name: getattr(self, name) for name in shared}
-        return tuple(FeatureSpec(**common, media=media, view=family) for family in families)
 
-    def streams(self, media: str) -> tuple[tuple[FeatureSpec, ...], ...]:
-        """The cached feature streams a run reads, each a tuple of feature sets joined on the feature axis: the key
-        frames' view families, then the motion, audio, sync, pair and full-reference streams that are named (the text,
-        alignment and metadata streams are made when a run loads: workbench.train.read_streams)."""
-        frames = self.feature_specs(media)
-        if (self.motion or self.sync) and self.clip < 2:
-            raise ConfigError(f"clip={self.clip}: clips take 2 frames or more")
-        if (self.audio or self.sync) and not self.audio_seconds > 0:
-            raise ConfigError(f"audio_seconds={self.audio_seconds}: an audio or sync stream needs a window > 0")
-        if self.align and self.align not in ALIGNMENTS:
-            raise ConfigError(f"align={self.align!r}: expected one of {', '.join(ALIGNMENTS)}")
-        if self.align and not self.text:
-            raise ConfigError("align= relates a text encoder's embedding to the key frames': name one with text=")
-        if self.meta and self.meta not in METADATA:
-            raise ConfigError(f"meta={self.meta!r}: expected one of {', '.join(METADATA)}")
-        key = frames[0]
-        shared = {name: getattr(key, name) for name in ("frames", "fps", "phase", "dtype", "light")} | {"media": media}
-        clips = {"clip": self.clip, "size": self.clip_size}
-        extra = [
-            (self.motion, {"weights": self.motion_weights, "view": Clips.name, **clips}),
-            (
-                self.audio,
-                {"weights": self.audio_weights, "view": AudioWindows.name, "audio_seconds": self.audio_seconds},
-            ),
-            (self.sync, {"view": SyncSeries.name, "audio_seconds": self.audio_seconds, **clips}),
-            (self.pair, {"weights": self.pair_weights, "view": PairCrops.name, "size": self.size}),
-            (self.fr, {"view": FrameMetrics.name}),
-        ]
-        return (frames, *((FeatureSpec(backbone=name, **shared, **words),) for name, words in extra if name))
-
-    def all_specs(self, media: str) -> tuple[FeatureSpec, ...]:
-        """Every feature set of every stream: what one extraction fills from one decode."""
-        return tuple(spec for stream in self.streams(media) for spec in stream)
+# What identifies the feature sets in the cache (features.cache.FeatureSpec) and the streams made at load: the shared
+# decode, then every stream family's words, declared by the families themselves.
+FeatureConfig = dataclasses.make_dataclass(
+    "FeatureConfig",
+    [(word.name, type(word.default), dataclasses.field(default=word.default)) for word in stream_families.words()],
+    bases=(DecodeConfig, StreamsOf),
+    frozen=True,
+    namespace={"__module__": __name__, "__doc__": "The decode and every stream family's words (features.streams)."},
+)
 
 
 @dataclass(frozen=True)
@@ -262,15 +206,6 @@ class SynthConfig(TrackConfig):
         return Path(self.out) if self.out else self.data_dir
 
 
-@dataclass(frozen=True)
-class BenchConfig:
-    quick: bool = False  # the same suite on less work, in about a minute
-    backbone: str = "resnet18"  # the timm CNN (random weights) the extraction rows run
-    rows: tuple[str, ...] = ()  # row groups (extraction, cache, training, memory, sweep, fingerprint, ..., finetune)
-    root: str = "cache/bench"  # generated media (kept, so reruns skip generating them) and scratch space
-    write: str = ""  # a BENCHMARKS.md whose generated block gets this run's table; empty only prints it
-
-
 def parse_words(words: Iterable[str]) -> dict[str, str]:
     values: dict[str, str] = {}
     for word in words:
@@ -291,7 +226,8 @@ def check_keys(values: Mapping[str, str], allowed: set[str], command: str) -> No
     for key in values:
         if key not in allowed:
             hint = difflib.get_close_matches(key, allowed, n=1)
-            suggestion = f" Did you mean {hint[0]}=?" if hint else ""
+            meaning = stream_families.word_help(hint[0]) if hint else ""
+            suggestion = f" Did you mean {hint[0]}=" + (f" ({meaning})?" if meaning else "?") if hint else ""
             raise ConfigError(f"{command} takes no key {key!r}; it takes {', '.join(sorted(allowed))}.{suggestion}")
 
 
