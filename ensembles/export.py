@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from common.atomic import atomic_path
-from tracks.base import SubmissionFormat
+from tracks.formats import SubmissionFormat
 
 
 class SubmissionError(ValueError):

@@ -25,7 +25,7 @@ from ensembles.combine import fold_ensemble, mean_over_views
 from ensembles.export import write_zip
 from ensembles.report import write_report
 from tracks import Track
-from tracks.base import RangeMap
+from tracks.ranges import RangeMap
 
 # (the decision, each run's views, the blend's description) -> (files beside the predictions, the runtime to show)
 Extras = Callable[["Decision", dict[str, list[str]], str], tuple[dict[str, bytes], str]]

@@ -29,16 +29,14 @@ import numpy as np
 import pandas as pd
 
 from common.atomic import write_bytes
+from synth.dataset import SYNTHESIZERS, TRUTH_DIR
 from synth.talking_head import Distortions, Speech, Video, encode_talking_head
 from synth.video import Distortion, distort, encode_mp4, quality, random_distortion, render_source
-from tracks.base import TRUTH_FILE
+from tracks.engagement import TEST_LIST, TRAIN_LIST, VAL_LIST, VIDEO_DIR, Engagement
 
-TRAIN_LIST = "train_data.csv"
-VAL_LIST = "val_data.csv"
-TEST_LIST = "test_data.csv"
-VIDEO_DIR = "videos"
 LINE_END = "\r\n"
 
+WIDTH, HEIGHT = 96, 96  # px, of the videos unless asked otherwise
 FPS = 8
 FRAMES = (16, 24)  # 2 to 3 s at FPS
 SAMPLE_RATE = 22_050
@@ -141,13 +139,14 @@ def _csv(frame: pd.DataFrame) -> bytes:
     return frame.to_csv(index=False, lineterminator=LINE_END).encode("utf-8")
 
 
-def synthesize(out: Path, items: int, seed: int, width: int = 96, height: int = 96, workers: int = 2) -> pd.DataFrame:
-    """`items` videos under out/videos, the organisers' three lists and the val and test truth (truth/truth.csv);
-    returns every item's Id, texts, split, ECR, has_audio and drawn factors (video quality and its distortion, title
-    appeal, frames), in list order: train, val, test."""
+@SYNTHESIZERS.register(Engagement.name)
+def synthesize(out: Path, items: int, seed: int, width: int = 0, height: int = 0, workers: int = 2) -> pd.DataFrame:
+    """`items` videos of `width` x `height` (0: WIDTH x HEIGHT) under out/videos, the organisers' three lists and
+    the val and test truth (truth/truth.csv); returns every item's Id, texts, split, ECR, has_audio and drawn factors
+    (video quality and its distortion, title appeal, frames), in list order: train, val, test."""
     if items < MIN_ITEMS:
         raise ValueError(f"items={items}: need at least {MIN_ITEMS} (one per split)")
-    out = Path(out)
+    out, width, height = Path(out), width or WIDTH, height or HEIGHT
     rng = np.random.default_rng(seed)
     n_val, n_test = max(1, round(items * VAL_FRACTION)), max(1, round(items * TEST_FRACTION))
     split = np.full(items, "train", dtype=object)
@@ -198,5 +197,5 @@ def synthesize(out: Path, items: int, seed: int, width: int = 96, height: int = 
     write_bytes(out / TRAIN_LIST, _csv(parts["train"][["Id", "Title", "Description", "ECR"]]))
     write_bytes(out / VAL_LIST, _csv(parts["val"][["Id", "Title", "Description", "Download_link"]]))
     write_bytes(out / TEST_LIST, _csv(parts["test"][["Id", "Title", "Description"]]))
-    write_bytes(out / "truth" / TRUTH_FILE, _csv(table[table.split != "train"][["Id", "ECR"]]))
+    write_bytes(out / TRUTH_DIR / Engagement.truth_file, _csv(table[table.split != "train"][["Id", "ECR"]]))
     return table.drop(columns=["order", "Download_link"])

@@ -35,9 +35,10 @@ import av
 import numpy as np
 
 from common.atomic import atomic_path, write_bytes
-from features.hdr import LUMA_WEIGHTS, bt1886_inverse_eotf, pq_inverse_eotf, primaries_matrix, rgb_to_xyz_matrix
+from features.colour import LUMA_WEIGHTS, bt1886_inverse_eotf, pq_inverse_eotf, primaries_matrix, rgb_to_xyz_matrix
+from synth.dataset import SYNTHESIZERS, TRUTH_DIR
 from synth.video import _area_matrix
-from tracks.base import TRUTH_FILE
+from tracks.hdr import REFERENCE_TAG, TEST_LIST, TRAIN_LIST, VIDEO_DIR, HdrFR, HdrNR, HdrTrack
 
 FPS = 8
 FRAMES = 24  # 3 s
@@ -53,8 +54,8 @@ LADDER = (
     (960, 540, 1500),
     (960, 540, 800),
 )
-REFERENCE_WIDTH = 3840
-REFERENCE_TAG = "3840x2160_50000k"
+REFERENCE_WIDTH = 3840  # of the references, REFERENCE_TAG
+WIDTH, HEIGHT = 128, 72  # px, of the references unless asked otherwise
 # px, the smallest side of a picture: x265 refuses under 16, and 16 wide it encodes differently from run to run
 # (it reads outside the picture), which 18 does not
 MIN_SIDE = 18
@@ -295,11 +296,15 @@ def expected_score(nominal_width: int, qp: int, appeal: float, hdr_gain: float) 
     return SCORE_TOP - loss + appeal + hdr_gain
 
 
-def synthesize(out: Path, items: int = 96, seed: int = 0, width: int = 128, height: int = 72) -> None:
+@SYNTHESIZERS.register(HdrFR.name)
+@SYNTHESIZERS.register(HdrNR.name)
+def synthesize(out: Path, items: int, seed: int, width: int = 0, height: int = 0) -> None:
     """`items` distorted videos over about items / 16 contents (two references each, HDR10 and SDR, the items
     spread as evenly as they go, each reference's share spaced along LADDER from its best rung to its worst), their
-    references, train.csv (video,score), test.csv (video) and truth/ (the test scores). ValueError for fewer than
-    MIN_ITEMS items, more than the content names allow, or an odd or tiny reference size."""
+    references of `width` x `height` (0: WIDTH x HEIGHT), train.csv (video,score), test.csv (video) and truth/ (the
+    test scores). ValueError for fewer than MIN_ITEMS items, more than the content names allow, or an odd or tiny
+    reference size."""
+    width, height = width or WIDTH, height or HEIGHT
     pool = len(SCENES) * len(TIMES)
     n_contents = max(MIN_CONTENTS, math.ceil(items / (len(RANGES) * len(LADDER))))
     if items < MIN_ITEMS:
@@ -334,18 +339,18 @@ def synthesize(out: Path, items: int = 96, seed: int = 0, width: int = 128, heig
                 video = f"{prefix}_{nominal_width}x{nominal_height}_{kbps}k.mp4"
                 score = expected_score(nominal_width, qp, appeals[content], hdr_gain) + rng.normal(0, RATER_NOISE)
                 rows.append((video, content in test_contents, float(np.clip(score, *SCORE_RANGE))))
-                versions.append((out / "videos" / video, *real_size(nominal_width, nominal_height, width, height), qp))
-            reference = out / "videos" / f"{prefix}_{REFERENCE_TAG}.mp4"
+                versions.append((out / VIDEO_DIR / video, *real_size(nominal_width, nominal_height, width, height), qp))
+            reference = out / VIDEO_DIR / f"{prefix}_{REFERENCE_TAG}.mp4"
             jobs.append(Job(scene, coding, width, height, reference, tuple(versions)))
 
-    (out / "videos").mkdir(parents=True, exist_ok=True)
+    (out / VIDEO_DIR).mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1)) as executor:
         list(executor.map(_make, jobs))
     train = [f"{video},{score:.3f}" for video, is_test, score in rows if not is_test]
     test = [(video, f"{video},{score:.3f}") for video, is_test, score in rows if is_test]
-    _write_list(out / "train.csv", ["video,score", *train])
-    _write_list(out / "test.csv", ["video", *(video for video, _ in test)])
-    _write_list(out / "truth" / TRUTH_FILE, ["video,score", *(row for _, row in test)])
+    _write_list(out / TRAIN_LIST, ["video,score", *train])
+    _write_list(out / TEST_LIST, ["video", *(video for video, _ in test)])
+    _write_list(out / TRUTH_DIR / HdrTrack.truth_file, ["video,score", *(row for _, row in test)])
 
 
 def _write_list(path: Path, lines: list[str]) -> None:

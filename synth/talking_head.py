@@ -29,15 +29,12 @@ import numpy as np
 import pandas as pd
 
 from common.atomic import atomic_path, write_bytes
+from synth.dataset import SYNTHESIZERS, TRUTH_DIR
 from synth.impairment import combined_quality
 from synth.video import PRISTINE_CRF, X264_PARAMS, X264_PRESET, _background, _to_uint8
-from tracks.base import TRUTH_FILE
+from tracks.talking_head import TEST_LIST, TRAIN_LIST, VAL_LIST, TalkingHead
 
 Real = float | np.ndarray  # a number, or one per frame broadcast against the pixels
-
-TRAIN_LIST = "thqa_ntire_train.csv"
-VAL_LIST = "thqa_ntire_vallist.csv"
-TEST_LIST = "thqa_ntire_testlist.csv"
 
 IMAGE_MODELS = ("dalle3", "flux", "kandinsky", "mid", "sd3")
 GENERATORS = ("audio2head", "dinet", "echomimic", "sadtalker", "wavlip")
@@ -48,6 +45,7 @@ HELD_OUT = 0.15  # share of the source images in val, and again in test; at leas
 MIN_SOURCES = 7  # five for train, one each for val and test: 70/15/15 where there are enough items
 MIN_ITEMS = 3  # a source image for each split
 
+WIDTH, HEIGHT = 96, 96  # px, of the videos unless asked otherwise
 FPS = (8, 10, 12)
 SAMPLE_RATES = (16_000, 22_050, 44_100)
 AAC_BIT_RATE = 32_000  # per channel
@@ -281,13 +279,15 @@ def _make_video(job: tuple[Video, int, int]) -> None:
 # -------------------------------------------------------------------------------------------------------- the dataset
 
 
-def synthesize(out: Path, items: int, seed: int, width: int = 96, height: int = 96, workers: int = 2) -> pd.DataFrame:
-    """`items` videos from about items / VERSIONS_PER_SOURCE source images, each a distinct (model, speech clip,
-    generator) of its source; HELD_OUT of the source images go to val, as many to test, the rest to train. Writes
-    the three organiser lists, the videos and truth/ (val then test); returns every item's name, split, source,
-    score and drawn distortions, in the organisers' name order."""
+@SYNTHESIZERS.register(TalkingHead.name)
+def synthesize(out: Path, items: int, seed: int, width: int = 0, height: int = 0, workers: int = 2) -> pd.DataFrame:
+    """`items` videos of `width` x `height` (0: WIDTH x HEIGHT) from about items / VERSIONS_PER_SOURCE source
+    images, each a distinct (model, speech clip, generator) of its source; HELD_OUT of the source images go to val,
+    as many to test, the rest to train. Writes the three organiser lists, the videos and truth/ (val then test);
+    returns every item's name, split, source, score and drawn distortions, in the organisers' name order."""
     if items < MIN_ITEMS:
         raise ValueError(f"items={items}: need at least {MIN_ITEMS} (one source image per split)")
+    width, height = width or WIDTH, height or HEIGHT
     if width % 2 or height % 2:
         raise ValueError(f"{width}x{height}: yuv420p needs an even width and height")
     out = Path(out)
@@ -346,7 +346,7 @@ def synthesize(out: Path, items: int, seed: int, width: int = 96, height: int = 
     write_bytes(out / TRAIN_LIST, _crlf(["Video,Score", *scored["train"]]) + b"\r\n")
     write_bytes(out / VAL_LIST, _crlf(["Video", *by_split["val"].Video]) + b"\r\n")
     write_bytes(out / TEST_LIST, _crlf(["Video", *by_split["test"].Video]) + b"\r\n")
-    write_bytes(out / "truth" / TRUTH_FILE, _crlf(["Video,Score", *scored["val"], *scored["test"]]))
+    write_bytes(out / TRUTH_DIR / TalkingHead.truth_file, _crlf(["Video,Score", *scored["val"], *scored["test"]]))
     return table
 
 

@@ -29,15 +29,12 @@ import numpy as np
 import pandas as pd
 
 from common.atomic import write_bytes
+from synth.dataset import SYNTHESIZERS, TRUTH_DIR
 from synth.impairment import combined_quality
 from synth.video import Distortion, distort, encode_mp4, quality, random_distortion, render_source
+from tracks.xgc_aigv import TEST_LIST, TRAIN_LIST, VAL_LIST, VIDEO_DIR, XGCAIGV
 
-TRAIN_LIST = "train_data.txt"
-VAL_LIST = "val_data.txt"
-TEST_LIST = "test_data.txt"
-VIDEO_DIR = "videos"
-TRUTH = "truth/truth.json"
-
+WIDTH, HEIGHT = 96, 96  # px, of the videos unless asked otherwise
 FPS = 8
 FRAMES = (16, 24)  # 2 to 3 s at FPS
 VAL_FRACTION = TEST_FRACTION = 0.15
@@ -148,13 +145,14 @@ def _splits(rng: np.random.Generator, prompts: list[str]) -> np.ndarray:
     return split
 
 
-def synthesize(out: Path, items: int, seed: int, width: int = 96, height: int = 96, workers: int = 2) -> pd.DataFrame:
-    """`items` videos under out/videos, the organisers' three lists and the val and test truth (truth/truth.json);
-    returns every item's video, prompt, split, score, its distortion's severities, video quality and prompt ease,
-    in name order."""
+@SYNTHESIZERS.register(XGCAIGV.name)
+def synthesize(out: Path, items: int, seed: int, width: int = 0, height: int = 0, workers: int = 2) -> pd.DataFrame:
+    """`items` videos of `width` x `height` (0: WIDTH x HEIGHT) under out/videos, the organisers' three lists and
+    the val and test truth (truth/truth.json); returns every item's video, prompt, split, score, its distortion's
+    severities, video quality and prompt ease, in name order."""
     if items < MIN_ITEMS:
         raise ValueError(f"items={items}: need at least {MIN_ITEMS}")
-    out = Path(out)
+    out, width, height = Path(out), width or WIDTH, height or HEIGHT
     rng = np.random.default_rng(seed)
     prompts = _prompts(rng, items)
     split = _splits(rng, prompts)
@@ -197,7 +195,7 @@ def synthesize(out: Path, items: int, seed: int, width: int = 96, height: int = 
     write_bytes(out / TEST_LIST, _lines(zip(parts["test"].video, parts["test"].prompt)))
     held_out = table[table.split != "train"]
     truth = [{"video": video, "predict_score": score} for video, score in zip(held_out.video, held_out.score)]
-    write_bytes(out / TRUTH, json.dumps(truth, ensure_ascii=False, indent=1).encode("utf-8"))
+    write_bytes(out / TRUTH_DIR / XGCAIGV.truth_file, json.dumps(truth, ensure_ascii=False, indent=1).encode("utf-8"))
     return table.drop(columns=["order", "distortion", "tiebreak", "source_seed", "grain_seed", "frames"])
 
 

@@ -26,15 +26,12 @@ import pandas as pd
 import scipy.fft
 
 from common.atomic import write_bytes, write_text
+from synth.dataset import SYNTHESIZERS, TRUTH_DIR
 from synth.impairment import Sampler, combined_quality, sample_distortions
 from synth.video import PRISTINE_CRF, Distortion, distort, encode_mp4, render_source
-from tracks.base import TRUTH_FILE
+from tracks.xgc_ugc import DIMENSIONS, SOURCE_MAP, TEST_LIST, TEST_PLACEHOLDERS, TRAIN_LIST, VIDEO_DIR, XGCUGC
 
-DIMENSIONS = ("color", "noise", "artifact", "blur", "temporal", "overall")
-TRAIN_LIST = "train.txt"
-TEST_LIST = "test.txt"
-VIDEO_DIR = "videos"
-
+WIDTH, HEIGHT = 160, 120  # px, of the videos unless asked otherwise
 FPS = 8
 FRAMES = 24  # 3 s at 8 fps, as short as the other synthetic clips
 SOURCE_FRAMES = 2 * FRAMES  # drops skip source frames: a version may show frames beyond FRAMES
@@ -237,13 +234,14 @@ def _make_source(job: tuple[int, int, int, list[Version]]) -> None:
         make_version(source, version)
 
 
-def synthesize(out: Path, items: int, seed: int, width: int = 160, height: int = 120, workers: int = 2) -> pd.DataFrame:
+@SYNTHESIZERS.register(XGCUGC.name)
+def synthesize(out: Path, items: int, seed: int, width: int = 0, height: int = 0, workers: int = 2) -> pd.DataFrame:
     """`items` videos named 1.mp4 ... in random order, three or four versions per rendered source; whole sources go
     to test until it holds TEST_FRACTION of the items (at least 2). Writes the organisers' train.txt and test.txt,
     videos/ and truth/; returns every item's filename, split, source and six scores, in the organisers' name order."""
     if items < MIN_ITEMS:
         raise ValueError(f"items={items}: need at least {MIN_ITEMS} (two sources)")
-    out = Path(out)
+    out, width, height = Path(out), width or WIDTH, height or HEIGHT
     rng = np.random.default_rng(seed)
     versions_per_source = []
     while sum(versions_per_source) < items:
@@ -273,8 +271,10 @@ def synthesize(out: Path, items: int, seed: int, width: int = 160, height: int =
     table = pd.DataFrame(rows).sort_values("filename", ignore_index=True)  # as strings: 1, 10, 100, ..., 2
     train, test = table[table.split == "train"], table[table.split == "test"]
     write_bytes(out / TRAIN_LIST, _train_list(train).encode())
-    write_bytes(out / TEST_LIST, "".join(f"{name},-1,-1,-1\r\n" for name in test["filename"]).encode())
-    write_text(out / "truth" / TRUTH_FILE, test[["filename", *DIMENSIONS]].to_csv(index=False))
+    placeholders = ",-1" * TEST_PLACEHOLDERS
+    write_bytes(out / TEST_LIST, "".join(f"{name}{placeholders}\r\n" for name in test["filename"]).encode())
+    write_text(out / SOURCE_MAP, table[["filename", "source"]].to_csv(index=False))
+    write_text(out / TRUTH_DIR / XGCUGC.truth_file, test[["filename", *DIMENSIONS]].to_csv(index=False))
     return table
 
 

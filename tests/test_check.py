@@ -9,7 +9,8 @@ import pytest
 
 from tracks import get_track
 from workbench import check
-from workbench.cli import EXIT_FAILURES, main
+from workbench.cli import main
+from workbench.console import EXIT_FAILURES
 
 REFERENCE = Path(__file__).parents[2] / "shared" / "reference"
 # The lists' rows (train, test) and the media kind; UHD-IQA ships its test set as a folder of images, absent here.

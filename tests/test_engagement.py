@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from scipy.stats import pearsonr, rankdata, spearmanr
 
 from tracks import get_track
-from tracks.base import RANGE_MARGIN, RangeMap
 from tracks.engagement import TEST_LIST, TRAIN_LIST, engagement_score
+from tracks.ranges import RANGE_MARGIN, RangeMap
 
 REFERENCE = Path(__file__).parents[2] / "shared" / "reference" / "engagement"
 TRACK = get_track("engagement")

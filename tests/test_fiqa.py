@@ -12,8 +12,10 @@ import pytest
 from PIL import Image
 from scipy.stats import pearsonr, spearmanr
 
+from synth import synthesize, withhold_labels
+from synth.dataset import TRUTH_DIR, WITHHELD_TRUTH, write_truth
 from tracks import LayoutError, get_track
-from tracks.base import WITHHELD_TRUTH, unlabelled_items
+from tracks.unlabelled import unlabelled_items
 
 FIXTURE = Path(__file__).parent / "fixtures" / "fiqa"
 
@@ -89,7 +91,7 @@ def test_missing_folders_are_named(fiqa, tmp_path):
 
 
 def test_synthetic_layout(fiqa, tmp_path):
-    fiqa.synthesize(tmp_path, items=40, seed=1, width=72, height=96)
+    synthesize(fiqa, tmp_path, items=40, seed=1, width=72, height=96)
     items = fiqa.read_items(tmp_path)
     lines = (tmp_path / "train.csv").read_text().splitlines()
     names = [line.split(",")[0] for line in lines]
@@ -104,42 +106,42 @@ def test_synthetic_layout(fiqa, tmp_path):
     assert train["group"].nunique() < len(train)  # faces of one photo share a group
     test_groups = set(items.loc[items.split == "test", "group"])
     assert not test_groups & set(train["group"])  # whole photos go to one split
-    truth = pd.read_csv(tmp_path / "truth" / "truth.csv")
+    truth = pd.read_csv(tmp_path / TRUTH_DIR / fiqa.truth_file)
     assert list(truth.columns) == ["image_name", "score"]
     assert sorted(truth["image_name"]) == sorted(items.loc[items.split == "test", "item_id"])
 
 
 def test_withholding_labels_moves_whole_photos_out_of_the_list_and_keeps_their_truth(fiqa, tmp_path):
-    fiqa.synthesize(tmp_path, items=40, seed=1, width=72, height=96)
+    synthesize(fiqa, tmp_path, items=40, seed=1, width=72, height=96)
     before = fiqa.read_items(tmp_path).query("split == 'train'")
-    folder = fiqa.withhold_labels(tmp_path, 0.5, seed=3)
+    folder = withhold_labels(fiqa, tmp_path, 0.5, seed=3)
     after = fiqa.read_items(tmp_path).query("split == 'train'")
     unlabelled = unlabelled_items(fiqa, folder.name, tmp_path)
     photos = before["group"].nunique()
     assert after["group"].nunique() == photos - round(photos / 2)
     assert not set(unlabelled["group"]) & set(after["group"])  # a photo is labelled or withheld, never both
     assert len(after) + len(unlabelled) == len(before)
-    withheld = pd.read_csv(tmp_path / "truth" / WITHHELD_TRUTH).set_index("image_name")["score"]
+    withheld = pd.read_csv(tmp_path / TRUTH_DIR / WITHHELD_TRUTH).set_index("image_name")["score"]
     assert sorted(withheld.index) == sorted(p.name for p in folder.iterdir())
     originals = before.set_index(before["path"].map(lambda p: Path(p).name))["score"]
     np.testing.assert_allclose(withheld.to_numpy(), originals.loc[withheld.index].to_numpy(), atol=1e-9)
     with pytest.raises(ValueError, match="already holds media withheld before"):
-        fiqa.withhold_labels(tmp_path, 0.5, seed=3)
+        withhold_labels(fiqa, tmp_path, 0.5, seed=3)
     shutil.rmtree(folder)
     with pytest.raises(ValueError, match="some must keep labels"):
-        fiqa.withhold_labels(tmp_path, 1.0, seed=3)
+        withhold_labels(fiqa, tmp_path, 1.0, seed=3)
 
 
 def test_official_score_is_the_mean_of_srcc_and_plcc(fiqa, tmp_path):
     truth = pd.Series([0.1, 0.5, 0.3, 0.9, 0.7], index=[f"{k}.png" for k in range(5)])
-    fiqa.write_truth(tmp_path, truth)
+    write_truth(fiqa, tmp_path, truth)
     values = pd.Series([0.2, 0.4, 0.45, 0.8, 0.5], index=truth.index)
     pred = values.iloc[::-1].to_frame("score")  # any order: rows are matched by id
-    parts = fiqa.official_score(pred, tmp_path / "truth")
+    parts = fiqa.official_score(pred, tmp_path / TRUTH_DIR)
     srcc, plcc = spearmanr(values, truth)[0], pearsonr(values, truth)[0]
     assert parts["score"] == pytest.approx((srcc + plcc) / 2)
     assert parts["rmse"] == pytest.approx(np.sqrt(np.mean((values - truth) ** 2)))
-    fewer = fiqa.official_score(pred.iloc[:4], tmp_path / "truth")  # a phase's predictions beside a fuller truth
+    fewer = fiqa.official_score(pred.iloc[:4], tmp_path / TRUTH_DIR)  # a phase's predictions beside a fuller truth
     assert fewer["items"] == 4 and fewer["note"].startswith("1 truth item(s) without a prediction")
     with pytest.raises(LayoutError, match="none of its 5 items has a prediction"):
-        fiqa.official_score(pred.rename(index=lambda name: "x" + name), tmp_path / "truth")
+        fiqa.official_score(pred.rename(index=lambda name: "x" + name), tmp_path / TRUTH_DIR)

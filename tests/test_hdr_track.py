@@ -13,13 +13,15 @@ import pandas as pd
 import pytest
 import torch
 
-from features.cache import FeatureSpec, read_features
 from features.decode import DECODERS, FrameSampling, MediaError
 from features.extract import extract
 from features.fingerprint import REFERENCE, item_fingerprints
 from features.pairs import create_pair_encoder, read_pair
+from features.reader import read_features
+from features.spec import FeatureSpec
 from synth import hdr as synth_hdr
 from tracks import LayoutError, get_track
+from tracks.hdr import REFERENCE_TAG
 from workbench.cli import main
 from workbench.predictor import main as predict
 
@@ -28,8 +30,8 @@ UNTAGGED_10_BIT = synth_hdr.Signal("yuv420p10le", 10, "bt2020nc", "", (2, 2, 2, 
 PQ_AT_8_BITS = synth_hdr.Signal("yuv420p", 8, "bt2020nc", HDR10.x265_tags, HDR10.codes)
 SAMPLING = FrameSampling(frames=3)
 HDR = DECODERS.get("hdr")
-FR = FeatureSpec("ffmpeg", media="hdr", view="fr", frames=3, light="perceptual")  # the light is for KEY_FRAMES
-KEY_FRAMES = FeatureSpec("quality_stats", media="hdr", frames=3, size=32, light="perceptual")
+FR = FeatureSpec("ffmpeg", decoder="hdr", view="fr", frames=3, light="perceptual")  # the light is for KEY_FRAMES
+KEY_FRAMES = FeatureSpec("quality_stats", decoder="hdr", frames=3, size=32, light="perceptual")
 
 
 def planes(width: int = 64, height: int = 48, seed: int = 0, signal=HDR10) -> tuple[np.ndarray, ...]:
@@ -57,7 +59,7 @@ def data(tmp_path_factory) -> Path:
 def test_references_come_from_the_names_or_a_column(data, tmp_path):
     items = get_track("hdr_fr").read_items(data)
     for item, reference in zip(items["item_id"], items[REFERENCE]):
-        assert Path(reference).name == "_".join(item.split("_")[:3]) + f"_{synth_hdr.REFERENCE_TAG}.mp4"
+        assert Path(reference).name == "_".join(item.split("_")[:3]) + f"_{REFERENCE_TAG}.mp4"
         assert Path(reference).is_file()
     assert REFERENCE not in get_track("hdr_nr").read_items(data)  # no reference: the NR track never reads one
 

@@ -13,10 +13,12 @@ import pytest
 
 from common import metrics
 from synth import talking_head
-from tracks.base import TRUTH_FILE
+from synth.dataset import TRUTH_DIR
+from tracks.talking_head import TEST_LIST, TRAIN_LIST, VAL_LIST, TalkingHead
 
 ITEMS, SEED, WIDTH, HEIGHT = 14, 3, 64, 64
-LISTS = {"train": talking_head.TRAIN_LIST, "val": talking_head.VAL_LIST, "test": talking_head.TEST_LIST}
+LISTS = {"train": TRAIN_LIST, "val": VAL_LIST, "test": TEST_LIST}
+TRUTH = f"{TRUTH_DIR}/{TalkingHead.truth_file}"
 REFERENCE = Path(__file__).parents[2] / "shared" / "reference" / "thqa"
 # <source image>_<text-to-image model>_common_voice_en_<speech clip>_<generator>.mp4, as 92% of the real names are.
 NAME = re.compile(r"(\d+)_([a-z0-9]+)_common_voice_en_(\d{8})_([a-z0-9]+)\.mp4")
@@ -101,9 +103,9 @@ def test_lists_and_truth_have_the_organisers_layout(dataset) -> None:
         assert layout == expected | {"fields": {header.count(",") + 1}}, filename
         names = _names(out / filename)
         assert names and all(NAME.fullmatch(name) and len(name[:-4].split("_")) == 7 for name in names), names
-    truth = _layout((out / "truth" / TRUTH_FILE).read_bytes())
+    truth = _layout((out / TRUTH).read_bytes())
     assert truth == {"header": "Video,Score", "bare_lf": False, "final_crlf": False, "blank": False, "fields": {2}}
-    train = pd.read_csv(out / talking_head.TRAIN_LIST)
+    train = pd.read_csv(out / TRAIN_LIST)
     assert list(train.columns) == ["Video", "Score"] and train.Score.dtype == np.float64 and train.notna().all().all()
 
 
@@ -111,7 +113,7 @@ def test_lists_parse_as_the_real_ones(dataset) -> None:
     out, _ = dataset
     if not REFERENCE.is_dir():
         pytest.skip(f"{REFERENCE} is not on this machine")
-    real = {**{filename: filename for filename in LISTS.values()}, "truth/" + TRUTH_FILE: "thqa_ntire_val.csv"}
+    real = {**{filename: filename for filename in LISTS.values()}, TRUTH: "thqa_ntire_val.csv"}
     for ours, theirs in real.items():
         assert _layout((out / ours).read_bytes()) == _layout((REFERENCE / theirs).read_bytes()), ours
         mine, reference = pd.read_csv(out / ours), pd.read_csv(REFERENCE / theirs)
@@ -137,11 +139,11 @@ def test_splits_hold_whole_source_images_in_name_order(dataset) -> None:
 
 def test_truth_holds_the_val_and_test_scores(dataset) -> None:
     out, table = dataset
-    truth = pd.read_csv(out / "truth" / TRUTH_FILE)
+    truth = pd.read_csv(out / TRUTH)
     held_out = table[table.split != "train"].sort_values("split", key=lambda s: s.map({"val": 0, "test": 1}))
     assert truth.Video.tolist() == held_out.Video.tolist()
     np.testing.assert_array_equal(truth.Score, held_out.Score)
-    train = pd.read_csv(out / talking_head.TRAIN_LIST)
+    train = pd.read_csv(out / TRAIN_LIST)
     np.testing.assert_array_equal(train.Score, table.Score[table.split == "train"])
 
 

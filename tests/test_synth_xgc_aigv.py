@@ -12,10 +12,13 @@ import pandas as pd
 import pytest
 
 from synth import xgc_aigv
+from synth.dataset import TRUTH_DIR
 from synth.video import quality, random_distortion
+from tracks.xgc_aigv import TEST_LIST, TRAIN_LIST, VAL_LIST, VIDEO_DIR, XGCAIGV
 
 ITEMS, SEED, WIDTH, HEIGHT = 20, 5, 64, 48
-LISTS = {"train": xgc_aigv.TRAIN_LIST, "val": xgc_aigv.VAL_LIST, "test": xgc_aigv.TEST_LIST}
+LISTS = {"train": TRAIN_LIST, "val": VAL_LIST, "test": TEST_LIST}
+TRUTH = f"{TRUTH_DIR}/{XGCAIGV.truth_file}"
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +78,7 @@ def test_splits_sizes_and_train_only_prompts(dataset) -> None:
 
 def test_truth_holds_exactly_the_val_and_test_scores(dataset) -> None:
     out, table = dataset
-    truth = json.loads((out / xgc_aigv.TRUTH).read_text(encoding="utf-8"))
+    truth = json.loads((out / TRUTH).read_text(encoding="utf-8"))
     held_out = table[table.split != "train"]
     assert [row["video"] for row in truth] == list(held_out.video)
     assert [row["predict_score"] for row in truth] == list(held_out.score)
@@ -84,9 +87,9 @@ def test_truth_holds_exactly_the_val_and_test_scores(dataset) -> None:
 
 def test_every_video_decodes(dataset) -> None:
     out, table = dataset
-    assert sorted(path.name for path in (out / xgc_aigv.VIDEO_DIR).iterdir()) == sorted(table.video)
+    assert sorted(path.name for path in (out / VIDEO_DIR).iterdir()) == sorted(table.video)
     for name in table.video:
-        with av.open(str(out / xgc_aigv.VIDEO_DIR / name)) as container:
+        with av.open(str(out / VIDEO_DIR / name)) as container:
             frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
         assert xgc_aigv.FRAMES[0] <= len(frames) <= xgc_aigv.FRAMES[1]
         assert frames[0].shape == (HEIGHT, WIDTH, 3)
@@ -96,7 +99,7 @@ def test_same_seed_gives_identical_lists(dataset, tmp_path: Path) -> None:
     out, table = dataset
     again = xgc_aigv.synthesize(tmp_path, ITEMS, SEED, WIDTH, HEIGHT)
     pd.testing.assert_frame_equal(again, table)
-    for name in [*LISTS.values(), xgc_aigv.TRUTH]:
+    for name in [*LISTS.values(), TRUTH]:
         assert (tmp_path / name).read_bytes() == (out / name).read_bytes()
 
 

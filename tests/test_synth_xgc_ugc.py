@@ -13,10 +13,12 @@ import pytest
 
 from common import metrics
 from synth import xgc_ugc
+from synth.dataset import TRUTH_DIR
 from synth.video import render_source
+from tracks.xgc_ugc import DIMENSIONS, TEST_LIST, TRAIN_LIST, VIDEO_DIR, XGCUGC
 
 ITEMS, SEED, WIDTH, HEIGHT = 14, 3, 64, 48
-FIVE = xgc_ugc.DIMENSIONS[:-1]
+FIVE = DIMENSIONS[:-1]
 TEMPORAL = {"stutter": 1 / 3, "freeze": 0.3, "drop": 0.2}
 
 
@@ -36,11 +38,11 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 
 def _train_rows(out: Path) -> list[list[str]]:
-    return [line.split("\t") for line in (out / xgc_ugc.TRAIN_LIST).read_bytes().decode().split("\n")]
+    return [line.split("\t") for line in (out / TRAIN_LIST).read_bytes().decode().split("\n")]
 
 
 def _test_names(out: Path) -> list[str]:
-    return [line.split(",")[0] for line in (out / xgc_ugc.TEST_LIST).read_bytes().decode().split("\r\n")[:-1]]
+    return [line.split(",")[0] for line in (out / TEST_LIST).read_bytes().decode().split("\r\n")[:-1]]
 
 
 def _mean_abs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -52,13 +54,13 @@ def _mean_abs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def test_train_list_is_tab_separated_without_header_or_final_newline(dataset) -> None:
     out, table = dataset
-    raw = (out / xgc_ugc.TRAIN_LIST).read_bytes()
+    raw = (out / TRAIN_LIST).read_bytes()
     assert b"\r" not in raw and not raw.endswith(b"\n")
     rows = _train_rows(out)
     scores = table.set_index("filename")
     for row in rows:
         assert len(row) == 7 and re.fullmatch(r"\d+\.mp4", row[0]), row
-        for dimension, text in zip(xgc_ugc.DIMENSIONS, row[1:], strict=True):
+        for dimension, text in zip(DIMENSIONS, row[1:], strict=True):
             value = scores.loc[row[0], dimension]
             assert text == f"{value:g}" and float(text) == pytest.approx(value, abs=5e-4), (row[0], dimension)
             if 10 <= abs(value) < 100:  # the organisers' 4 decimals (6 significant digits, trailing zeros dropped)
@@ -68,7 +70,7 @@ def test_train_list_is_tab_separated_without_header_or_final_newline(dataset) ->
 
 def test_test_list_has_crlf_and_minus_ones(dataset) -> None:
     out, table = dataset
-    raw = (out / xgc_ugc.TEST_LIST).read_bytes().decode()
+    raw = (out / TEST_LIST).read_bytes().decode()
     lines = raw.split("\r\n")
     assert raw.endswith("\r\n") and lines[-1] == "" and "\n" not in raw.replace("\r\n", "")
     assert all(re.fullmatch(r"\d+\.mp4,-1,-1,-1", line) for line in lines[:-1]), lines
@@ -83,7 +85,7 @@ def test_names_split_and_sources(dataset) -> None:
     assert set(train) | set(test) == {f"{k}.mp4" for k in range(1, ITEMS + 1)}
     wanted = max(2, round(ITEMS * xgc_ugc.TEST_FRACTION))
     assert wanted <= len(test) < wanted + 4, "whole sources go to test until it holds a fifth of the items"
-    assert list(table.columns) == ["filename", "split", "source", *xgc_ugc.DIMENSIONS]
+    assert list(table.columns) == ["filename", "split", "source", *DIMENSIONS]
     assert table.filename.tolist() == sorted(train + test)
     sizes = table.groupby("source").size()
     assert sizes.max() > 1 and sizes.between(1, 4).all(), sizes
@@ -95,9 +97,9 @@ def test_names_split_and_sources(dataset) -> None:
 
 def test_every_listed_video_decodes_with_the_expected_frames(dataset) -> None:
     out, table = dataset
-    assert sorted(p.name for p in (out / xgc_ugc.VIDEO_DIR).iterdir()) == sorted(table.filename)
+    assert sorted(p.name for p in (out / VIDEO_DIR).iterdir()) == sorted(table.filename)
     for name in table.filename:
-        with av.open(str(out / xgc_ugc.VIDEO_DIR / name)) as container:
+        with av.open(str(out / VIDEO_DIR / name)) as container:
             stream = container.streams.video[0]
             frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
             assert float(stream.average_rate) == xgc_ugc.FPS
@@ -106,7 +108,7 @@ def test_every_listed_video_decodes_with_the_expected_frames(dataset) -> None:
 
 def test_truth_holds_exactly_the_test_items_and_their_scores(dataset) -> None:
     out, table = dataset
-    path = out / "truth" / "truth.csv"
+    path = out / TRUTH_DIR / XGCUGC.truth_file
     assert path.read_text().splitlines()[0] == "filename,color,noise,artifact,blur,temporal,overall"
     truth = pd.read_csv(path)
     assert truth.filename.tolist() == _test_names(out)

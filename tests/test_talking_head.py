@@ -14,8 +14,9 @@ from scipy.stats import pearsonr, spearmanr
 from test_extraction import media_of
 
 from features.audio import LogmelStats
-from features.cache import FeatureSpec, read_features
 from features.extract import extract
+from features.reader import read_features
+from features.spec import FeatureSpec
 from synth.video import encode_mp4, render_source
 from tracks import get_track
 from tracks.talking_head import TRAIN_LIST, VAL_LIST, generator, source_image

@@ -14,8 +14,10 @@ import pytest
 
 from ensembles.export import write_zip
 from features.inputs import Category, MediaInput, Text
-from tracks import ITEM_COLUMNS, get_track, list_tracks
-from tracks.base import WITHHELD_TRUTH, unlabelled_items
+from synth import synthesize, withhold_labels
+from synth.dataset import TRUTH_DIR, WITHHELD_TRUTH
+from tracks import ITEM_COLUMNS, SHARED, get_track, list_tracks
+from tracks.unlabelled import unlabelled_items
 from workbench import check
 from workbench.cli import CONFIG_KEYS, load_track, main
 from workbench.predictor import Predictor
@@ -25,7 +27,7 @@ TINY = ["size=32", "views=center", "view=resize", "workers=0"]  # any track's it
 
 
 def test_every_track_module_is_discovered():
-    modules = {p.stem for p in (Path(__file__).parents[1] / "tracks").glob("*.py")} - {"__init__", "base"}
+    modules = {p.stem for p in (Path(__file__).parents[1] / "tracks").glob("*.py")} - {"__init__", *SHARED}
     assert {type(get_track(name)).__module__.split(".")[-1] for name in TRACKS} == modules
 
 
@@ -33,13 +35,13 @@ def test_every_track_module_is_discovered():
 def synthetic(request, tmp_path_factory):
     track = load_track(request.param)  # its defaults name known keys, or this fails
     folder = tmp_path_factory.mktemp(track.name)
-    track.synthesize(folder / "data", seed=1, **track.smoke)
+    synthesize(track, folder / "data", seed=1, **track.smoke)
     return track, folder
 
 
 def truth(track, folder: Path) -> pd.DataFrame:
     """The organiser-side truth of the synthetic test items, read as the scorer reads predictions."""
-    return track.read_truth(folder / "data" / "truth")
+    return track.read_truth(folder / "data" / TRUTH_DIR)
 
 
 def test_declarations_agree(synthetic):
@@ -85,8 +87,8 @@ def test_a_perfect_prediction_scores_highest(synthetic):
     track, folder = synthetic
     perfect = truth(track, folder)
     noisy = perfect + np.random.default_rng(0).normal(0, perfect.std().mean(), perfect.shape)
-    best = track.official_score(perfect, folder / "data" / "truth")
-    worse = track.official_score(noisy, folder / "data" / "truth")
+    best = track.official_score(perfect, folder / "data" / TRUTH_DIR)
+    worse = track.official_score(noisy, folder / "data" / TRUTH_DIR)
     assert best["score"] == pytest.approx(1.0) and worse["score"] < best["score"]
 
 
@@ -107,7 +109,7 @@ def test_a_tiny_run_goes_from_the_layout_to_a_scored_zip_and_an_export_that_agre
     assert main(["train", *where, *runs, *TINY[:-1], "folds=2", "epochs=2"]) == 0
     assert main(["submit", *where[:2], *runs, f"out={tmp_path / 'subs'}"]) == 0
     (zip_path,) = (tmp_path / "subs").glob("*/*.zip")
-    assert main(["score", *where[:1], f"preds={zip_path}", f"truth={folder / 'data' / 'truth'}"]) == 0
+    assert main(["score", *where[:1], f"preds={zip_path}", f"truth={folder / 'data' / TRUTH_DIR}"]) == 0
 
     # Exported, the same runs score the test items from their media as the zip did.
     assert main(["export", *where[:2], *runs, f"out={tmp_path / 'exports'}"]) == 0
@@ -132,13 +134,13 @@ def test_a_student_demo_withholds_whole_groups_and_keeps_their_labels(synthetic,
     data = shutil.copytree(folder / "data", tmp_path / "data")
     if track.student_demo is None:
         with pytest.raises(ValueError, match="cannot withhold labels"):
-            track.withhold_labels(data, 0.5, seed=0)
+            withhold_labels(track, data, 0.5, seed=0)
         return
     plan = track.student_demo
     assert set(plan.teacher) | set(plan.student) <= CONFIG_KEYS and 0 < plan.withheld < 1
     before = track.read_items(data).query("split == 'train'")
-    withheld = unlabelled_items(track, track.withhold_labels(data, 0.5, seed=0).name, data)
+    withheld = unlabelled_items(track, withhold_labels(track, data, 0.5, seed=0).name, data)
     labelled = track.read_items(data).query("split == 'train'")
     assert len(labelled) + len(withheld) == len(before) and not set(labelled["group"]) & set(withheld["group"])
-    kept = track.read_truth(data / "truth" / WITHHELD_TRUTH)
+    kept = track.read_truth(data / TRUTH_DIR / WITHHELD_TRUTH)
     assert sorted(kept.index) == sorted(withheld["item_id"].str.removeprefix("unlabelled/"))

@@ -14,6 +14,8 @@ import pytest
 from PIL import Image
 from scipy.stats import kendalltau, pearsonr, spearmanr
 
+from synth import synthesize
+from synth.dataset import TRUTH_DIR
 from tracks import LayoutError, get_track
 from tracks.uhd_iqa import METADATA, METADATA_COLUMNS
 
@@ -76,7 +78,7 @@ def test_missing_files_are_named(uhd, tmp_path):
 
 
 def test_synthetic_layout_matches_the_shipped_one(uhd, tmp_path):
-    uhd.synthesize(tmp_path, items=12, seed=2, width=384)
+    synthesize(uhd, tmp_path, items=12, seed=2, width=384)
     shipped = (FIXTURE / METADATA).read_text().splitlines()
     written = (tmp_path / METADATA).read_text().splitlines()
     assert written[0] == shipped[0]  # the same header, quoted the same way
@@ -90,7 +92,7 @@ def test_synthetic_layout_matches_the_shipped_one(uhd, tmp_path):
     assert all(Image.open(p).format == "JPEG" for p in items["path"])
     train_files = items.loc[items.split == "train", "path"]
     assert metadata["image_bytes"].tolist() == [Path(p).stat().st_size for p in train_files]
-    rows = list(csv.reader((tmp_path / "truth" / "truth.csv").open()))
+    rows = list(csv.reader((tmp_path / TRUTH_DIR / uhd.truth_file).open()))
     assert rows[0] == ["image_name", "quality_mos"]
     assert sorted(r[0] for r in rows[1:]) == sorted(items.loc[items.split == "test", "item_id"])
 

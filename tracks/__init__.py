@@ -1,9 +1,9 @@
 """Challenge tracks. A track declares WHAT a challenge is: how to read the organiser's files into the items table,
 the targets, the groups that keep a source's versions in one fold, the official score and the submission format.
-It never decodes media or trains.
+It never decodes media or trains, and never makes data: synthetic datasets are synth's.
 
 Adding a challenge means adding one module here that defines a `Track` subclass decorated with `@register_track`:
-every module of this package but `base` is imported on first use, so no list needs keeping.
+every module of this package but the SHARED ones is imported on first use, so no list of tracks needs keeping.
 """
 
 from __future__ import annotations
@@ -11,21 +11,16 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from tracks.base import (
-    ITEM_COLUMNS,
-    TRACKS,
-    CsvFormat,
-    JsonListFormat,
-    LayoutError,
-    SubmissionFormat,
-    Track,
-    register_track,
-)
+from tracks.base import ITEM_COLUMNS, TRACKS, Track, register_track
+from tracks.formats import CsvFormat, JsonListFormat, SubmissionFormat
+from tracks.layout import LayoutError
+
+SHARED = ("base", "formats", "layout", "ranges", "unlabelled")  # what the track modules share; no track in them
 
 
 def _load() -> None:
     for module in pkgutil.iter_modules(__path__):
-        if module.name != "base":
+        if module.name not in SHARED:
             importlib.import_module(f"{__name__}.{module.name}")
 
 
@@ -41,6 +36,7 @@ def list_tracks() -> list[str]:
 
 __all__ = [
     "ITEM_COLUMNS",
+    "SHARED",
     "CsvFormat",
     "JsonListFormat",
     "LayoutError",

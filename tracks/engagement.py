@@ -13,7 +13,7 @@ Assumed:
   * the phase follows the download: the test list once it is there, the validation list before;
   * every video is its own group (no sources are published);
   * ECR goes out strictly inside (0, 1) (`bounded`): an affine map fitted once on the submission's predictions and
-    always applied (tracks.base.RangeMap), so the ranks and the linear correlation the score reads are unchanged
+    always applied (tracks.ranges.RangeMap), so the ranks and the linear correlation the score reads are unchanged
     where clipping would tie the extremes, and an exported predictor maps a new item the same way.
 The title and the description are text inputs and the sound matters (the winner found audio helps), so the track's
 defaults add both text streams and the audio stream.
@@ -28,23 +28,20 @@ import pandas as pd
 
 from common import metrics
 from features.inputs import Text, Video
-from synth import engagement as synth_engagement
-from tracks.base import (
-    CsvFormat,
+from tracks.base import Track, predicted_truth, register_track
+from tracks.formats import CsvFormat
+from tracks.layout import (
     LayoutError,
-    Track,
     find_media,
     lookup,
     numeric_column,
     phased_items,
-    predicted_truth,
-    register_track,
     require_columns,
     require_unique,
 )
 
 TRAIN_LIST, VAL_LIST, TEST_LIST = "train_data.csv", "val_data.csv", "test_data.csv"
-VIDEO_DIRS = ("videos",)
+VIDEO_DIR = "videos"
 TEXTS = ("Title", "Description")
 WEIGHTS = {"srcc": 0.6, "plcc": 0.4}
 
@@ -82,7 +79,7 @@ class Engagement(Track):
         data = Path(data)
         items, listed = phased_items(data, (TRAIN_LIST, VAL_LIST, TEST_LIST), read_list, "Id")
         items = items.rename(columns={"Id": "item_id"})
-        items["path"] = [find_media(data, f"{item}.mp4", VIDEO_DIRS, str(listed)) for item in items["item_id"]]
+        items["path"] = [find_media(data, f"{item}.mp4", (VIDEO_DIR,), str(listed)) for item in items["item_id"]]
         items["group"] = items["item_id"]
         return items[["item_id", "path", "split", "group", *TEXTS, "ECR"]]
 
@@ -94,6 +91,3 @@ class Engagement(Track):
         scored, extra = predicted_truth(self.read_truth(truth), pred, truth)
         predicted = lookup(pred["ECR"], scored.index.to_series(), str(truth))
         return {**engagement_score(predicted, scored["ECR"].to_numpy()), **extra}
-
-    def synthesize(self, out: Path, items: int = 120, seed: int = 0, width: int = 0, height: int = 0) -> None:
-        synth_engagement.synthesize(Path(out), items, seed, width or 96, height or 96)

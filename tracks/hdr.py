@@ -28,19 +28,12 @@ import pandas as pd
 from common import metrics
 from features.fingerprint import REFERENCE
 from features.inputs import MediaInput, Reference
-from synth import hdr as synth_hdr
-from tracks.base import (
-    CorrelationTrack,
-    CsvFormat,
-    LayoutError,
-    check_split_overlap,
-    media_path,
-    read_csv_list,
-    register_track,
-)
+from tracks.base import CorrelationTrack, register_track
+from tracks.formats import CsvFormat
+from tracks.layout import LayoutError, check_split_overlap, media_path, read_csv_list
 
 TRAIN_LIST, TEST_LIST, VIDEO_DIR = "train.csv", "test.csv", "videos"
-REFERENCE_TAG = synth_hdr.REFERENCE_TAG  # 3840x2160_50000k: the organisers' reference encodes
+REFERENCE_TAG = "3840x2160_50000k"  # size and bitrate in the names of the organisers' reference encodes
 NAME = re.compile(r"(?P<id>\d+)_(?P<content>[^_]+(?:_[^_]+)*?)_(?P<range>HDR10|SDR)_(?P<size>\d+x\d+)_(?P<kbps>\d+)k")
 
 
@@ -106,7 +99,7 @@ def _reference(data: Path, row) -> str:
 
 
 class HdrTrack(CorrelationTrack):
-    """What both ICME tracks share: the lists, the score, the program as the submission, the synthetic data."""
+    """What both ICME tracks share: the lists, the score, the program as the submission."""
 
     targets = ("score",)
     score_range = (0.0, 10.0)  # the rules' range (`submit score_range=0,100` for the template README's)
@@ -125,9 +118,6 @@ class HdrTrack(CorrelationTrack):
             "rmse_logistic": metrics.rmse_logistic(pred, truth),
             "krcc": metrics.krcc(pred, truth),
         }
-
-    def synthesize(self, out: Path, items: int = 96, seed: int = 0, width: int = 0, height: int = 0) -> None:
-        synth_hdr.synthesize(Path(out), items, seed, width or 128, height or 72)
 
 
 @register_track

@@ -14,27 +14,21 @@ terms are estimated on every labelled pair (same source for `acc_source`, differ
 
 from __future__ import annotations
 
-import math
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from common import metrics
-from common.atomic import atomic_path, write_text
 from features.inputs import Video
-from synth import video as synth_video
-from tracks.base import (
-    TRUTH_FILE,
-    CsvFormat,
+from tracks.base import Track, register_track
+from tracks.formats import CsvFormat
+from tracks.layout import (
     LayoutError,
-    Track,
     check_split_overlap,
     lookup,
     media_path,
     numeric_column,
-    register_track,
     require_columns,
     require_unique,
     source_groups,
@@ -125,9 +119,9 @@ class KVQ(Track):
 
     def official_score(self, pred: pd.DataFrame, truth: Path) -> dict[str, float | str]:
         truth = Path(truth)
-        table = read_label_list(truth / TRUTH_FILE, labelled=True)
+        table = read_label_list(truth / self.truth_file, labelled=True)
         scores = pred["score"]
-        p = lookup(scores, table["filename"], str(truth / TRUTH_FILE))
+        p = lookup(scores, table["filename"], str(truth / self.truth_file))
         parts: dict[str, float | str] = {
             "srcc": metrics.srcc(p, table["score"]),
             "plcc": metrics.plcc(p, table["score"]),
@@ -143,78 +137,3 @@ class KVQ(Track):
             second = lookup(scores, pairs["video2"], source)
             parts[f"acc_{sheet}"] = metrics.pair_accuracy(first, second, pairs["rank"].to_numpy())
         return {"score": combine(parts), **parts}
-
-    def synthesize(self, out: Path, items: int = 120, seed: int = 0, width: int = 0, height: int = 0) -> None:
-        synthesize_kvq(Path(out), items, seed, width or 320, height or 240)
-
-
-# --- the synthetic dataset -------------------------------------------------------------------------------------------
-
-VERSIONS_PER_SOURCE = 6
-TEST_SOURCE_FRACTION = 0.25
-RATER_NOISE = 0.12  # std of the MOS noise, on the 1-5 scale
-
-
-def _make_source(job: tuple[Path, int, tuple[int, int], list[tuple[str, synth_video.Distortion]]]) -> None:
-    out, source_seed, (width, height), versions = job
-    clean = synth_video.render_source(source_seed, width, height)
-    for k, (item_id, distortion) in enumerate(versions):
-        frames = synth_video.distort(clean, distortion, seed=source_seed * 100 + k)
-        synth_video.encode_mp4(frames, out / item_id, crf=distortion.crf)
-
-
-def synthesize_kvq(out: Path, items: int, seed: int, width: int = 320, height: int = 240, workers: int = 2) -> None:
-    """Sources of procedural content, each with a near-pristine and several processed versions; MOS from the
-    distortion severity plus a per-source content effect and rater noise. Whole sources go to train or test."""
-    if items < 2 * VERSIONS_PER_SOURCE:
-        raise ValueError(f"items={items}: need at least {2 * VERSIONS_PER_SOURCE} (two sources)")
-    rng = np.random.default_rng(seed)
-    n_sources = math.ceil(items / VERSIONS_PER_SOURCE)
-    n_test = max(1, round(n_sources * TEST_SOURCE_FRACTION))
-    test_sources = set(rng.choice(n_sources, size=n_test, replace=False).tolist())
-    rows, jobs, counters = [], [], {"train": 0, "test": 0}
-    for source in range(n_sources):
-        split = "test" if source in test_sources else "train"
-        content = rng.uniform(-0.3, 0.3)  # some sources are simply nicer to look at
-        versions = []
-        for k in range(VERSIONS_PER_SOURCE):
-            distortion = synth_video.Distortion() if k == 0 else synth_video.random_distortion(rng)
-            counters[split] += 1
-            item_id = f"{split}/{counters[split]:04d}.mp4"
-            mos = 1.0 + 4.0 * synth_video.quality(distortion) + content + rng.normal(0.0, RATER_NOISE)
-            rows.append(
-                {
-                    "filename": item_id,
-                    "score": float(np.clip(mos, 1.0, 5.0)),
-                    "source": f"s{source:03d}",
-                    "split": split,
-                }
-            )
-            versions.append((item_id, distortion))
-        jobs.append((out, seed * 10_000 + source, (width, height), versions))
-    for split in counters:
-        (out / split).mkdir(parents=True, exist_ok=True)
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(_make_source, jobs))
-
-    table = pd.DataFrame(rows)
-    train, test = table[table.split == "train"], table[table.split == "test"]
-    write_text(out / TRAIN_LIST, train[["filename", "score"]].to_csv(index=False, float_format="%.9f"))
-    write_text(out / TEST_LIST, test[["filename"]].assign(score="").to_csv(index=False))
-    write_text(out / SOURCE_MAP, table[["filename", "source"]].to_csv(index=False))
-    write_text(out / "truth" / TRUTH_FILE, test[["filename", "score"]].to_csv(index=False, float_format="%.9f"))
-    _write_pairs(out / "truth" / PAIR_FILE, test, rng)
-
-
-def _write_pairs(path: Path, test: pd.DataFrame, rng: np.random.Generator, per_sheet: int = 200) -> None:
-    """Pairs of test videos as the organisers' sheets: `source` pairs share a source, `nonsource` pairs do not."""
-    y = test["score"].to_numpy()
-    names = test["filename"].to_numpy()
-    sheets = {}
-    for sheet, same in (("nonsource", False), ("source", True)):
-        i, j, rank = metrics.all_pairs(y, test["source"].to_numpy(), same_group=same)
-        keep = rng.permutation(len(i))[:per_sheet]
-        sheets[sheet] = pd.DataFrame({"video1": names[i[keep]], "video2": names[j[keep]], "rank": rank[keep]})
-    with atomic_path(path) as tmp, pd.ExcelWriter(tmp, engine="openpyxl") as writer:
-        for sheet, frame in sheets.items():
-            frame.to_excel(writer, sheet_name=sheet, index=False)

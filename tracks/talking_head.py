@@ -24,16 +24,9 @@ from pathlib import Path
 import pandas as pd
 
 from features.inputs import Category, Video
-from synth import talking_head as synth_talking_head
-from tracks.base import (
-    TRUTH_FILE,
-    CorrelationTrack,
-    CsvFormat,
-    media_path,
-    phased_items,
-    read_csv_list,
-    register_track,
-)
+from tracks.base import CorrelationTrack, register_track
+from tracks.formats import CsvFormat
+from tracks.layout import media_path, phased_items, read_csv_list
 
 TRAIN_LIST, VAL_LIST, TEST_LIST = "thqa_ntire_train.csv", "thqa_ntire_vallist.csv", "thqa_ntire_testlist.csv"
 
@@ -95,8 +88,5 @@ class TalkingHead(CorrelationTrack):
     def read_truth(self, truth: Path) -> pd.DataFrame:
         """The organisers' label file itself (`Video,Score`), or a synthetic dataset's `truth/` folder holding one."""
         path = Path(truth)
-        table = read_list(path / TRUTH_FILE if path.is_dir() else path, labelled=True)
+        table = read_list(path / self.truth_file if path.is_dir() else path, labelled=True)
         return pd.DataFrame({"score": table["Score"].to_numpy()}, index=pd.Index(table["Video"], name="item_id"))
-
-    def synthesize(self, out: Path, items: int = 120, seed: int = 0, width: int = 0, height: int = 0) -> None:
-        synth_talking_head.synthesize(Path(out), items, seed, width or 96, height or 96)

@@ -9,7 +9,7 @@ Official (the organisers' announcement and files, copies in shared/reference/xgc
     `readme.txt` (the four NTIRE lines).
 Assumed:
   * the phase follows the download: the test list is the test split once it is there, the validation list before;
-  * the videos lie in `videos/` beside the lists (VIDEO_DIRS, then the data folder itself);
+  * the videos lie in `videos/` beside the lists (VIDEO_DIR), or in the data folder itself;
   * folds are grouped by prompt (3,762 prompts for 23,820 training videos; most test prompts also occur in
     training, so a prompt's videos stay in one fold and the folds measure unseen prompts, the harder case).
 The prompt is a text input: `text=hashed_ngrams` (the track's default) adds its features as a stream.
@@ -23,20 +23,12 @@ import numpy as np
 import pandas as pd
 
 from features.inputs import Text, Video
-from synth import xgc_aigv as synth_aigv
-from tracks.base import (
-    CorrelationTrack,
-    JsonListFormat,
-    LayoutError,
-    find_media,
-    phased_items,
-    register_track,
-    require_unique,
-)
+from tracks.base import CorrelationTrack, register_track
+from tracks.formats import JsonListFormat
+from tracks.layout import LayoutError, find_media, phased_items, require_unique
 
 TRAIN_LIST, VAL_LIST, TEST_LIST = "train_data.txt", "val_data.txt", "test_data.txt"
-VIDEO_DIRS = ("videos",)
-TRUTH_JSON = "truth.json"  # the organiser-side truth of a synthetic dataset, in the submission's format
+VIDEO_DIR = "videos"
 
 
 def read_list(path: Path, labelled: bool) -> pd.DataFrame:
@@ -83,19 +75,12 @@ class XGCAIGV(CorrelationTrack):
     defaults = {"frames": 4, "size": 224, "loss": "mse:1,plcc:1", "text": "hashed_ngrams", "items": 480}
     tta_views = ("center", "hflip")
     groups_cross_splits = True  # most test prompts also occur in training
+    truth_file = "truth.json"  # in the submission's own format
 
     def read_items(self, data: Path) -> pd.DataFrame:
         data = Path(data)
         items, listed = phased_items(data, (TRAIN_LIST, VAL_LIST, TEST_LIST), read_list, "video")
         items = items.rename(columns={"video": "item_id"})
-        items["path"] = [find_media(data, item, VIDEO_DIRS, str(listed)) for item in items["item_id"]]
+        items["path"] = [find_media(data, item, (VIDEO_DIR,), str(listed)) for item in items["item_id"]]
         items["group"] = items["prompt"]
         return items[["item_id", "path", "split", "group", "prompt", "score"]]
-
-    def read_truth(self, truth: Path) -> pd.DataFrame:
-        """A JSON list in the submission's own format: a file, or a synthetic dataset's `truth/` folder holding one."""
-        path = Path(truth)
-        return self.submission.read(path / TRUTH_JSON if path.is_dir() else path, self.targets)
-
-    def synthesize(self, out: Path, items: int = 120, seed: int = 0, width: int = 0, height: int = 0) -> None:
-        synth_aigv.synthesize(Path(out), items, seed, width or 96, height or 96)

@@ -5,7 +5,7 @@ Read from the organisers' files (real copies in shared/reference/xgc_ugc):
     overall`, scores about 0-100 centred near 50 (a few below 0), the last line without a newline;
   * `test.txt`: comma-separated, CRLF, `name.mp4,-1,-1,-1` (the -1 are placeholders, not labels).
 Assumed (no organiser repo, scorer or submission file was found):
-  * the videos lie in `videos/` beside the lists (`VIDEO_DIRS` are searched in order, then the data folder itself);
+  * the videos lie in `videos/` beside the lists (`VIDEO_DIR`), or in the data folder itself;
   * score: the mean over the six dimensions of (SRCC + PLCC) / 2, each dimension reported;
   * submission: `prediction.csv` at the zip root, header `filename,color,noise,artifact,blur,temporal,overall`;
   * groups: a source per video from an optional `sources.csv` (`filename,source`); without it each video is its
@@ -26,25 +26,21 @@ import numpy as np
 import pandas as pd
 
 from features.inputs import Video
-from synth import xgc_ugc as synth_xgc
-from tracks.base import (
-    TRUTH_FILE,
-    CsvFormat,
+from tracks.base import Track, correlation_parts, register_track
+from tracks.formats import CsvFormat
+from tracks.layout import (
     LayoutError,
-    Track,
     check_split_overlap,
-    correlation_parts,
     find_media,
     lookup,
     numeric_column,
-    register_track,
     require_unique,
     source_groups,
 )
 
-DIMENSIONS = synth_xgc.DIMENSIONS
+DIMENSIONS = ("color", "noise", "artifact", "blur", "temporal", "overall")
 TRAIN_LIST, TEST_LIST, SOURCE_MAP = "train.txt", "test.txt", "sources.csv"
-VIDEO_DIRS = ("videos",)
+VIDEO_DIR = "videos"
 TEST_PLACEHOLDERS = 3  # `name.mp4,-1,-1,-1`
 
 
@@ -96,7 +92,7 @@ class XGCUGC(Track):
         check_split_overlap(train["filename"], test["filename"], str(data))
         items = pd.concat([train.assign(split="train"), test.assign(split="test")], ignore_index=True)
         items = items.rename(columns={"filename": "item_id"})
-        items["path"] = [find_media(data, item, VIDEO_DIRS, str(data / TRAIN_LIST)) for item in items["item_id"]]
+        items["path"] = [find_media(data, item, (VIDEO_DIR,), str(data / TRAIN_LIST)) for item in items["item_id"]]
         items["group"] = source_groups(data / SOURCE_MAP, items["item_id"])
         return items[["item_id", "path", "split", "group", *DIMENSIONS]]
 
@@ -105,16 +101,12 @@ class XGCUGC(Track):
         return dimension_scores(pred, truth)
 
     def official_score(self, pred: pd.DataFrame, truth: Path) -> dict[str, float | str]:
-        path = Path(truth) / TRUTH_FILE
+        path = Path(truth) / self.truth_file
         table = self.submission.read(path, self.targets)
         ordered = pd.DataFrame(
             {d: lookup(pred[d], table.index.to_series(), str(path)) for d in DIMENSIONS}, index=table.index
         )
         return dimension_scores(ordered, table)
-
-    def synthesize(self, out: Path, items: int = 120, seed: int = 0, width: int = 0, height: int = 0) -> None:
-        table = synth_xgc.synthesize(Path(out), items, seed, width or 160, height or 120)
-        table[["filename", "source"]].to_csv(Path(out) / SOURCE_MAP, index=False)
 
 
 def dimension_scores(pred: pd.DataFrame, truth: pd.DataFrame) -> dict[str, float]:
