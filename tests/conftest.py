@@ -115,14 +115,14 @@ def cached_kvq(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     views, frames, dim = ("center", "hflip"), 2, 6
     rows = len(ids) * len(views) * frames
     for size, strength in ((32, 1.0), (48, 0.0)):
-        (spec,) = FeatureConfig(track="kvq", frames=frames, size=size).feature_specs("video")
+        (spec,) = FeatureConfig(track="kvq", frames=frames, size=size).all_specs("video")
         target = cache_dir(cache, "kvq", spec)
         ensure_manifest(target, spec, {"name": "synthetic"}, dim, {})
         score = np.repeat(scores, len(views) * frames)[:, None]
         feature = strength * score * np.linspace(1, -1, dim) + rng.normal(0, 0.5, (rows, dim))
         columns = {
             "item_id": np.repeat(ids, len(views) * frames),
-            "media": np.repeat(media, len(views) * frames),
+            "fingerprint": np.repeat(media, len(views) * frames),
             "view": np.tile(np.repeat(views, frames), len(ids)),
             "t": np.tile(np.arange(frames), len(ids) * len(views)),
             "time": np.tile(np.arange(frames, dtype=np.float32), len(ids) * len(views)),

@@ -17,9 +17,10 @@ from scipy.stats import pearsonr, spearmanr
 from ensembles.calibrate import Calibration
 from ensembles.combine import fold_ensemble
 from tracks import get_track
-from workbench.cli import main, score_submission
+from workbench.cli import main
 from workbench.config import ScoreConfig
 from workbench.runs import Run
+from workbench.submission import score_submission
 
 FEATURES = ["frames=3", "size=64"]
 FAST = [*FEATURES, "epochs=8", "folds=3"]

@@ -12,15 +12,16 @@ import torch
 from safetensors.torch import load_file
 
 from features.backbones import create_backbone
-from features.cache import FeatureSpec
 from features.decode import DECODERS
+from features.spec import FeatureSpec
 from features.views import view_family
+from synth import synthesize
 from tracks import get_track
 from workbench import finetune
 from workbench.cli import main
-from workbench.predictor import BACKBONE_FILE, Predictor
+from workbench.predictor import Predictor
 from workbench.predictor import main as predict
-from workbench.runs import Run
+from workbench.runs import BACKBONE_FILE, Run
 
 TRACK = get_track("fiqa")
 STUDENT = ["backbone=test_resnet", "size=32", "views=center,hflip"]
@@ -29,7 +30,7 @@ STUDENT = ["backbone=test_resnet", "size=32", "views=center,hflip"]
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory) -> tuple[Path, list[str], Run]:
     folder = tmp_path_factory.mktemp("tuned")
-    TRACK.synthesize(folder / "data", items=36, seed=2, width=64, height=64)
+    synthesize(TRACK, folder / "data", items=36, seed=2, width=64, height=64)
     where = ["track=fiqa", f"data={folder / 'data'}", f"cache={folder / 'cache'}"]
     runs = f"runs_dir={folder / 'runs'}"
     assert main(["extract", *where, *STUDENT, "workers=0"]) == 0
@@ -94,7 +95,7 @@ def test_what_cannot_be_tuned_is_refused(tuned, capsys):
 def test_media_views_cut_each_view_as_extraction_does(tuned):
     folder, _, _ = tuned
     items = TRACK.read_items(folder / "data")
-    spec = FeatureSpec("test_resnet", media="image", frames=1, size=32)
+    spec = FeatureSpec("test_resnet", decoder="image", frames=1, size=32)
     labels = torch.arange(len(items), dtype=torch.float32)[:, None]
     pseudo = torch.zeros(len(items), dtype=torch.bool)
     views = finetune.MediaViews(

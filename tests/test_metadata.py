@@ -4,6 +4,7 @@ categories one-hot over the training split."""
 from __future__ import annotations
 
 import fractions
+from types import SimpleNamespace
 
 import av
 import numpy as np
@@ -65,15 +66,16 @@ def test_a_category_unseen_in_training_claims_nothing():
 
 
 def test_talking_heads_carry_their_generator_in_the_metadata_stream(tmp_path):
+    from features import streams
+    from synth import synthesize
     from tracks import get_track
-    from workbench.train import metadata_key, metadata_stream, track_categories
 
     track = get_track("talking_head")
-    track.synthesize(tmp_path / "data", items=16, width=48, height=48)
+    synthesize(track, tmp_path / "data", items=16, seed=0, width=48, height=48)
     items = track.read_items(tmp_path / "data")
-    items["media"] = fingerprints(items["path"].tolist())
-    categories = track_categories(track, items, (items["split"] == "train").to_numpy())
-    features, key = metadata_stream(track, items, categories, str(tmp_path / "cache")), metadata_key(categories)
+    items["fingerprint"] = fingerprints(items["path"].tolist())
+    loading = streams.Loading(items, track.inputs, None, None, str(tmp_path / "cache"), 0)
+    ((key, features),) = streams.FAMILIES.get("meta").load(SimpleNamespace(meta="container"), loading)
     generators = sorted(set(items.loc[items["split"] == "train", "generator"]))
     assert features.x.shape == (len(items), 1, 1, len(CONTAINER_FACTS) + len(generators)) and features.mask.all()
     assert (features.x[:, 0, 0, CONTAINER_FACTS.index("has_audio")] == 1).all()  # every talking head speaks

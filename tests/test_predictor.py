@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -57,10 +58,26 @@ def _run(folder: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([str(folder / "predict"), *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
-def test_predict_in_a_fresh_process_elsewhere_scores_an_item_as_the_submission(exported, tmp_path):
+# Run before the exported script: any import of Lightning's trainer or of the workbench's training fails.
+WITHOUT_TRAINING = """
+import runpy, sys
+class Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[:3] == ["lightning", "pytorch", "trainer"] or name in ("workbench.train", "workbench.fold"):
+            raise ImportError(f"{name} is unimportable in this test")
+sys.meta_path.insert(0, Refuse())
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_predict_in_a_fresh_process_elsewhere_without_training_code_scores_an_item_as_the_submission(
+    exported, tmp_path
+):
     folder, submitted, paths = exported
     item = submitted.index[0]
-    done = _run(folder, str(paths[item]), "score.txt", cwd=tmp_path)
+    command = [sys.executable, "-c", WITHOUT_TRAINING, str(folder / "predict"), str(paths[item]), "score.txt"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     (line,) = (tmp_path / "score.txt").read_text().splitlines()
     assert float(line) == pytest.approx(submitted.loc[item, "score"], rel=1e-5, abs=1e-6)

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from rich.console import Console
 from torch import nn
 
 from features.backbones import BACKBONES, Backbone, register_backbone
-from features.cache import FeatureSpec
+from features.cost import count
+from features.spec import FeatureSpec
 from tracks import get_track
 from tracks.base import Budget
-from workbench import cli
 from workbench.cli import main
-from workbench.profile import Pipeline, count
+from workbench.console import console
+from workbench.profile import Pipeline, check_budget
 
 
 def test_linear_and_conv_counts_match_hand_counts():
@@ -46,12 +46,12 @@ class PatchConv(Backbone):
 def patch_conv():
     register_backbone("patch_conv")(lambda weights, seed: PatchConv())
     yield
-    BACKBONES.pop("patch_conv")
+    del BACKBONES._entries["patch_conv"]
 
 
 def test_pipeline_counts_every_pass_of_every_family_and_the_head(patch_conv):
     specs = tuple(
-        FeatureSpec("patch_conv", media="image", view=view, size=32, grid=2, patch=16)
+        FeatureSpec("patch_conv", decoder="image", view=view, size=32, grid=2, patch=16)
         for view in ("aesthetic", "fragments")
     )
     pipeline = Pipeline((specs,), (("center", "hflip"), ("s0", "s1", "s2")), head="linear", hidden=16, targets=1)
@@ -75,7 +75,7 @@ def test_budget_check_reports_each_limit():
 @pytest.fixture
 def wide_console(monkeypatch):
     """Tables on one line each, whatever the terminal: assertions read whole cells."""
-    monkeypatch.setattr(cli, "console", Console(width=400))
+    monkeypatch.setattr(console, "width", 400)
 
 
 def test_profile_command_prints_the_cost_and_the_budget(capsys, wide_console):
@@ -99,11 +99,9 @@ def test_an_oversized_fiqa_model_is_flagged(capsys, wide_console):
 
 def test_submit_warns_loudly_over_budget(capsys, wide_console):
     fiqa = get_track("fiqa")
-    spec = FeatureSpec("resnet18", media="image", size=224)
-    cli.check_budget(fiqa, Pipeline(((spec,),), (("center",),), "linear", 128, 1))
+    spec = FeatureSpec("resnet18", decoder="image", size=224)
+    check_budget(fiqa, Pipeline(((spec,),), (("center",),), "linear", 128, 1))
     out = capsys.readouterr().out
     assert "OVER THE fiqa BUDGET" in out and "M parameters > 5 M parameters" in out
-    cli.check_budget(
-        fiqa, Pipeline(((FeatureSpec("quality_stats", media="image"),),), (("center",),), "linear", 128, 1)
-    )
+    check_budget(fiqa, Pipeline(((FeatureSpec("quality_stats", decoder="image"),),), (("center",),), "linear", 128, 1))
     assert "OVER" not in capsys.readouterr().out

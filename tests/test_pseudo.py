@@ -16,11 +16,12 @@ from PIL import Image
 
 from features.cache import cache_dir, ensure_manifest, part_schema, write_part
 from features.fingerprint import file_digest
+from synth.dataset import WITHHELD_DIR
 from tracks import get_track
-from tracks.base import WITHHELD_DIR
-from workbench import cli, pseudo, train
+from workbench import demo, pseudo
 from workbench.cli import main
-from workbench.config import FeatureConfig
+from workbench.config import FeatureConfig, parse_words
+from workbench.data import UNLABELLED_FOLD
 from workbench.runs import Run
 
 PHOTOS, FACES, DIM = 30, 2, 36  # DIM: quality_stats's width, as the readme's timing runs the real encoder
@@ -56,7 +57,7 @@ def semi(tmp_path_factory) -> list[str]:
     noise = rng.normal(size=(len(labelled), DIM))
     vectors = {**dict(zip(labelled, noise)), **{f"unlabelled/{c}": v for c, v in zip(copies, noise)}}
     vectors |= {name: rng.normal(size=DIM) for name in tests}
-    (spec,) = FeatureConfig(track="fiqa", frames=1, size=32).feature_specs("image")
+    (spec,) = FeatureConfig(track="fiqa", frames=1, size=32).all_specs("image")
     target = cache_dir(cache, "fiqa", spec)
     ensure_manifest(target, spec, {"name": "synthetic"}, DIM, {})
     ids = list(paths)
@@ -65,7 +66,7 @@ def semi(tmp_path_factory) -> list[str]:
         target,
         {
             "item_id": np.repeat(ids, len(views)),
-            "media": np.repeat([file_digest(paths[i]) for i in ids], len(views)),
+            "fingerprint": np.repeat([file_digest(paths[i]) for i in ids], len(views)),
             "view": np.tile(views, len(ids)),
             "t": np.zeros(len(ids) * len(views), dtype=np.int64),
             "time": np.zeros(len(ids) * len(views), dtype=np.float32),
@@ -90,7 +91,7 @@ def test_unlabelled_items_are_in_no_fold_no_test_list_and_no_submission(semi, tm
     run = _train(semi, tmp_path / "runs")
     folds = pd.read_parquet(run.path / "folds.parquet").set_index("item_id")["fold"]
     unlabelled = folds[folds.index.str.startswith("unlabelled/")]
-    assert len(unlabelled) == PHOTOS * FACES and (unlabelled == train.UNLABELLED_FOLD).all()
+    assert len(unlabelled) == PHOTOS * FACES and (unlabelled == UNLABELLED_FOLD).all()
     assert not run.predictions("test")["item_id"].str.startswith("unlabelled/").any()
     assert set(run.predictions("unlabelled")["item_id"]) == set(unlabelled.index)  # every fold model predicts them
     assert main(["submit", "track=fiqa", semi[0], f"runs_dir={tmp_path / 'runs'}", f"out={tmp_path / 'subs'}"]) == 0
@@ -120,7 +121,9 @@ def test_the_leak_guard_keeps_a_students_out_of_fold_score_honest(semi, tmp_path
     guarded = _oof(_train(semi, runs, "pseudo=t"))
 
     # Without the guard: every copy trains every fold, on the full blend's labels (which saw the held-out faces).
-    monkeypatch.setattr(train, "eligible", lambda labels, pseudo_groups, held: np.ones(len(pseudo_groups), bool))
+    monkeypatch.setattr(
+        "workbench.data.eligible", lambda labels, pseudo_groups, held: np.ones(len(pseudo_groups), bool)
+    )
     read = pseudo.PseudoLabels.targets
     monkeypatch.setattr(pseudo.PseudoLabels, "targets", lambda self, ids, targets, fold: read(self, ids, targets, None))
     leaky = _oof(_train(semi, runs, "pseudo=t", "run=leaky"))
@@ -141,7 +144,7 @@ def test_the_student_demo_trains_a_teacher_a_student_alone_and_one_distilled_fro
     monkeypatch.chdir(tmp_path)  # the demo's submissions go to ./submissions
     words = ["track=fiqa", "items=40", "width=64", "height=80", "epochs=3", "folds=3", "student.size=32"]
     words += [f"data={tmp_path / 'data'}", f"cache={tmp_path / 'cache'}", f"runs_dir={tmp_path / 'runs'}"]
-    (teacher, alone, distilled), judged, status = cli.student_demo(cli.parse_words(words))
+    (teacher, alone, distilled), judged, status = demo.student_demo(parse_words(words))
     assert status == 0  # every face extracted
     assert teacher.run.config["view"] == "resize+native" and teacher.run.config["select"] == "last"
     assert alone.run.config["size"] == distilled.run.config["size"] == 32 and not alone.run.config["pseudo"]
@@ -149,8 +152,8 @@ def test_the_student_demo_trains_a_teacher_a_student_alone_and_one_distilled_fro
     assert json.loads((folder / pseudo.PROVENANCE).read_text())["runs"] == [teacher.run.id]
     assert judged["items"] == len(list((tmp_path / "data" / WITHHELD_DIR).iterdir()))  # every withheld face judged
     assert alone.cost.flops == distilled.cost.flops < teacher.cost.flops
-    for demo in (teacher, alone, distilled):
-        assert -1 <= demo.out_of_fold <= 1 and -1 <= demo.test <= 1
+    for role in (teacher, alone, distilled):
+        assert -1 <= role.out_of_fold <= 1 and -1 <= role.test <= 1
     assert main(["demo-student", "track=kvq"]) == 2  # no student demo declared
     assert main(["demo-student", *words, "students.size=32"]) == 2  # no such role
     assert main(["demo-student", *words, "student.pseudo=x"]) == 2  # the demo makes the label set itself

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from workbench.cli import main
-from workbench.train import load_state
+from workbench.heads import load_state
 
 WORDS = ["frames=2", "size=32", "folds=3", "head=mlp", "hidden=256"]
 

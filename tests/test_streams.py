@@ -13,9 +13,11 @@ import torch
 from test_extraction import media_of
 
 from features import decode
-from features.cache import FeatureSpec, read_features
 from features.decode import DECODERS, FrameSampling, sample_video
-from features.extract import extract, shared_sampling
+from features.encoding import shared_sampling
+from features.extract import extract
+from features.reader import read_features
+from features.spec import FeatureSpec
 from features.views import view_family
 from synth.video import encode_mp4, render_source
 from workbench.config import TrainConfig
@@ -92,7 +94,7 @@ def test_a_stream_config_reads_as_key_frames_then_motion():
     with pytest.raises(ValueError, match="clip"):
         FeatureSpec("temporal_stats", view="clip", clip=1)
     with pytest.raises(ValueError, match="no time axis"):
-        FeatureSpec("temporal_stats", media="image", view="clip", clip=4)
+        FeatureSpec("temporal_stats", decoder="image", view="clip", clip=4)
 
 
 def test_a_linear_head_scores_the_mean_of_its_frames_and_pools_each_stream_alone():
@@ -149,8 +151,8 @@ def test_a_run_reads_both_streams_and_a_sweep_tries_it_without_motion(tmp_path):
     from workbench import sweep
     from workbench.cli import main
     from workbench.config import build
+    from workbench.data import load_training_data
     from workbench.runs import Run
-    from workbench.train import load_training_data
 
     data = tmp_path / "data"
     where = ["track=xgc_ugc", f"data={data}", f"cache={tmp_path / 'cache'}", "size=32", "clip_size=16", "clip=4"]

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from features.backbones import WeightsNotFound, create_backbone
-from features.cache import Features
 from features.clip import prompt_alignment
+from features.reader import Features
 from features.text import SentenceEncoder, text_features
 
 TINY_CLIP = "vqa-tiny-clip"
@@ -169,9 +169,9 @@ def test_a_run_reads_text_alignment_and_metadata_streams_beside_the_key_frames(t
     from tracks import get_track
     from workbench.cli import main
     from workbench.config import TrainConfig, build
+    from workbench.data import load_training_data
     from workbench.predictor import Predictor
     from workbench.runs import Run
-    from workbench.train import load_training_data
 
     data = tmp_path / "data"
     assert main(["synth", "track=xgc_aigv", f"out={data}", "items=12", "width=48", "height=48"]) == 0

@@ -12,10 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.cache import FeatureSpec, cached_views
+from features.cache import cached_views
 from features.decode import DECODERS, Decoder, FrameSampling
-from features.extract import extract, render_item
+from features.encoding import render_item
+from features.extract import extract
 from features.inputs import Image
+from features.spec import FeatureSpec
 from features.views import view_family
 from synth.video import encode_mp4
 from tracks import get_track
@@ -81,7 +83,7 @@ def test_extraction_writes_every_declared_view_as_rows(tiny_videos, tmp_path):
 
 
 def test_images_refuse_temporal_views_and_tracks_check_their_declaration(tmp_path):
-    image = FeatureSpec("quality_stats", media="image", frames=1, view="resize", size=32)
+    image = FeatureSpec("quality_stats", decoder="image", frames=1, view="resize", size=32)
     items = pd.DataFrame({"item_id": ["a.png"], "path": [str(tmp_path / "a.png")]})
     with pytest.raises(ValueError, match="center@t0.5 shift key frames in time .* image media have no time axis"):
         extract(items, "fiqa", image, ["center", "center@t0.5"], cache_root=tmp_path, progress=False)

@@ -5,7 +5,7 @@ the FIQA winner's was. A fine-tuned run keeps everything else a run has: the sam
 pseudo-labels (fold k's out-of-fold model on the teacher's fold-k labels, its test-time model on the full blend), and
 the same outputs (out-of-fold, test and unlabelled predictions per view, a checkpoint per fold), so `submit`, blends
 and `pseudo-label` take it as any run. It learns from the raw media: a Lightning fit over a media datamodule whose
-workers decode each item and cut its view as extraction does (features.extract.render_item), every epoch. The head
+workers decode each item and cut its view as extraction does (features.encoding.render_item), every epoch. The head
 starts standardised on the backbone's own cached vectors (so `just extract` comes first, as for any run). Each
 fold's tuned backbone is saved as `fold-<k>/backbone.safetensors`, a timm state dict: the exported predictor runs
 each fold's head on its own fold's backbone.
@@ -24,28 +24,16 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from features.backbones import TimmBackbone, at_input_size, create_backbone
-from features.cache import FeatureSpec
 from features.decode import DECODERS, Decoder, FrameSampling
-from features.extract import render_item
+from features.encoding import render_item
+from features.spec import FeatureSpec
 from features.views import ViewFamily, view_family
 from workbench.config import TrainConfig
-from workbench.heads import StreamHead, create_head
+from workbench.data import UNLABELLED_FOLD, TrainingData, long_predictions
+from workbench.fold import FoldFit, HeadRegressor, fold_checkpoint, fold_models, fold_streams, write_fold
+from workbench.heads import StreamHead, create_head, load_state, stream_tensors
 from workbench.losses import CombinedLoss
-from workbench.predictor import BACKBONE_FILE
-from workbench.runs import Run
-from workbench.train import (
-    UNLABELLED_FOLD,
-    FoldFit,
-    HeadRegressor,
-    TrainingData,
-    _long,
-    fold_checkpoint,
-    fold_models,
-    fold_streams,
-    load_state,
-    stream_tensors,
-    write_fold,
-)
+from workbench.runs import BACKBONE_FILE, Run
 
 BACKBONE_LR = 0.1  # the backbone's learning rate against the head's: pretrained stages move less than a new head
 WORKERS = 2  # decoding processes ahead of the model, as extraction has them
@@ -137,7 +125,7 @@ def loader(dataset: MediaViews, batch_size: int, shuffle: bool = False) -> DataL
 
 def tunable_spec(cfg: TrainConfig, data: TrainingData) -> FeatureSpec:
     """The one key-frame feature set a fine-tuned run tunes; anything else is refused, saying why."""
-    specs = cfg.all_specs(data.track.media)
+    specs = cfg.all_specs(data.track.decoder)
     if len(specs) != 1 or cfg.extra_streams():
         raise ValueError(
             "finetune=true tunes one backbone on one view family: drop the '+' views and the streams beside the key "
@@ -157,9 +145,9 @@ def predict_media(module: FinetuneRegressor, dataset: MediaViews, views: int, ba
 
 
 def finetune_fold(cfg: TrainConfig, data: TrainingData, run: Run, fold: int, progress: bool = False) -> dict:
-    """One fold of a fine-tuned run (see the module docstring); returns the fold's scores as train_fold does."""
+    """One fold of a fine-tuned run (see the module docstring); returns the fold's scores as the frozen recipe does."""
     spec = tunable_spec(cfg, data)
-    decoder, family, sampling = DECODERS.get(spec.media), view_family(spec), spec.sampling()
+    decoder, family, sampling = DECODERS.get(spec.decoder), view_family(spec), spec.sampling()
     views = data.features.views
     paths = data.items["path"].astype(str).tolist()
     ids = data.items["item_id"].to_numpy()
@@ -198,7 +186,9 @@ def finetune_fold(cfg: TrainConfig, data: TrainingData, run: Run, fold: int, pro
     targets = data.track.targets
 
     def predicted(model: FinetuneRegressor, index: np.ndarray):
-        return _long(predict_media(model, media(index, y), len(views), cfg.batch), ids[index], views, targets)
+        return long_predictions(
+            predict_media(model, media(index, y), len(views), cfg.batch), ids[index], views, targets
+        )
 
     state = {key: value.contiguous() for key, value in test_model.net.model.state_dict().items()}
     save_file(state, str(run.fold_dir(fold) / BACKBONE_FILE))  # before the scores, which mark the fold finished

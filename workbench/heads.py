@@ -9,11 +9,14 @@ predicts z-scores trains at the same learning rate whether the MOS scale is 0-1 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from common.registry import Registry
+from features.reader import Streams
 
 HeadFactory = Callable[[int, int, int, float], nn.Module]
 HEADS: Registry[HeadFactory] = Registry("head")
@@ -91,3 +94,23 @@ def create_head(
     """A head over streams of these widths (one int: one stream)."""
     dims = (dims,) if isinstance(dims, int) else tuple(dims)
     return StreamHead(HEADS.get(name)(sum(dims), out, hidden, dropout), dims, out)
+
+
+def stream_tensors(streams: Streams) -> list[torch.Tensor]:
+    """x_1 [items, views, T_1, D_1], mask_1, x_2, mask_2, ...: what a head takes, per (item, view) once flattened."""
+    return [torch.from_numpy(a) for part in streams.parts for a in (part.x, part.mask)]
+
+
+@torch.no_grad()
+def predict_views(head: StreamHead, tensors: list[torch.Tensor], batch: int = 4096) -> np.ndarray:
+    """Stream tensors of [items, views, ...] (see stream_tensors) -> [items, views, targets]."""
+    head.eval()
+    items, views = tensors[0].shape[:2]
+    flat = [tensor.flatten(0, 1).split(batch) for tensor in tensors]
+    out = torch.cat([head(*chunk) for chunk in zip(*flat)])
+    return out.reshape(items, views, -1).numpy()
+
+
+def load_state(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """A Lightning checkpoint's weights, unpickled with `weights_only`: a checkpoint can never run code."""
+    return torch.load(checkpoint, weights_only=True, map_location="cpu")["state_dict"]

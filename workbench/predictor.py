@@ -3,7 +3,7 @@
 An exported folder holds `predictor.json` (the track, each run's configuration, its test-time views, its fitted text
 encoders and categories, the blend, the calibration and the range map), every fold's head (`heads/`), the encoders'
 weight files (`weights/`) and an executable `predict` at its root. It runs the code that made the training features
-(features.extract.render_item, the same encoders, the same view pairing as features.cache), so the predictor and
+(features.encoding.render_item, the same encoders, the same view pairing as features.reader), so the predictor and
 the submission agree by construction rather than by a second implementation kept in step; the price is that it
 needs the installed workbench (`pip install` of this project, which brings torch, timm, PyAV and the rest), not
 torch and PyAV alone. A challenge's Docker image needs that install, the folder, and `predict` as its entry point.
@@ -22,7 +22,6 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import os
 import shutil
 import sys
 import time
@@ -39,37 +38,33 @@ from torch.utils.data import DataLoader
 from common.atomic import atomic_path, write_text
 from ensembles.blend import restore_blender
 from ensembles.calibrate import Calibration
-from features import clip
-from features.backbones import timm_hub_file
-from features.cache import Features, FeatureSpec, Streams
+from features import streams as stream_families
 from features.decode import DECODERS
-from features.extract import (
-    FeatureExtractor,
+from features.encoding import (
+    EncoderPool,
     Job,
     MediaDataset,
     collate,
     create_encoders,
     decode_threads,
+    encoder_threads,
     shared_sampling,
     single_threaded_ops,
 )
 from features.fingerprint import REFERENCE
-from features.hf import model_folder
 from features.inputs import Category, Text
-from features.motion import MOTION_ENCODERS, hub_checkpoint
-from features.text import TEXT_ENCODERS, HashedNgrams, text_features
+from features.reader import Features, Streams
+from features.spec import FeatureSpec
 from features.views import view_family
 from tracks import Track, get_track
-from tracks.base import RangeMap
+from tracks.ranges import RangeMap
 from workbench.config import ExtractConfig, TrainConfig, as_dict, build
-from workbench.heads import StreamHead, create_head
-from workbench.runs import Run
-from workbench.train import load_state, loaded_sets, predict, text_columns, track_categories
+from workbench.heads import StreamHead, create_head, load_state, predict_views, stream_tensors
+from workbench.runs import BACKBONE_FILE, Run
 
 MANIFEST = "predictor.json"
-BACKBONE_FILE = "backbone.safetensors"  # a fine-tuned run's backbone, in each of its fold folders (workbench.finetune)
 WEIGHTS = "weights"
-VERSION = 1
+VERSION = 2  # 2: what the streams made at load learned, per stream family (1: text encoders and categories apart)
 
 
 class PredictError(RuntimeError):
@@ -79,14 +74,13 @@ class PredictError(RuntimeError):
 @dataclass
 class Member:
     """One run inside a predictor: its configuration, the paired views the submission averages, each fold's head,
-    its fitted text encoders (per text column) and the categories of its training split (per Category column)."""
+    and what its streams made at load learned from its training split (per stream family: features.streams)."""
 
     run: str
     config: TrainConfig
     views: list[str]
     heads: list[StreamHead]
-    texts: dict[str, object] = field(default_factory=dict)
-    categories: dict[str, list[str]] = field(default_factory=dict)
+    fitted: dict[str, object] = field(default_factory=dict)
     # A fine-tuned run's backbone weights, one file per fold (workbench.finetune): each fold's head runs on its own.
     fold_weights: list[str] = field(default_factory=list)
     workers: int = ExtractConfig.workers  # processes decoding ahead of the encoders, as `just extract` has them
@@ -109,7 +103,7 @@ class Member:
         """The head's streams for `items` (item_id, path, the track's text and category columns) from their media,
         under `config` (the run's by default; a fold's, for a fine-tuned run)."""
         config = config or self.config
-        specs = config.all_specs(track.media)
+        specs = config.all_specs(track.decoder)
         cached = len(specs)
         components = [name.split("+") for name in self.views]
         wanted = [list(dict.fromkeys(c[s] for c in components)) for s in range(cached)]
@@ -117,20 +111,20 @@ class Member:
         vectors = self._encoded(items, specs, families, wanted)
         ids = items["item_id"].astype(str).tolist()
         sets = [_set(vectors[s], [c[s] for c in components], spec.frames, ids) for s, spec in enumerate(specs)]
-        texts = {c: encoder.transform(items[c].fillna("").astype(str).tolist()) for c, encoder in self.texts.items()}
-        loaded = loaded_sets(self.config, track, items, sets[0], texts, self.categories, None)
+        loading = stream_families.Loading(items, track.inputs, sets[0], None, None, config.seed, dict(self.fitted))
+        loaded, _ = stream_families.load(self.config, loading)
         sets += [_on_views(features, len(self.views)) for features in loaded]
         grouped, start = [], 0
-        for size in [len(stream) for stream in self.config.streams(track.media)] + [1] * (len(sets) - cached):
+        for size in [len(stream) for stream in self.config.streams(track.decoder)] + [1] * (len(sets) - cached):
             grouped.append(_joined(sets[start : start + size], self.views))
             start += size
         return Streams(grouped)
 
     def _encoded(self, items: pd.DataFrame, specs, families, wanted) -> list[dict[tuple[str, str], np.ndarray]]:
         """Per feature set, (item, view) -> [frames, D], through the extraction's own dataset, batching and encoder
-        streams (features.extract): DataLoader workers decode and cut views ahead of the encoders, which run as
-        single-threaded streams beside them on the CPU, a batch of items to a pass."""
-        decoder, sampling = DECODERS.get(specs[0].media), shared_sampling(specs)
+        threads (features.encoding): DataLoader workers decode and cut views ahead of the encoders, which run on
+        threads of single-threaded ops beside them on the CPU, a batch of items to a pass."""
+        decoder, sampling = DECODERS.get(specs[0].decoder), shared_sampling(specs)
         paths = items["path"].astype(str)
         references = items[REFERENCE].astype(str) if REFERENCE in items else [""] * len(items)
         views = tuple(map(tuple, wanted))
@@ -139,22 +133,17 @@ class Member:
         dataset = MediaDataset(jobs, decoder, sampling, families, decode_threads(max(workers, 1)))
         loader = DataLoader(dataset, batch_size=ExtractConfig.batch, num_workers=workers, collate_fn=collate)
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        streams = 1 if device == "cuda" else len(os.sched_getaffinity(0))
-        extractor = FeatureExtractor(self.encoders_for(specs), streams=streams).to(device)
+        pool = EncoderPool(self.encoders_for(specs), threads=encoder_threads(device == "cpu")).to(device)
         out: list[dict[tuple[str, str], list]] = [{} for _ in specs]
-        extractor.on_predict_start()
-        try:
-            with single_threaded_ops() if device == "cpu" else contextlib.nullcontext():
-                for batch in loader:
-                    if batch["failures"]:
-                        failure = batch["failures"][0]
-                        raise PredictError(f"{failure['path']}: {failure['reason']}")
-                    for s, (spec, part) in enumerate(zip(specs, batch["sets"], strict=True)):
-                        rows = extractor.encode(part["pixels"].to(device), s).astype(spec.dtype).astype(np.float32)
-                        for item, view, row in zip(part["rows"]["item_id"], part["rows"]["view"], rows):
-                            out[s].setdefault((item, view), []).append(row)  # in frame order, as collated
-        finally:
-            extractor.on_predict_end()
+        with pool.running(), single_threaded_ops() if device == "cpu" else contextlib.nullcontext():
+            for batch in loader:
+                if batch["failures"]:
+                    failure = batch["failures"][0]
+                    raise PredictError(f"{failure['path']}: {failure['reason']}")
+                for s, (spec, part) in enumerate(zip(specs, batch["sets"], strict=True)):
+                    rows = pool.encode(part["pixels"].to(device), s).astype(spec.dtype).astype(np.float32)
+                    for item, view, row in zip(part["rows"]["item_id"], part["rows"]["view"], rows):
+                        out[s].setdefault((item, view), []).append(row)  # in frame order, as collated
         return [{key: np.stack(rows) for key, rows in by_key.items()} for by_key in out]
 
     def predict(self, track: Track, items: pd.DataFrame) -> np.ndarray:
@@ -163,9 +152,8 @@ class Member:
         folds = []
         for head, config in zip(self.heads, self.fold_configs(), strict=True):
             if config.weights not in streams:
-                parts = self.streams(track, items, config).parts
-                streams[config.weights] = [torch.from_numpy(a) for part in parts for a in (part.x, part.mask)]
-            folds.append(predict(head, streams[config.weights]).mean(axis=1))
+                streams[config.weights] = stream_tensors(self.streams(track, items, config))
+            folds.append(predict_views(head, streams[config.weights]).mean(axis=1))
         return np.mean(folds, axis=0)
 
 
@@ -237,13 +225,10 @@ class Predictor:
                 (folder / relative).parent.mkdir(parents=True, exist_ok=True)
                 torch.save(head.state_dict(), folder / relative)
                 heads.append(relative)
-            texts = {}
-            for column, encoder in member.texts.items():
-                state = encoder.state() if isinstance(encoder, HashedNgrams) else {}
-                relative = f"texts/{m}-{member.run}/{column}.npz"
-                (folder / relative).parent.mkdir(parents=True, exist_ok=True)
-                np.savez(folder / relative, **state)
-                texts[column] = relative
+            fitted = {
+                name: stream_families.FAMILIES.get(name).save_state(state, folder, f"fitted/{m}-{member.run}/{name}")
+                for name, state in member.fitted.items()
+            }
             members.append(
                 {
                     "run": member.run,
@@ -251,8 +236,7 @@ class Predictor:
                     "views": member.views,
                     "dims": member.heads[0].dims if member.heads else [],
                     "heads": heads,
-                    "texts": texts,
-                    "categories": member.categories,
+                    "fitted": fitted,
                     "fold_weights": member.fold_weights,
                 }
             )
@@ -286,17 +270,12 @@ class Predictor:
                 head = create_head(config.head, entry["dims"], out=len(track.targets), hidden=config.hidden)
                 head.load_state_dict(torch.load(folder / relative, weights_only=True))
                 heads.append(head.eval())
-            texts = {}
-            for column, relative in entry["texts"].items():
-                encoder = TEXT_ENCODERS.get(config.text)(config.text_weights, config.seed)
-                if isinstance(encoder, HashedNgrams):
-                    with np.load(folder / relative) as arrays:
-                        encoder.load_state({k: arrays[k] for k in arrays.files})
-                texts[column] = encoder
-            fold_weights = [_at(folder, weights) for weights in entry.get("fold_weights", [])]
-            members.append(
-                Member(entry["run"], config, entry["views"], heads, texts, entry["categories"], fold_weights)
-            )
+            fitted = {
+                name: stream_families.FAMILIES.get(name).restore_state(config, saved, folder)
+                for name, saved in entry["fitted"].items()
+            }
+            fold_weights = [_at(folder, weights) for weights in entry["fold_weights"]]
+            members.append(Member(entry["run"], config, entry["views"], heads, fitted, fold_weights))
         return cls(
             track,
             members,
@@ -318,25 +297,6 @@ def _at(folder: Path, value: object) -> object:
 # --- weights that travel ------------------------------------------------------------------------------------------
 
 
-def weights_source(family: str, name: str, weights: str) -> Path | None:
-    """The file or folder an encoder's `weights` word loads from on this machine (None: random or weight-free)."""
-    if weights in ("random", "none"):
-        return None
-    if Path(weights).exists():
-        return Path(weights)
-    if name.startswith(clip.PREFIX) and weights.startswith("hub:"):
-        return clip.weights_file(name.removeprefix(clip.PREFIX), weights)
-    if weights == "hub" and name.startswith("hf:"):
-        return model_folder(name.removeprefix("hf:"))
-    if weights == "hub" and family == "motion" and name in MOTION_ENCODERS:
-        return hub_checkpoint(name)
-    if weights == "hub" and family == "image":
-        return timm_hub_file(name)
-    if weights == "hub" and family == "pair":  # dists:<timm model>
-        return timm_hub_file(name.partition(":")[2])
-    raise ValueError(f"{name} with weights={weights!r}: cannot tell which file these weights are to export them")
-
-
 def copy_weights(source: Path, folder: Path) -> str:
     """Copies a weights file or model folder into `folder/weights/<k>/`, returning its path relative to `folder`."""
     slot = folder / WEIGHTS / str(len(list((folder / WEIGHTS).glob("*"))) if (folder / WEIGHTS).is_dir() else 0)
@@ -350,24 +310,12 @@ def copy_weights(source: Path, folder: Path) -> str:
 
 
 def portable(config: TrainConfig, folder: Path) -> TrainConfig:
-    """The configuration with every weights file or model folder it loads copied under `folder/weights/` and named
-    there: a `hf:` model by its folder (its name), the others by their weights word."""
-    changes: dict[str, str] = {}
-    named = [
-        ("backbone", "weights", "image"),
-        ("motion", "motion_weights", "motion"),
-        ("audio", "audio_weights", "audio"),
-        ("text", "text_weights", "text"),
-        ("pair", "pair_weights", "pair"),
-    ]
-    for name_field, weights_field, family in named:
-        name, weights = getattr(config, name_field), getattr(config, weights_field)
-        if not name:
-            continue
-        if name.startswith("hf:"):
-            changes[name_field] = "hf:" + copy_weights(model_folder(name.removeprefix("hf:")), folder)
-        elif (source := weights_source(family, name, weights)) is not None:
-            changes[weights_field] = copy_weights(source, folder)
+    """The configuration with every weights file or model folder its streams load copied under `folder/weights/`
+    and named there (a `hf:` model by its folder, its name)."""
+    changes = {}
+    for word, source in stream_families.weight_sources(config):
+        relative = copy_weights(source, folder)
+        changes[word] = f"hf:{relative}" if str(getattr(config, word)).startswith("hf:") else relative
     return dataclasses.replace(config, **changes)
 
 
@@ -385,18 +333,12 @@ def fold_heads(run: Run, config: TrainConfig, targets: int) -> list[StreamHead]:
 
 
 def member_of(run: Run, config: TrainConfig, views: list[str], track: Track, items: pd.DataFrame) -> Member:
-    """A run as a predictor's member; its text encoders fitted, and its categories read, on the training split as the
-    run's were (read_streams)."""
-    train = (items["split"] == "train").to_numpy()
-    texts = {}
-    for column in text_columns(config, track):
-        texts[column] = text_features(
-            config.text, items[column].fillna("").astype(str).tolist(), train, config.seed, config.text_weights
-        ).encoder
-    categories = track_categories(track, items, train) if config.meta else {}
+    """A run as a predictor's member; what its streams made at load learn, learned on the training split as the
+    run's were (features.streams.fit)."""
+    fitted = stream_families.fit(config, track.inputs, items)
     paired = views or list(run.config["views"])
     tuned = [str(run.fold_dir(k) / BACKBONE_FILE) for k in run.folds_done()] if config.finetune else []
-    return Member(run.id, config, paired, fold_heads(run, config, len(track.targets)), texts, categories, tuned)
+    return Member(run.id, config, paired, fold_heads(run, config, len(track.targets)), fitted, tuned)
 
 
 def export_folder(predictor: Predictor, folder: Path) -> Path:
@@ -482,7 +424,9 @@ def _arguments(track: Track) -> argparse.ArgumentParser:
     parser.add_argument("paths", nargs="*", help="the media (and, where the challenge passes one, its reference), then "
                         "the result file")  # fmt: skip
     parser.add_argument("--list", nargs=2, metavar=("ITEMS.csv", "OUT.csv"), help="score many items in one process")
-    parser.add_argument("--text", action="append", default=[], metavar="COLUMN=TEXT", help="a text input's value")
+    parser.add_argument(
+        "--text", action="append", default=[], dest="texts", metavar="COLUMN=TEXT", help="a text input's value"
+    )
     return parser
 
 
@@ -494,7 +438,7 @@ def main(argv: Sequence[str], folder: Path) -> int:
         parser = _arguments(track)
         args = parser.parse_args(list(argv))
         media_count = 2 if track.reference_argument else 1
-        if args.list and (args.paths or args.text):
+        if args.list and (args.paths or args.texts):
             parser.error("--list takes no other argument")
         if not args.list and len(args.paths) != media_count + 1:
             parser.error(f"expected {media_count + 1} paths, got {len(args.paths)}")
@@ -511,7 +455,7 @@ def main(argv: Sequence[str], folder: Path) -> int:
             _write_result(args.list[1], "\n".join(lines) + "\n")
             return 0
         texts = {}
-        for pair in args.text:
+        for pair in args.texts:
             column, equals, text = pair.partition("=")
             if not equals:
                 parser.error(f"--text {pair!r}: expected COLUMN=TEXT")

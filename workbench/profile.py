@@ -1,51 +1,30 @@
-"""What a track's test-time pipeline costs per image or video: parameters, MACs and FLOPs, and measured seconds.
+"""What a track's test-time pipeline costs per image or video (parameters, MACs and FLOPs, counted as features.cost
+counts them), and the check of that cost against the challenge's budget.
 
-FLOPs come from PyTorch's own counter (`torch.utils.flop_counter.FlopCounterMode`), which counts matrix products and
-convolutions at 2 FLOPs per multiply-accumulate, so MACs = FLOPs / 2. Element-wise work (activations, normalisation,
-the moments of the handcrafted statistics) is not counted, as in the counters challenges name (fvcore, thop).
 The pipeline is what runs per item at test time: each feature set's encoder once per frame (or clip) of every variant,
 then the head over the streams; an encoder shared by several sets counts its parameters once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
-import numpy as np
+import pandas as pd
 import torch
-from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from rich.table import Table
 
-from features import clip
+from features import streams as stream_families
 from features.backbones import FrozenEncoder
-from features.cache import FeatureSpec
-from features.extract import create_encoders
-from features.metadata import CONTAINER_FACTS
-from features.text import TEXT_ENCODERS, ClipTextTower, HashedNgrams
-from features.views import view_family
+from features.cost import Cost, LoadedStream, count
+from features.encoding import create_encoders
+from features.spec import FeatureSpec
+from features.views import split_variants, view_family
 from tracks import Track
 from workbench.config import ProfileConfig, TrainConfig
+from workbench.console import console, table
 from workbench.heads import StreamHead, create_head
-from workbench.train import text_columns
-
-
-@dataclass(frozen=True)
-class Cost:
-    params: int
-    flops: int
-
-    @property
-    def macs(self) -> float:
-        return self.flops / 2
-
-
-def count(module: nn.Module, *inputs: torch.Tensor) -> Cost:
-    """Parameters and FLOPs of one call of `module` on `inputs`."""
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        module(*inputs)
-    return Cost(params=sum(p.numel() for p in module.parameters()), flops=int(counter.get_total_flops()))
 
 
 @dataclass(frozen=True)
@@ -54,65 +33,6 @@ class Stage:
     input: str  # the shape one pass sees
     passes: int  # per item
     cost: Cost  # of one pass
-
-
-@dataclass(frozen=True)
-class LoadedStream:
-    """A stream made when a run loads, from the items table or the file's header: its width and frames, and what
-    making it costs per item."""
-
-    name: str
-    input: str
-    dim: int
-    frames: int
-    cost: Cost
-
-
-class _TextTower(nn.Module):
-    """A text encoder's network as one module on token ids, its parameters those of the text side alone."""
-
-    def __init__(self, encode, parameters: Sequence[nn.Parameter]):
-        super().__init__()
-        self.encode, self.counted = encode, list(parameters)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.encode(tokens)
-
-
-def text_cost(encoder: object) -> tuple[Cost, str]:
-    """One text at the encoder's token limit (its worst case). The hashed default's sparse products are not counted,
-    as element-wise work is not (its SVD's axes are parameters, though, where it has been fitted)."""
-    if isinstance(encoder, HashedNgrams):
-        return Cost(params=int(encoder.state().get("components", np.empty(0)).size), flops=0), "hashed n-grams"
-    if isinstance(encoder, ClipTextTower):
-        model = clip.load_model(encoder.arch, encoder.weights, encoder.seed)[0]
-        text = [p for name, p in model.named_parameters() if not name.startswith("visual.")]
-        length = int(getattr(model, "context_length", 77))
-        tower = _TextTower(model.encode_text, text)
-    else:
-        net, length = encoder._part("net"), encoder.max_tokens
-        tower = _TextTower(lambda tokens: net(input_ids=tokens).last_hidden_state, list(net.parameters()))
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        tower(torch.ones(1, length, dtype=torch.long))
-    params = sum(p.numel() for p in tower.counted)
-    return Cost(params=params, flops=int(counter.get_total_flops())), f"1x{length} tokens"
-
-
-def loaded_streams(cfg: ProfileConfig | TrainConfig, track: Track, categories: Mapping[str, int]) -> tuple:
-    """The streams a run makes when it loads (workbench.train.read_streams), in its order."""
-    streams = []
-    for column in text_columns(cfg, track):
-        encoder = TEXT_ENCODERS.get(cfg.text)(cfg.text_weights, getattr(cfg, "seed", 0))  # profile has no seed
-        cost, shape = text_cost(encoder)
-        streams.append(LoadedStream(f"{cfg.text} on {column}", shape, encoder.width, 1, cost))
-        if cfg.align:
-            dim, frames = encoder.width - 1, cfg.frames
-            align = Cost(params=0, flops=2 * dim * frames)
-            streams.append(LoadedStream(f"alignment of {column}", f"{frames}x{dim}", 1, frames, align))
-    if cfg.meta:
-        width = len(CONTAINER_FACTS) + sum(categories.values())
-        streams.append(LoadedStream("container metadata and categories", "the file's header", width, 1, Cost(0, 0)))
-    return tuple(streams)
 
 
 @dataclass(frozen=True)
@@ -133,12 +53,13 @@ class Pipeline:
         cfg: ProfileConfig | TrainConfig,
         track: Track,
         variants: Sequence[tuple[str, ...]],
-        categories: Mapping[str, int] | None = None,
+        items: pd.DataFrame | None = None,
     ) -> Pipeline:
-        """The pipeline of a feature and head configuration (a ProfileConfig, or a run's TrainConfig); `categories`
-        counts each Category input's training categories (the metadata stream's width; none where not given)."""
-        streams = cfg.streams(track.media)
-        loaded = loaded_streams(cfg, track, categories or {})
+        """The pipeline of a feature and head configuration (a ProfileConfig, or a run's TrainConfig); `items`, the
+        run's, give the loaded streams the widths its training split makes (the categories of the metadata stream;
+        none where not given)."""
+        streams = cfg.streams(track.decoder)
+        loaded = stream_families.loaded_costs(cfg, track.inputs, items)
         return cls(streams, tuple(tuple(v) for v in variants), cfg.head, cfg.hidden, len(track.targets), loaded)
 
     @property
@@ -175,8 +96,8 @@ class Pipeline:
     def head_inputs(self, frames: Sequence[int]) -> list[torch.Tensor]:
         """Zeros shaped as the head's streams for one item's views (pairing the variants is bookkeeping, not work)."""
         tensors = []
-        for count, dim in zip(frames, self.stream_dims(), strict=True):
-            tensors += [torch.zeros(self.views, count, dim), torch.ones(self.views, count, dtype=torch.bool)]
+        for length, dim in zip(frames, self.stream_dims(), strict=True):
+            tensors += [torch.zeros(self.views, length, dim), torch.ones(self.views, length, dtype=torch.bool)]
         return tensors
 
     def stages(self) -> list[Stage]:
@@ -206,3 +127,48 @@ class Pipeline:
         params = sum(p.numel() for module in modules for p in module.parameters())
         params += sum(stream.cost.params for stream in self.loaded)
         return Cost(params=params, flops=sum(stage.passes * stage.cost.flops for stage in stages))
+
+
+def profiled(cfg: ProfileConfig, track: Track) -> Pipeline:
+    """The pipeline a run of these words would submit, with every test-time view, for its cost."""
+    families = [view_family(spec) for spec in cfg.all_specs(track.decoder)]
+    return Pipeline.of(cfg, track, split_variants(families, track.test_views(cfg.views)))
+
+
+def cost_table(track: Track, pipeline: Pipeline) -> tuple[Table, Cost]:
+    stages = pipeline.stages()
+    total = pipeline.total(stages)
+
+    def counts(params: float, macs: float, flops: float) -> list[str]:
+        return [f"{params / 1e6:.4f}", f"{macs / 1e9:.4f}", f"{flops / 1e9:.4f}"]
+
+    rows = [
+        [s.name, s.input, s.passes, *counts(s.cost.params, s.passes * s.cost.macs, s.passes * s.cost.flops)]
+        for s in stages
+    ]
+    rows.append([f"total per {track.unit}", "", "", *counts(total.params, total.macs, total.flops)])
+    per = f"per {track.unit}"
+    columns = ["stage", "input per pass", f"passes {per}", "M params", f"GMACs {per}", f"GFLOPs {per}"]
+    return table(f"{track.name} pipeline cost (PyTorch FlopCounterMode; MACs = FLOPs / 2)", columns, rows), total
+
+
+def budget_rows(track: Track, total: Cost) -> list[tuple[str, float, float]]:
+    return track.budget.check(total.macs, total.flops, total.params) if track.budget else []
+
+
+def check_budget(track: Track, *pipelines: Pipeline) -> None:
+    """One line of cost at submit; a loud warning when the model is over the challenge's budget. A blend runs every
+    run's pipeline, so their costs add up (a backbone shared by two runs counts twice: an upper bound)."""
+    totals = [pipeline.total(pipeline.stages()) for pipeline in pipelines]
+    total = Cost(params=sum(t.params for t in totals), flops=sum(t.flops for t in totals))
+    limits = budget_rows(track, total)
+    console.print(
+        f"model cost per {track.unit}: {total.params / 1e6:.4f} M params, {total.macs / 1e9:.4f} GMACs, "
+        f"{total.flops / 1e9:.4f} GFLOPs; budget: " + ", ".join(f"{limit:g} {unit}" for unit, _, limit in limits)
+    )
+    over = [f"{value:.4g} {unit} > {limit:g} {unit}" for unit, value, limit in limits if value > limit]
+    if over:
+        console.print(
+            f"[bold white on red] OVER THE {track.name} BUDGET: {'; '.join(over)}. "
+            f"The organisers will not accept this model: choose a smaller backbone, size or fewer views. [/]"
+        )

@@ -24,7 +24,7 @@ import pandas as pd
 from common.atomic import atomic_path, write_text
 from ensembles.submit import Choice, RunPredictions, decide
 from tracks import Track
-from tracks.base import UNLABELLED
+from tracks.unlabelled import UNLABELLED
 
 LABELS, PROVENANCE = "labels.parquet", "provenance.json"
 

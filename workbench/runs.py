@@ -19,6 +19,7 @@ from common.atomic import atomic_path, write_text
 CONFIG = "config.json"
 SCORES = "scores.json"
 FOLDS = "folds.parquet"
+BACKBONE_FILE = "backbone.safetensors"  # a fine-tuned run's backbone, in each of its fold folders (workbench.finetune)
 
 
 @dataclass(frozen=True)
@@ -52,11 +53,11 @@ class Run:
             raise FileNotFoundError(f"{self.path}: no finished fold")
         return pd.concat(frames, ignore_index=True)
 
-    def stale_items(self, media: dict[str, str]) -> list[str]:
-        """The run's items whose file's fingerprint now (`media`, item id -> fingerprint) is not the one it was
-        trained or predicted on."""
+    def stale_items(self, fingerprints: dict[str, str]) -> list[str]:
+        """The run's items whose file's fingerprint now (`fingerprints`, item id -> fingerprint) is not the one it
+        was trained or predicted on."""
         table = pd.read_parquet(self.path / FOLDS)
-        return table.loc[table["item_id"].map(media) != table["media"], "item_id"].tolist()
+        return table.loc[table["item_id"].map(fingerprints) != table["fingerprint"], "item_id"].tolist()
 
     def folds(self) -> pd.Series:
         """The fold of every labelled item, indexed by item id (test items, fold -1, left out)."""

@@ -39,15 +39,9 @@ from features.cache import PART_GLOB, cache_dir
 from features.views import FAMILIES
 from tracks import get_track
 from workbench.config import ConfigError, FeatureConfig, SweepBestConfig, SweepConfig, TrainConfig, as_dict
+from workbench.data import TrainingData, load_training_data, oof_score, open_or_create_run
 from workbench.losses import CombinedLoss
-from workbench.train import (
-    TrainingData,
-    load_training_data,
-    oof_score,
-    open_or_create_run,
-    run_summary,
-    train_fold,
-)
+from workbench.train import run_summary, train_fold
 
 LOSS_TERMS = ("mse", "plcc", "rank")  # searched on top of the terms of the default loss
 SCALE_FLOOR = 0.1  # the least weight a trial gives mse, the term that ties predictions to the label scale
@@ -168,7 +162,7 @@ def cached_feature_sets(base: TrainConfig) -> list[FeatureSet]:
     are the other streams alone."""
     track = get_track(base.track)
     root = Path(base.cache) / track.name
-    own = base.all_specs(track.media)
+    own = base.all_specs(track.decoder)
     if not all((cache_dir(base.cache, track.name, spec) / "manifest.json").is_file() for spec in own):
         raise ConfigError(
             f"the default configuration's features ({', '.join(s.key() for s in own)}) are not cached under {root}: "
@@ -179,15 +173,15 @@ def cached_feature_sets(base: TrainConfig) -> list[FeatureSet]:
     others = [spec.key() for spec in own if FAMILIES.get(spec.view).encodes != "image"]  # motion, audio, sync
     if others:
         frames_only = base.key_frames_alone()
-        sets.append(FeatureSet.of("+".join(spec.key() for spec in frames_only.all_specs(track.media)), frames_only))
+        sets.append(FeatureSet.of("+".join(spec.key() for spec in frames_only.all_specs(track.decoder)), frames_only))
     for manifest_path in sorted(root.glob("*/manifest.json")):
         manifest = json.loads(manifest_path.read_text())
         spec = manifest["spec"]
         frames = FAMILIES.get(spec["view"]).encodes == "image"  # other streams ride along with the default's
-        if spec["media"] != track.media or not frames or not any(manifest_path.parent.glob(PART_GLOB)):
+        if spec["decoder"] != track.decoder or not frames or not any(manifest_path.parent.glob(PART_GLOB)):
             continue
         fields = {**default.fields, **manifest_fields(manifest, base), "views": ()}  # every cached variant
-        (spec, *_) = replace(base, **fields).all_specs(track.media)
+        (spec, *_) = replace(base, **fields).all_specs(track.decoder)
         name = "+".join([spec.key(), *others])
         if spec.key() == manifest_path.parent.name and name != default.name:
             sets.append(FeatureSet(name, fields))

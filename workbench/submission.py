@@ -1,0 +1,238 @@
+"""From finished runs to what a challenge takes: the zip (`submit`), the runnable predictor (`export`), a teacher's
+label set (`pseudo-label`) and the official score of a prediction file (`score`).
+
+Every one of them starts from `submitted`: the runs named (or the newest complete one), checked to be finished, of
+this track, and trained on the bytes the items' files hold now.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ensembles.blend import BLENDS, MeanBlend, blender_state
+from ensembles.calibrate import check_kind
+from ensembles.submit import Choice, Decision, RunPredictions, decide, runs_digest, submit_runs
+from features import streams as stream_families
+from features.fingerprint import REFERENCE, item_fingerprints
+from features.reader import family_variants
+from tracks import Track, get_track
+from workbench.config import ConfigError, ExportConfig, PseudoLabelConfig, ScoreConfig, SubmitConfig, TrainConfig, build
+from workbench.console import console, table
+from workbench.data import items_of
+from workbench.predictor import Predictor, export_folder, member_of
+from workbench.predictor import usage as predict_usage
+from workbench.profile import Pipeline, check_budget
+from workbench.pseudo import label_rows, label_set_dir, write_label_set
+from workbench.runs import Run, newest_complete_run, open_run
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The runs a submit or export names, checked against the data as it is now, with what they predicted."""
+
+    track: Track
+    runs: list[Run]
+    configs: list[TrainConfig]  # resolved, as each run was trained
+    items: pd.DataFrame
+    predicted: list[RunPredictions]
+    choice: Choice
+
+
+def submitted(cfg: SubmitConfig) -> Submitted:
+    track = get_track(cfg.track)
+    if cfg.score_range:
+        try:
+            low, high = map(float, cfg.score_range)
+            track = track.with_range(low, high)
+        except ValueError as error:
+            raise ConfigError(f"score_range={','.join(cfg.score_range)}: expected low,high ({error})") from None
+    kind = check_kind(cfg.calibration or track.calibrate)
+    runs = submitted_runs(cfg, track)
+    if cfg.blend != "auto" and (cfg.blend not in BLENDS or len(runs) == 1):
+        raise ConfigError(f"blend={cfg.blend!r}: expected auto or, with two runs or more, one of {', '.join(BLENDS)}")
+    configs = [build(TrainConfig, {k: v for k, v in run.config.items() if k != "views"}) for run in runs]
+    items = items_of(configs[0], track)  # with the unlabelled media the runs predicted, if any
+    check_media(runs, items, configs[0].cache)
+    predicted = [RunPredictions(r.id, r.predictions("oof"), r.predictions("test"), r.folds()) for r in runs]
+    return Submitted(track, runs, configs, items, predicted, Choice(cfg.blend, kind, cfg.tta))
+
+
+def submitted_runs(cfg: SubmitConfig, track: Track) -> list[Run]:
+    """The runs named by `runs=` (or the newest complete one), each finished and trained for this track."""
+    if len(set(cfg.runs)) < len(cfg.runs):
+        raise ConfigError(f"runs={','.join(cfg.runs)} names a run twice")
+    runs = [open_run(cfg.runs_dir, track.name, name) for name in cfg.runs] or [
+        newest_complete_run(cfg.runs_dir, track.name)
+    ]
+    for run in runs:
+        if run.config["track"] != track.name:
+            raise ConfigError(
+                f"run {run.id} ({run.path}) was trained for track {run.config['track']}, not {track.name}"
+            )
+        if not run.is_complete():
+            raise ConfigError(
+                f"run {run.id} has folds {run.folds_done()} of {run.config['folds']} finished: train the rest first"
+            )
+    return runs
+
+
+def check_media(runs: Sequence[Run], items: pd.DataFrame, cache: str) -> None:
+    """Refuses runs whose predictions were made from other bytes than the items' files hold now."""
+    fingerprints = dict(zip(items["item_id"], item_fingerprints(items, cache)))
+    for run in runs:
+        stale = run.stale_items(fingerprints)
+        if stale:
+            raise ConfigError(
+                f"run {run.id} was trained and predicted on features of {len(stale)} item(s) whose files have changed "
+                f"(or gone) since, e.g. {', '.join(stale[:3])}: run `just extract` and `just train` again"
+            )
+
+
+def submit(cfg: SubmitConfig) -> Path:
+    """Finds the runs and checks them against the data as it is now; ensembles.submit blends, calibrates and writes
+    the zip with its report; the tables it returns are printed here. Returns the zip's path."""
+    named = submitted(cfg)
+    submission = submit_runs(
+        named.track,
+        named.predicted,
+        named.items,
+        named.choice,
+        Path(cfg.out),
+        lambda decision, views, about: cost_and_readme(cfg, named, decision, views, about),
+    )
+    for printed in submission.tables:
+        console.print(table(*printed))
+    return submission.path
+
+
+def predictor_of(named: Submitted, decision: Decision) -> Predictor:
+    """The runs the decision runs, as one runnable predictor (one run, the best alone or the only one, is its own
+    mean)."""
+    chosen = decision.picked.chosen
+    members = [
+        member_of(run, config, list(named.choice.tta), named.track, named.items)
+        for run, config in zip(named.runs, named.configs)
+        if run.id in {used.id for used in decision.used}
+    ]
+    state = blender_state("mean", MeanBlend()) if len(members) == 1 else blender_state(chosen.name, chosen.blender)
+    return Predictor(named.track, members, state, decision.calibration, decision.range_map)
+
+
+def export(cfg: ExportConfig) -> Path:
+    """Packs the runs a submit would submit into a folder and zip that score raw media (workbench.predictor);
+    returns the folder."""
+    named = submitted(cfg)
+    decision = decide(named.track, named.predicted, named.items, named.choice)
+    predictor = predictor_of(named, decision)
+    runs = [member.run for member in predictor.members]
+    if named.track.budget:
+        used = [(run, config) for run, config in zip(named.runs, named.configs, strict=True) if run.id in runs]
+        views = {member.run: member.views for member in predictor.members}
+        check_budget(named.track, *pipelines_of(named, *zip(*used), views))
+    name = f"{named.track.name}-{runs[0]}" if len(runs) == 1 else f"{named.track.name}-{runs_digest(runs)}"
+    with console.status(f"exporting {', '.join(runs)}"):
+        archive = export_folder(predictor, Path(cfg.out) / name)
+    folder = archive.with_suffix("")
+    test = named.items[named.items["split"] == "test"].head(3)
+    seconds = Predictor.load(folder).seconds_per_item(test) if len(test) else float("nan")
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    rows = [[folder, archive, f"{size / 1e6:.2f} MB", ", ".join(runs), decision.picked.chosen.name, seconds]]
+    columns = ["folder", "zip", "size", "runs", "blend", f"s/{named.track.unit} (CPU, {len(test)} test items)"]
+    console.print(table(f"{named.track.name} predictor", columns, rows))
+    console.print(f"run it: {folder}/{predict_usage(named.track)}")
+    return folder
+
+
+def run_exported(folder: Path, track: Track, item: pd.Series, out: Path) -> float:
+    """Runs the exported `predict` program in a process of its own on one item, as a challenge that takes programs
+    would (`predict DISTORTED REFERENCE RESULT_FILE` on the ICME tracks, the NR track given its dummy reference),
+    and returns the one float it wrote."""
+    reference = [str(item.get(REFERENCE, item["path"]))] if track.reference_argument else []
+    result = out / f"{Path(item['path']).name}.result"
+    command = [str(folder / "predict"), str(item["path"]), *reference, str(result)]
+    done = subprocess.run(command, capture_output=True, encoding="utf-8")
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(command)} exited with {done.returncode}: {done.stderr.strip()}")
+    return float(result.read_text())
+
+
+def pseudo_label(cfg: PseudoLabelConfig) -> tuple[str, pd.DataFrame]:
+    """The teacher runs' blend on the unlabelled media they predicted, as a label set a student trains on
+    (`train pseudo=<name>[:weight]`; workbench.pseudo). Returns its name and labels."""
+    named = submitted(cfg)
+    sources = {config.unlabelled for config in named.configs}
+    source = cfg.unlabelled or next(iter(sources))
+    if sources != {source} or not source:
+        raise ConfigError(
+            f"pseudo-label labels the unlabelled media its teacher runs predicted: they were trained with "
+            f"unlabelled={', '.join(sorted(sources)) or '(none)'}, not {cfg.unlabelled or '(none)'}; train the "
+            "teachers with unlabelled=<folder or list> first"
+        )
+    name = cfg.name or f"pseudo-{runs_digest([run.id for run in named.runs])}"
+    folder = label_set_dir(cfg.runs_dir, named.track.name, name)
+    try:
+        labels = write_label_set(folder, named.track, named.runs, named.items, named.choice, source)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    columns = ["target", "items", "lowest", "highest", "mean spread over the teacher's folds"]
+    console.print(table(f"label set {name} ({folder})", columns, label_rows(labels, named.track)))
+    console.print(f"train a student on it: just train track={named.track.name} unlabelled={source} pseudo={name}")
+    return name, labels
+
+
+def pipelines_of(
+    named: Submitted, runs: Sequence[Run], configs: Sequence[TrainConfig], views: dict[str, list[str]]
+) -> list[Pipeline]:
+    """The cost model of each run's test-time pipeline (workbench.profile), its loaded streams as wide as its data
+    makes them."""
+    return [
+        Pipeline.of(
+            config,
+            named.track,
+            family_variants(views[run.id], len(config.all_specs(named.track.decoder))),
+            named.items,
+        )
+        for run, config in zip(runs, configs, strict=True)
+    ]
+
+
+def cost_and_readme(
+    cfg: SubmitConfig, named: Submitted, decision: Decision, views: dict[str, list[str]], about: str
+) -> tuple[dict[str, bytes], str]:
+    """Checks the budget where the track sets one; the readme where the track's zip carries one, its runtime that of
+    the exported predictor of the same runs on a few real test items (decode, views, encoders, heads, blend), for
+    the runs the submission runs (those in `views`): a blend runs every run's pipeline, so costs add up."""
+    track, extras, runtime = named.track, {}, "n/a"
+    test = named.items[named.items["split"] == "test"]
+    runs, configs = zip(*[(r, c) for r, c in zip(named.runs, named.configs, strict=True) if r.id in views])
+    if track.budget or track.submission.readme:
+        check_budget(track, *pipelines_of(named, runs, configs, views))
+        if track.submission.readme and len(test):
+            seconds = predictor_of(named, decision).seconds_per_item(test.head(3))
+            runtime = f"{seconds:.3f}s"
+            description = about + " ".join(describe(run, config, views[run.id]) for run, config in zip(runs, configs))
+            extras[track.submission.readme] = track.submission.readme_text(
+                track.unit, seconds, True, cfg.extra_data, description
+            )
+    return extras, runtime
+
+
+def describe(run: Run, config: TrainConfig, views: Sequence[str]) -> str:
+    """The readme's free description, from what the run really did."""
+    return (
+        f"Frozen {config.backbone} (weights: {config.weights}) features of the {config.view} view(s), "
+        + stream_families.describe(config)
+        + f"test-time views {','.join(views)}; {config.head} head trained on {config.folds} folds "
+        f"(loss {config.loss}), test prediction the mean of the fold models; run {run.id} of the vqa-workbench."
+    )
+
+
+def score_submission(cfg: ScoreConfig) -> dict[str, float | str]:
+    track = get_track(cfg.track)
+    pred = track.submission.read(Path(cfg.preds), track.targets)
+    return track.official_score(pred, Path(cfg.truth))
