@@ -1,13 +1,13 @@
-"""`just bench quick=true` runs end to end and prints every row. No timing is asserted here or anywhere: the machine is
-shared, and the suite's own ratios are what `just bench` is for."""
+"""`just bench quick=true` (`python -m benchmarks`) runs end to end and prints every row. No timing is asserted here
+or anywhere: the machine is shared, and the suite's own ratios are what `just bench` is for."""
 
 from __future__ import annotations
 
-from workbench import bench
-from workbench.cli import main
+import benchmarks
+from benchmarks import harness
 
 # The quick suite's code paths on even less work, so the test suite stays fast.
-SMOKE = bench.Sizes(
+SMOKE = harness.Sizes(
     resolutions=((128, 72), (192, 108)), clips=1, extraction_items=2, seconds=2, fps=8, repeats=1,
     cache_items=40, cache_frames=2, cache_dim=16, train_items=60, train_dim=8, folds=3, epochs=1,
     memory_items=(2, 4), trials=1, trial_folds=2, long_seconds=3, texts=16,
@@ -22,12 +22,14 @@ def table_rows(text: str) -> list[str]:
 
 
 def test_bench_quick_prints_every_row_and_updates_the_report(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(bench.SIZES, "quick", SMOKE)
+    monkeypatch.setitem(harness.SIZES, "quick", SMOKE)
     report = tmp_path / "BENCHMARKS.md"
-    report.write_text(f"# Benchmarks\n\nwritten above\n\n{bench.BEGIN}\nan older run\n{bench.END}\n\nwritten below\n")
+    report.write_text(
+        f"# Benchmarks\n\nwritten above\n\n{harness.BEGIN}\nan older run\n{harness.END}\n\nwritten below\n"
+    )
     words = ["quick=true", "backbone=test_resnet", f"root={tmp_path / 'bench'}", f"write={report}"]
 
-    assert main(["bench", *words]) == 0
+    assert harness.main(words) == 0
 
     rows = table_rows(capsys.readouterr().out)
     assert [row.split("|")[1].strip() for row in rows] == EVERY_ROW
@@ -39,5 +41,9 @@ def test_bench_quick_prints_every_row_and_updates_the_report(tmp_path, monkeypat
 
 
 def test_unknown_row_groups_are_usage_errors(tmp_path, capsys):
-    assert main(["bench", "rows=cache,speed", f"root={tmp_path}"]) == 2
+    assert harness.main(["rows=cache,speed", f"root={tmp_path}"]) == 2
     assert "rows=speed" in capsys.readouterr().err
+
+
+def test_the_package_docstring_names_every_row_group():
+    assert all(f"`{name}`" in benchmarks.__doc__ for name in harness.GROUPS)
