@@ -61,11 +61,16 @@ profile *args:
 
 # the benchmark suite, ratios against bounds and baselines: [quick=true] [write=BENCHMARKS.md] [rows=cache,training]
 bench *args:
-    @{{python}} -m workbench bench "$@"
+    @{{python}} -m benchmarks "$@"
 
 # the test suite
 test *args:
     @{{python}} -m pytest -q "$@"
+
+# ruff's lint and format checks over the whole tree (what CI runs before the tests)
+lint:
+    @{{python}} -m ruff check .
+    @{{python}} -m ruff format --check .
 
 # read an organiser's folder and report splits, groups, label ranges, missing or unreadable media: track=<t> data=<dir>
 check *args:
