@@ -6,7 +6,6 @@ from __future__ import annotations
 import ast
 import dataclasses
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -98,7 +97,7 @@ def test_the_families_made_at_load_learn_on_the_training_split_and_a_predictor_r
     )
     inputs = (Text("prompt"), Category("generator", str))
     frames = Features(np.ones((4, 1, 2, 3), np.float32), np.ones((4, 1, 2), bool), list(items["item_id"]), ["center"])
-    cfg = SimpleNamespace(text="hashed_ngrams", text_weights="random", align="", meta="", seed=0)
+    cfg = build(TrainConfig, {"text": "hashed_ngrams"})
     loading = streams.Loading(items, inputs, frames, None, None, 0)
     made, keys = streams.load(cfg, loading)
     assert [key.split("-")[0] for key in keys] == ["text"] and made[0].x.shape[:3] == (4, 1, 1)

@@ -49,20 +49,26 @@ class Word:
 
 class StreamFamily:
     """A kind of feature stream. `words[0]` names its encoder (empty: the stream is off), except for the key frames,
-    which are always on. Subclasses set `extracted` and implement `specs` (extracted) or `load` (made at load)."""
+    which are always on. An extracted family (one that `encodes` a kind of view) implements `specs` and
+    `create_encoder`, one made at load implements `load` and `costs`. The hooks are asked only of families `cfg`
+    turns on."""
 
     name: ClassVar[str]
     order: ClassVar[int]  # where its stream sits among a run's streams
     words: ClassVar[tuple[Word, ...]]
-    extracted: ClassVar[bool]
     encodes: ClassVar[str] = ""  # extracted: the ViewFamily.encodes value its encoders serve (features.views)
+
+    @property
+    def extracted(self) -> bool:
+        """Whether its stream is extracted from the shared decode into the cache (else it is made at load)."""
+        return bool(self.encodes)
 
     def named(self, cfg: Any) -> bool:
         """Whether `cfg` turns this stream on."""
         return bool(getattr(cfg, self.words[0].name))
 
     def check(self, cfg: Any) -> None:
-        """Refuses words that cannot make this stream (StreamError); called for every configuration."""
+        """Refuses words that cannot make this stream (StreamError)."""
 
     def specs(self, cfg: Any, decoder: str) -> tuple[FeatureSpec, ...]:
         """The cached feature sets of this stream, joined on the feature axis (extracted families)."""
@@ -158,17 +164,18 @@ def word_help(name: str) -> str:
     return next((word.help for word in words() if word.name == name), "")
 
 
-def check(cfg: Any) -> None:
-    for family in families():
+def named(cfg: Any) -> list[StreamFamily]:
+    """The families `cfg` turns on, in stream order, their words checked."""
+    on = [family for family in families() if family.named(cfg)]
+    for family in on:
         family.check(cfg)
+    return on
 
 
 def cached_streams(cfg: Any, decoder: str) -> tuple[tuple[FeatureSpec, ...], ...]:
     """The cached streams `cfg` reads, each a tuple of feature sets joined on the feature axis: the key frames'
     view families first, then every other extracted family it names."""
-    check(cfg)
-    streams = [family.specs(cfg, decoder) for family in families() if family.extracted]
-    return tuple(stream for stream in streams if stream)
+    return tuple(family.specs(cfg, decoder) for family in named(cfg) if family.extracted)
 
 
 def others_off() -> dict[str, str]:
@@ -178,7 +185,7 @@ def others_off() -> dict[str, str]:
 
 def other_streams(cfg: Any) -> list[str]:
     """The encoders `cfg` names for the streams beside the key frames, in stream order."""
-    return [getattr(cfg, family.words[0].name) for family in families() if family.order > 0 and family.named(cfg)]
+    return [getattr(cfg, family.words[0].name) for family in named(cfg) if family.order > 0]
 
 
 def encoder_family(encodes: str) -> StreamFamily:
@@ -191,26 +198,26 @@ def encoder_family(encodes: str) -> StreamFamily:
 
 def load(cfg: Any, loading: Loading) -> tuple[list[Features], list[str]]:
     """The streams made at load, in stream order, and their keys."""
-    made = [made for family in families() if not family.extracted for made in family.load(cfg, loading)]
+    made = [made for family in named(cfg) if not family.extracted for made in family.load(cfg, loading)]
     return [features for _, features in made], [key for key, _ in made]
 
 
 def fit(cfg: Any, inputs: Sequence[Any], items: pd.DataFrame) -> dict[str, Any]:
     """Per family made at load that `cfg` names, what it learns from the items' training split."""
-    return {f.name: f.fit(cfg, inputs, items) for f in families() if not f.extracted and f.named(cfg)}
+    return {family.name: family.fit(cfg, inputs, items) for family in named(cfg) if not family.extracted}
 
 
 def loaded_costs(cfg: Any, inputs: Sequence[Any], items: pd.DataFrame | None = None) -> tuple[LoadedStream, ...]:
-    return tuple(cost for family in families() if not family.extracted for cost in family.costs(cfg, inputs, items))
+    return tuple(cost for family in named(cfg) if not family.extracted for cost in family.costs(cfg, inputs, items))
 
 
 def describe(cfg: Any) -> str:
     """The clauses of the streams beside the key frames, for a readme."""
-    return "".join(family.describe(cfg) for family in families() if family.order > 0 and family.named(cfg))
+    return "".join(family.describe(cfg) for family in named(cfg) if family.order > 0)
 
 
 def weight_sources(cfg: Any) -> list[tuple[str, Path]]:
-    return [source for family in families() if family.named(cfg) for source in family.weight_sources(cfg)]
+    return [source for family in named(cfg) for source in family.weight_sources(cfg)]
 
 
 def local_or_hub(cfg: Any, word: str, hub: Callable[[str], Path | None]) -> list[tuple[str, Path]]:

@@ -21,18 +21,15 @@ ALIGNMENTS = ("cosine",)
 class Alignment(StreamFamily):
     name = "align"
     order = 70
-    extracted = False
     words = (Word("align", "", "cosine: each text's embedding against each key frame's (empty: none)"),)
 
     def check(self, cfg: Any) -> None:
-        if self.named(cfg) and cfg.align not in ALIGNMENTS:
+        if cfg.align not in ALIGNMENTS:
             raise StreamError(f"align={cfg.align!r}: expected one of {', '.join(ALIGNMENTS)}")
-        if self.named(cfg) and not cfg.text:
+        if not cfg.text:
             raise StreamError("align= relates a text encoder's embedding to the key frames': name one with text=")
 
     def load(self, cfg: Any, loading: Loading) -> list[tuple[str, Features]]:
-        if not self.named(cfg):
-            return []
         made = []
         for column, (vectors, key, identity) in loading.shared["text"].items():
             if loading.key_frames_manifest is not None:
@@ -42,8 +39,6 @@ class Alignment(StreamFamily):
         return made
 
     def costs(self, cfg: Any, inputs: Any, items: pd.DataFrame | None) -> list[LoadedStream]:
-        if not self.named(cfg):
-            return []
         dim = TEXT_ENCODERS.get(cfg.text)(cfg.text_weights, getattr(cfg, "seed", 0)).width - 1
         cost = Cost(params=0, flops=2 * dim * cfg.frames)
         return [LoadedStream(f"alignment of {c}", f"{cfg.frames}x{dim}", 1, cfg.frames, cost)

@@ -29,7 +29,6 @@ def hf_folder(word: str, name: str) -> list[tuple[str, Path]]:
 class Audio(StreamFamily):
     name = "audio"
     order = 20
-    extracted = True
     encodes = "audio"
     words = (
         Word("audio", "", "an audio encoder on each key frame's sound: logmel_stats, hf:<model> (empty: none)"),
@@ -38,12 +37,9 @@ class Audio(StreamFamily):
     )
 
     def check(self, cfg: Any) -> None:
-        if self.named(cfg):
-            audio_window(cfg)
+        audio_window(cfg)
 
     def specs(self, cfg: Any, decoder: str) -> tuple[FeatureSpec, ...]:
-        if not self.named(cfg):
-            return ()
         return (FeatureSpec(backbone=cfg.audio, weights=cfg.audio_weights, view=AudioWindows.name,
                             audio_seconds=audio_window(cfg), **decoding(cfg, decoder)),)  # fmt: skip
 

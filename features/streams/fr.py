@@ -14,13 +14,10 @@ from features.streams.key_frames import decoding
 class FullReference(StreamFamily):
     name = "fr"
     order = 50
-    extracted = True
     encodes = "fr"
     words = (Word("fr", "", "full-reference metrics of each key-frame pair: ffmpeg (empty: none)"),)
 
     def specs(self, cfg: Any, decoder: str) -> tuple[FeatureSpec, ...]:
-        if not self.named(cfg):
-            return ()
         return (FeatureSpec(backbone=cfg.fr, view=FrameMetrics.name, **decoding(cfg, decoder)),)
 
     def create_encoder(self, name: str, weights: str) -> Any:

@@ -16,7 +16,6 @@ from features.views import DEFAULT_FAMILY
 class KeyFrames(StreamFamily):
     name = "key_frames"
     order = 0
-    extracted = True
     encodes = "image"
     words = (
         Word(

@@ -29,18 +29,15 @@ def categories_of(inputs: Any, items: pd.DataFrame) -> dict[str, list[str]]:
 class Metadata(StreamFamily):
     name = "meta"
     order = 80
-    extracted = False
     words = (Word("meta", "", "container: the files' container facts and the track's categories (empty: none)"),)
 
     def check(self, cfg: Any) -> None:
-        if self.named(cfg) and cfg.meta not in METADATA:
+        if cfg.meta not in METADATA:
             raise StreamError(f"meta={cfg.meta!r}: expected one of {', '.join(METADATA)}")
 
     def load(self, cfg: Any, loading: Loading) -> list[tuple[str, Features]]:
         """One stream: the container facts (memoised under `loading.cache`, where there is one) and the one-hot of
         the categories the training split shows (or those a predictor restored)."""
-        if not self.named(cfg):
-            return []
         items = loading.items
         categories = loading.fitted.get(self.name)
         if categories is None:
@@ -56,8 +53,6 @@ class Metadata(StreamFamily):
         return categories_of(inputs, items)
 
     def costs(self, cfg: Any, inputs: Any, items: pd.DataFrame | None) -> list[LoadedStream]:
-        if not self.named(cfg):
-            return []
         categories = categories_of(inputs, items) if items is not None else {}
         width = len(CONTAINER_FACTS) + sum(len(names) for names in categories.values())
         return [LoadedStream("container metadata and categories", "the file's header", width, 1, Cost(0, 0))]

@@ -24,7 +24,6 @@ def clip_words(cfg: Any) -> dict[str, int]:
 class Motion(StreamFamily):
     name = "motion"
     order = 10
-    extracted = True
     encodes = "motion"
     words = (
         Word("motion", "", "a motion encoder on clips from each key frame: temporal_stats, r3d_18, ... (empty: none)"),
@@ -34,12 +33,9 @@ class Motion(StreamFamily):
     )
 
     def check(self, cfg: Any) -> None:
-        if self.named(cfg):
-            clip_words(cfg)
+        clip_words(cfg)
 
     def specs(self, cfg: Any, decoder: str) -> tuple[FeatureSpec, ...]:
-        if not self.named(cfg):
-            return ()
         return (FeatureSpec(backbone=cfg.motion, weights=cfg.motion_weights, view=Clips.name, **clip_words(cfg),
                             **decoding(cfg, decoder)),)  # fmt: skip
 

@@ -17,7 +17,6 @@ from features.streams.key_frames import decoding
 class Pair(StreamFamily):
     name = "pair"
     order = 40
-    extracted = True
     encodes = "pair"
     words = (
         Word("pair", "", "a pair encoder on both members' crops: dists:<timm model> (empty: none)"),
@@ -25,8 +24,6 @@ class Pair(StreamFamily):
     )
 
     def specs(self, cfg: Any, decoder: str) -> tuple[FeatureSpec, ...]:
-        if not self.named(cfg):
-            return ()
         return (FeatureSpec(backbone=cfg.pair, weights=cfg.pair_weights, view=PairCrops.name, size=cfg.size,
                             **decoding(cfg, decoder)),)  # fmt: skip
 

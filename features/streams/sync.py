@@ -18,18 +18,14 @@ from features.views import SyncSeries
 class Sync(StreamFamily):
     name = "sync"
     order = 30
-    extracted = True
     encodes = "sync"
     words = (Word("sync", "", "a sync encoder relating the mouth to the sound: av_sync (empty: none)"),)
 
     def check(self, cfg: Any) -> None:
-        if self.named(cfg):
-            clip_words(cfg)
-            audio_window(cfg)
+        clip_words(cfg)
+        audio_window(cfg)
 
     def specs(self, cfg: Any, decoder: str) -> tuple[FeatureSpec, ...]:
-        if not self.named(cfg):
-            return ()
         return (FeatureSpec(backbone=cfg.sync, view=SyncSeries.name, audio_seconds=audio_window(cfg),
                             **clip_words(cfg), **decoding(cfg, decoder)),)  # fmt: skip
 

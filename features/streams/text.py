@@ -29,7 +29,6 @@ def texts_of(items: pd.DataFrame, column: str) -> list[str]:
 class TextStream(StreamFamily):
     name = "text"
     order = 60
-    extracted = False
     words = (
         Word(
             "text", "", "a text encoder on each text input: hashed_ngrams, open_clip:<arch>, hf:<model> (empty: none)"
@@ -42,8 +41,6 @@ class TextStream(StreamFamily):
     def load(self, cfg: Any, loading: Loading) -> list[tuple[str, Features]]:
         """Per text column, its vectors; the encoders fitted on the training split (`fitted`), and the vectors with
         their key and identity shared with the alignment."""
-        if not self.named(cfg):
-            return []
         fitted = loading.fitted.get(self.name)
         learn = fitted is None
         encoders, encoded, made = {}, {}, []
@@ -72,7 +69,7 @@ class TextStream(StreamFamily):
 
     def costs(self, cfg: Any, inputs: Any, items: pd.DataFrame | None) -> list[LoadedStream]:
         costs = []
-        for column in inputs_of(inputs, Text) if self.named(cfg) else []:
+        for column in inputs_of(inputs, Text):
             encoder = TEXT_ENCODERS.get(cfg.text)(cfg.text_weights, getattr(cfg, "seed", 0))  # profile has no seed
             cost, shape = text_cost(encoder)
             costs.append(LoadedStream(f"{cfg.text} on {column}", shape, encoder.width, 1, cost))
