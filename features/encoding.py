@@ -17,17 +17,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from features.audio import attach_audio
 from features.backbones import FrozenEncoder
-from features.decode import Decoder, FrameSampling, MediaError
+from features.decode import DECODERS, Decoder, FrameSampling, MediaError
+from features.fingerprint import REFERENCE
 from features.pairs import read_pair
 from features.spec import FeatureSpec
 from features.streams import encoder_family
-from features.views import FAMILIES, Variant, ViewFamily
+from features.views import FAMILIES, Variant, ViewFamily, view_family
 
 
 @dataclass(frozen=True)
@@ -252,6 +254,41 @@ def single_threaded_ops() -> Iterator[None]:
             del os.environ["OMP_NUM_THREADS"]
         else:
             os.environ["OMP_NUM_THREADS"] = variable
+
+
+def encode_media(
+    items: pd.DataFrame,
+    specs: Sequence[FeatureSpec],
+    encoders: Sequence[FrozenEncoder],
+    variants: Sequence[Sequence[str]],
+    workers: int,
+    batch: int,
+) -> list[dict[tuple[str, str], np.ndarray]]:
+    """Per feature set, (item, view) -> [frames, D] for `items` (item_id, path, the reference where pairs are), in
+    memory as extraction makes them (nothing cached): DataLoader workers decode and cut each set's `variants` ahead of
+    the encoders, which run on threads of single-threaded ops beside them on the CPU, a batch of items to a pass.
+    The first file that cannot be read raises its MediaError."""
+    decoder, sampling = DECODERS.get(specs[0].decoder), shared_sampling(specs)
+    references = items[REFERENCE].astype(str) if REFERENCE in items else [""] * len(items)
+    views = tuple(map(tuple, variants))
+    ids, paths = items["item_id"].astype(str), items["path"].astype(str)
+    jobs = [Job(i, p, "", views, r) for i, p, r in zip(ids, paths, references)]
+    workers = min(workers, len(jobs) - 1)  # a lone item decodes here, as fast as in a worker
+    dataset = MediaDataset(jobs, decoder, sampling, [view_family(s) for s in specs], decode_threads(max(workers, 1)))
+    loader = DataLoader(dataset, batch_size=batch, num_workers=workers, collate_fn=collate)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    pool = EncoderPool(encoders, threads=encoder_threads(device == "cpu")).to(device)
+    out: list[dict[tuple[str, str], list]] = [{} for _ in specs]
+    with pool.running(), single_threaded_ops() if device == "cpu" else contextlib.nullcontext():
+        for batch_of_items in loader:
+            if batch_of_items["failures"]:
+                failure = batch_of_items["failures"][0]
+                raise MediaError(failure["path"], failure["reason"])
+            for s, (spec, part) in enumerate(zip(specs, batch_of_items["sets"], strict=True)):
+                rows = pool.encode(part["pixels"].to(device), s).astype(spec.dtype).astype(np.float32)
+                for item, view, row in zip(part["rows"]["item_id"], part["rows"]["view"], rows):
+                    out[s].setdefault((item, view), []).append(row)  # in frame order, as collated
+    return [{key: np.stack(rows) for key, rows in by_key.items()} for by_key in out]
 
 
 def encoder_threads(on_cpu: bool, processes: int = 1) -> int:

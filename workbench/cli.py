@@ -8,7 +8,10 @@ Exit status: 0 on success, 2 on a usage or input error, 3 when extraction finish
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import sys
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -19,24 +22,7 @@ from features.cache import CacheError
 from features.extract import group_leader
 from tracks import LayoutError, Track, get_track, list_tracks
 from workbench import commands
-from workbench.config import (
-    CheckConfig,
-    ConfigError,
-    ExportConfig,
-    ExtractConfig,
-    ProfileConfig,
-    PseudoLabelConfig,
-    ScoreConfig,
-    SubmitConfig,
-    SweepBestConfig,
-    SweepConfig,
-    SynthConfig,
-    TrainConfig,
-    build,
-    check_keys,
-    known_keys,
-    parse_words,
-)
+from workbench.config import ConfigError, build, check_keys, known_keys, parse_words
 from workbench.console import EXIT_USAGE, announce, console, errors
 from workbench.demo import cmd_demo, cmd_demo_student
 from workbench.fold import quiet_lightning
@@ -44,36 +30,33 @@ from workbench.fold import quiet_lightning
 
 @dataclass(frozen=True)
 class Command:
-    config: type | None
     run: Callable
     help: str
 
+    @property
+    def config(self) -> type | None:
+        """The configuration dataclass the command takes, as its function declares it (None: the demos, which take
+        the words themselves)."""
+        parameter = next(iter(inspect.signature(self.run).parameters))
+        kind = typing.get_type_hints(self.run)[parameter]
+        return kind if dataclasses.is_dataclass(kind) else None
+
 
 COMMANDS: dict[str, Command] = {
-    "synth": Command(SynthConfig, commands.cmd_synth, "write a synthetic dataset in the track's organiser layout"),
-    "extract": Command(ExtractConfig, commands.cmd_extract, "fill the feature cache"),
-    "train-fold": Command(TrainConfig, commands.cmd_train_fold, "train one fold of a run"),
-    "train": Command(TrainConfig, commands.cmd_train, "train every fold of a run"),
-    "submit": Command(SubmitConfig, commands.cmd_submit, "blend runs and write the leaderboard zip, with a report"),
-    "export": Command(ExportConfig, commands.cmd_export, "pack the runs a submit would submit as a runnable predictor"),
-    "pseudo-label": Command(
-        PseudoLabelConfig, commands.cmd_pseudo_label, "label unlabelled media with teacher runs' blend"
-    ),
-    "score": Command(ScoreConfig, commands.cmd_score, "score predictions with the track's official scorer"),
-    "check": Command(
-        CheckConfig, commands.cmd_check, "read an organiser's folder and report what later commands would meet"
-    ),
-    "profile": Command(
-        ProfileConfig, commands.cmd_profile, "parameters and GMACs per item of the pipeline, against the budget"
-    ),
-    "demo": Command(None, cmd_demo, "synth, extract, train, control, submit and score on demo data"),
-    "demo-student": Command(
-        None, cmd_demo_student, "teacher, student alone and distilled student on demo data with labels withheld"
-    ),
-    "sweep": Command(SweepConfig, commands.cmd_sweep, "an Optuna study over heads, losses, optimiser and feature sets"),
-    "sweep-best": Command(
-        SweepBestConfig, commands.cmd_sweep_best, "train the best trial of a sweep into a run for submit"
-    ),
+    "synth": Command(commands.cmd_synth, "write a synthetic dataset in the track's organiser layout"),
+    "extract": Command(commands.cmd_extract, "fill the feature cache"),
+    "train-fold": Command(commands.cmd_train_fold, "train one fold of a run"),
+    "train": Command(commands.cmd_train, "train every fold of a run"),
+    "submit": Command(commands.cmd_submit, "blend runs and write the leaderboard zip, with a report"),
+    "export": Command(commands.cmd_export, "pack the runs a submit would submit as a runnable predictor"),
+    "pseudo-label": Command(commands.cmd_pseudo_label, "label unlabelled media with teacher runs' blend"),
+    "score": Command(commands.cmd_score, "score predictions with the track's official scorer"),
+    "check": Command(commands.cmd_check, "read an organiser's folder and report what later commands would meet"),
+    "profile": Command(commands.cmd_profile, "parameters and GMACs per item of the pipeline, against the budget"),
+    "demo": Command(cmd_demo, "synth, extract, train, control, submit and score on demo data"),
+    "demo-student": Command(cmd_demo_student, "teacher, student alone and distilled student, labels withheld"),
+    "sweep": Command(commands.cmd_sweep, "an Optuna study over heads, losses, optimiser and feature sets"),
+    "sweep-best": Command(commands.cmd_sweep_best, "train the best trial of a sweep into a run for submit"),
 }
 
 

@@ -76,7 +76,7 @@ class StreamsOf:
         return dataclasses.replace(self, **stream_families.others_off())
 
 
-# What identifies the feature sets in the cache (features.cache.FeatureSpec) and the streams made at load: the shared
+# What identifies the feature sets in the cache (features.spec.FeatureSpec) and the streams made at load: the shared
 # decode, then every stream family's words, declared by the families themselves.
 FeatureConfig = dataclasses.make_dataclass(
     "FeatureConfig",

@@ -22,7 +22,7 @@ __all__ = ["LOSSES", "CombinedLoss", "fidelity", "get_loss", "l1", "mse", "plcc_
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
-def _columns(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+def _target_columns(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     """Both inputs as ``[B, K]``, so batch losses handle one and several targets alike."""
     if pred.shape != target.shape:
         raise ValueError(f"pred has shape {tuple(pred.shape)} but target has {tuple(target.shape)}")
@@ -50,12 +50,12 @@ def _differences(x: Tensor) -> Tensor:
 
 
 def mse(pred: Tensor, target: Tensor) -> Tensor:
-    p, t = _columns(pred, target)
+    p, t = _target_columns(pred, target)
     return F.mse_loss(p, t)
 
 
 def l1(pred: Tensor, target: Tensor) -> Tensor:
-    p, t = _columns(pred, target)
+    p, t = _target_columns(pred, target)
     return F.l1_loss(p, t)
 
 
@@ -72,7 +72,7 @@ def plcc_loss(pred: Tensor, target: Tensor) -> Tensor:
     ``(1 - rho**2) / 4``, whose gradient grows with rho, so well-correlated batches keep
     being pushed. A batch of one z-scores to zeros and so gives 0.
     """
-    p, t = _columns(pred, target)
+    p, t = _target_columns(pred, target)
     p, t = _zscore(p), _zscore(t)
     loss0 = ((p - t) ** 2).mean(dim=0) / 4
     rho = (p * t).mean(dim=0, keepdim=True)
@@ -82,7 +82,7 @@ def plcc_loss(pred: Tensor, target: Tensor) -> Tensor:
 
 def rank_hinge(pred: Tensor, target: Tensor, margin: float = 0.0) -> Tensor:
     """Mean of ``relu(margin - (pred_i - pred_j))`` over in-batch pairs with ``target_i > target_j``."""
-    p, t = _columns(pred, target)
+    p, t = _target_columns(pred, target)
     return _pair_mean(F.relu(margin - _differences(p)), _differences(t) > 0)
 
 
@@ -100,7 +100,7 @@ def fidelity(
     ``Phi((t_i - t_j) / sqrt(2) / scale)`` so near-ties count less. ``eps`` keeps the sqrt
     gradients finite where a probability reaches 0.
     """
-    p, t = _columns(pred, target)
+    p, t = _target_columns(pred, target)
     p_hat = torch.special.ndtr(_differences(p) / math.sqrt(2))
     dt = _differences(t)
     if soft:
@@ -167,14 +167,16 @@ class CombinedLoss(torch.nn.Module):
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         """The weighted sum; a target missing for some items (NaN) is scored per column over the items labelled on
         it, the columns averaged, so an unlabelled cell neither counts nor turns the loss into NaN."""
-        p, t = _columns(pred, target)
+        p, t = _target_columns(pred, target)
         known = torch.isfinite(t)
         if bool(known.all()):
-            return self._total(pred, target)
-        columns = [self._total(p[known[:, k], k], t[known[:, k], k]) for k in range(t.shape[1]) if known[:, k].any()]
+            return self._weighted_total(pred, target)
+        columns = [
+            self._weighted_total(p[known[:, k], k], t[known[:, k], k]) for k in range(t.shape[1]) if known[:, k].any()
+        ]
         return torch.stack(columns).mean() if columns else (p * 0.0).sum()
 
-    def _total(self, pred: Tensor, target: Tensor) -> Tensor:
+    def _weighted_total(self, pred: Tensor, target: Tensor) -> Tensor:
         parts = self.parts(pred, target)
         return torch.stack([self.weights[name] * value for name, value in parts.items()]).sum()
 

@@ -19,7 +19,6 @@ naming it, wrong arguments print the usage and exit 2.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import shutil
@@ -33,29 +32,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
 
 from common.atomic import atomic_path, write_text
 from ensembles.blend import restore_blender
 from ensembles.calibrate import Calibration
 from features import streams as stream_families
-from features.decode import DECODERS
-from features.encoding import (
-    EncoderPool,
-    Job,
-    MediaDataset,
-    collate,
-    create_encoders,
-    decode_threads,
-    encoder_threads,
-    shared_sampling,
-    single_threaded_ops,
-)
+from features.decode import MediaError
+from features.encoding import create_encoders, encode_media
 from features.fingerprint import REFERENCE
 from features.inputs import Category, Text
 from features.reader import Features, Streams
 from features.spec import FeatureSpec
-from features.views import view_family
 from tracks import Track, get_track
 from tracks.ranges import RangeMap
 from workbench.config import ExtractConfig, TrainConfig, as_dict, build
@@ -107,10 +94,12 @@ class Member:
         cached = len(specs)
         components = [name.split("+") for name in self.views]
         wanted = [list(dict.fromkeys(c[s] for c in components)) for s in range(cached)]
-        families = [view_family(spec) for spec in specs]
-        vectors = self._encoded(items, specs, families, wanted)
+        try:
+            vectors = encode_media(items, specs, self.encoders_for(specs), wanted, self.workers, ExtractConfig.batch)
+        except MediaError as error:
+            raise PredictError(str(error)) from error
         ids = items["item_id"].astype(str).tolist()
-        sets = [_set(vectors[s], [c[s] for c in components], spec.frames, ids) for s, spec in enumerate(specs)]
+        sets = [_padded_set(vectors[s], [c[s] for c in components], spec.frames, ids) for s, spec in enumerate(specs)]
         loading = stream_families.Loading(items, track.inputs, sets[0], None, None, config.seed, dict(self.fitted))
         loaded, _ = stream_families.load(self.config, loading)
         sets += [_on_views(features, len(self.views)) for features in loaded]
@@ -119,32 +108,6 @@ class Member:
             grouped.append(_joined(sets[start : start + size], self.views))
             start += size
         return Streams(grouped)
-
-    def _encoded(self, items: pd.DataFrame, specs, families, wanted) -> list[dict[tuple[str, str], np.ndarray]]:
-        """Per feature set, (item, view) -> [frames, D], through the extraction's own dataset, batching and encoder
-        threads (features.encoding): DataLoader workers decode and cut views ahead of the encoders, which run on
-        threads of single-threaded ops beside them on the CPU, a batch of items to a pass."""
-        decoder, sampling = DECODERS.get(specs[0].decoder), shared_sampling(specs)
-        paths = items["path"].astype(str)
-        references = items[REFERENCE].astype(str) if REFERENCE in items else [""] * len(items)
-        views = tuple(map(tuple, wanted))
-        jobs = [Job(i, p, "", views, r) for i, p, r in zip(items["item_id"].astype(str), paths, references)]
-        workers = min(self.workers, len(jobs) - 1)  # a lone item decodes here, as fast as in a worker
-        dataset = MediaDataset(jobs, decoder, sampling, families, decode_threads(max(workers, 1)))
-        loader = DataLoader(dataset, batch_size=ExtractConfig.batch, num_workers=workers, collate_fn=collate)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        pool = EncoderPool(self.encoders_for(specs), threads=encoder_threads(device == "cpu")).to(device)
-        out: list[dict[tuple[str, str], list]] = [{} for _ in specs]
-        with pool.running(), single_threaded_ops() if device == "cpu" else contextlib.nullcontext():
-            for batch in loader:
-                if batch["failures"]:
-                    failure = batch["failures"][0]
-                    raise PredictError(f"{failure['path']}: {failure['reason']}")
-                for s, (spec, part) in enumerate(zip(specs, batch["sets"], strict=True)):
-                    rows = pool.encode(part["pixels"].to(device), s).astype(spec.dtype).astype(np.float32)
-                    for item, view, row in zip(part["rows"]["item_id"], part["rows"]["view"], rows):
-                        out[s].setdefault((item, view), []).append(row)  # in frame order, as collated
-        return [{key: np.stack(rows) for key, rows in by_key.items()} for by_key in out]
 
     def predict(self, track: Track, items: pd.DataFrame) -> np.ndarray:
         """[items, targets]: each fold's head on every view, the views' mean, then the folds' (as fold_ensemble)."""
@@ -157,7 +120,7 @@ class Member:
         return np.mean(folds, axis=0)
 
 
-def _set(vectors: dict[tuple[str, str], np.ndarray], views: list[str], frames: int, ids: list[str]) -> Features:
+def _padded_set(vectors: dict[tuple[str, str], np.ndarray], views: list[str], frames: int, ids: list[str]) -> Features:
     """One feature set of `ids` on `views` (one per paired view), frames padded to `frames` and masked."""
     dim = next(iter(vectors.values())).shape[-1]
     x = np.zeros((len(ids), len(views), frames, dim), dtype=np.float32)
@@ -264,7 +227,7 @@ class Predictor:
         track = get_track(manifest["track"])
         members = []
         for entry in manifest["members"]:
-            config = build(TrainConfig, {k: _at(folder, v) for k, v in entry["config"].items()})
+            config = build(TrainConfig, {k: _absolute_weights(folder, v) for k, v in entry["config"].items()})
             heads = []
             for relative in entry["heads"]:
                 head = create_head(config.head, entry["dims"], out=len(track.targets), hidden=config.hidden)
@@ -274,7 +237,7 @@ class Predictor:
                 name: stream_families.FAMILIES.get(name).restore_state(config, saved, folder)
                 for name, saved in entry["fitted"].items()
             }
-            fold_weights = [_at(folder, weights) for weights in entry["fold_weights"]]
+            fold_weights = [_absolute_weights(folder, weights) for weights in entry["fold_weights"]]
             members.append(Member(entry["run"], config, entry["views"], heads, fitted, fold_weights))
         return cls(
             track,
@@ -285,7 +248,7 @@ class Predictor:
         )
 
 
-def _at(folder: Path, value: object) -> object:
+def _absolute_weights(folder: Path, value: object) -> object:
     """A configuration value naming exported weights (`weights/...`, `hf:weights/...`) made absolute; the others
     as they are."""
     if isinstance(value, str) and value.removeprefix("hf:").startswith(f"{WEIGHTS}/"):
@@ -386,7 +349,7 @@ def _write_result(path: str, text: str) -> None:
         raise PredictError(f"{path}: cannot write the result ({error.strerror or error})") from error
 
 
-def _items_of(
+def _listed_items(
     track: Track, paths: Sequence[str], texts: dict[str, list[str]], ids: Sequence[str], references: Sequence[str]
 ) -> pd.DataFrame:
     """The items table of media given on the command line; `references` are used where the track compares a pair
@@ -409,7 +372,7 @@ def _items_of(
     return items
 
 
-def _formatted(row: Sequence[float]) -> str:
+def _result_line(row: Sequence[float]) -> str:
     return ",".join(repr(float(v)) for v in row)
 
 
@@ -419,7 +382,7 @@ def usage(track: Track) -> str:
     return f"predict {media} RESULT_FILE{texts} | predict --list ITEMS.csv OUT.csv"
 
 
-def _arguments(track: Track) -> argparse.ArgumentParser:
+def _argument_parser(track: Track) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="predict", usage=usage(track), description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="*", help="the media (and, where the challenge passes one, its reference), then "
                         "the result file")  # fmt: skip
@@ -435,7 +398,7 @@ def main(argv: Sequence[str], folder: Path) -> int:
     try:
         predictor = Predictor.load(folder)
         track = predictor.track
-        parser = _arguments(track)
+        parser = _argument_parser(track)
         args = parser.parse_args(list(argv))
         media_count = 2 if track.reference_argument else 1
         if args.list and (args.paths or args.texts):
@@ -449,9 +412,9 @@ def main(argv: Sequence[str], folder: Path) -> int:
             ids = listed["item_id"] if "item_id" in listed else [Path(p).name for p in listed["path"]]
             texts = {c: listed[c].tolist() for c in listed.columns if c not in ("path", "item_id", REFERENCE)}
             references = listed[REFERENCE].tolist() if REFERENCE in listed else []
-            scores = predictor.predict(_items_of(track, listed["path"].tolist(), texts, ids, references))
+            scores = predictor.predict(_listed_items(track, listed["path"].tolist(), texts, ids, references))
             lines = ["item_id," + ",".join(track.targets)]
-            lines += [f"{item},{_formatted(row)}" for item, row in zip(scores.index, scores.to_numpy())]
+            lines += [f"{item},{_result_line(row)}" for item, row in zip(scores.index, scores.to_numpy())]
             _write_result(args.list[1], "\n".join(lines) + "\n")
             return 0
         texts = {}
@@ -461,8 +424,8 @@ def main(argv: Sequence[str], folder: Path) -> int:
                 parser.error(f"--text {pair!r}: expected COLUMN=TEXT")
             texts[column] = [text]
         media, result = args.paths[0], args.paths[-1]
-        scores = predictor.predict(_items_of(track, [media], texts, [Path(media).name], args.paths[1:-1]))
-        _write_result(result, _formatted(scores.to_numpy()[0]) + "\n")
+        scores = predictor.predict(_listed_items(track, [media], texts, [Path(media).name], args.paths[1:-1]))
+        _write_result(result, _result_line(scores.to_numpy()[0]) + "\n")
         return 0
     except SystemExit as stop:  # argparse's usage errors (2) and --help (0)
         return int(stop.code or 0)

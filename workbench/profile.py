@@ -81,7 +81,7 @@ class Pipeline:
 
     @property
     def views(self) -> int:
-        """Test-time views per item after pairing the sets' variants (see features.cache.concat_features)."""
+        """Test-time views per item after pairing the sets' variants (see features.reader.concat_features)."""
         return max(len(v) for v in self.variants)
 
     def stream_dims(self) -> list[int]:
