@@ -3,6 +3,7 @@ the submission of the same runs did; its command's arguments, errors and atomic 
 
 from __future__ import annotations
 
+import runpy
 import shutil
 import subprocess
 import sys
@@ -58,6 +59,21 @@ def _run(folder: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([str(folder / "predict"), *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
+def _run_here(folder: Path, *args: str, cwd: Path, monkeypatch, capfd) -> subprocess.CompletedProcess:
+    """The exported `predict` script itself, run in this process (as `_run` would, less the interpreter's start, which
+    costs seconds per call here): its exit status and what it printed."""
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", [str(folder / "predict"), *args])
+    capfd.readouterr()
+    try:
+        runpy.run_path(str(folder / "predict"), run_name="__main__")
+        status = 0
+    except SystemExit as stop:
+        status = stop.code if isinstance(stop.code, int) else 1
+    out, err = capfd.readouterr()
+    return subprocess.CompletedProcess(sys.argv, status, out, err)
+
+
 # Run before the exported script: any import of Lightning's trainer or of the workbench's training fails.
 WITHOUT_TRAINING = """
 import runpy, sys
@@ -98,22 +114,32 @@ def test_predict_a_list_in_one_process_and_the_zip_holds_the_folder(exported, tm
         assert archive.getinfo(f"{folder.name}/predict").external_attr >> 16 & 0o111  # still executable
 
 
-def test_wrong_arguments_an_unreadable_item_and_an_unwritable_result_are_refused(exported, tmp_path):
+def test_wrong_arguments_an_unreadable_item_and_an_unwritable_result_are_refused(
+    exported, tmp_path, monkeypatch, capfd
+):
+    """The first case runs the executable in a process of its own; the others run the same script in this one (the
+    fresh-process tests above cover the executable's start), as each interpreter's start costs seconds here."""
     folder, _, paths = exported
     video = str(next(iter(paths.values())))
+    done = _run(folder, cwd=tmp_path)
+    assert done.returncode == 2 and "usage: predict MEDIA RESULT_FILE" in done.stderr
+
+    def here(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+        return _run_here(*args, cwd=cwd, monkeypatch=monkeypatch, capfd=capfd)
+
     for args in ([], [video], [video, "a", "b"], ["--list", "items.csv"]):
-        done = _run(folder, *args, cwd=tmp_path)
+        done = here(folder, *args, cwd=tmp_path)
         assert done.returncode == 2 and "usage: predict MEDIA RESULT_FILE" in done.stderr, args
     (tmp_path / "notes.mp4").write_text("not a video")
-    done = _run(folder, str(tmp_path / "notes.mp4"), "out.txt", cwd=tmp_path)
+    done = here(folder, str(tmp_path / "notes.mp4"), "out.txt", cwd=tmp_path)
     assert done.returncode == 1 and "notes.mp4" in done.stderr and not (tmp_path / "out.txt").exists()
-    done = _run(folder, str(tmp_path / "absent.mp4"), "out.txt", cwd=tmp_path)
+    done = here(folder, str(tmp_path / "absent.mp4"), "out.txt", cwd=tmp_path)
     assert done.returncode == 1 and "absent.mp4: no such file" in done.stderr
     (tmp_path / "taken").write_text("a file where a folder should be")
-    done = _run(folder, video, str(tmp_path / "taken" / "out.txt"), cwd=tmp_path)
+    done = here(folder, video, str(tmp_path / "taken" / "out.txt"), cwd=tmp_path)
     assert done.returncode == 1 and "taken/out.txt: cannot write the result" in done.stderr
     (tmp_path / "old.txt").write_text("an older result\n")
-    assert _run(folder, video, "old.txt", cwd=tmp_path).returncode == 0
+    assert here(folder, video, "old.txt", cwd=tmp_path).returncode == 0
     assert len((tmp_path / "old.txt").read_text().splitlines()) == 1  # replaced whole
 
 
