@@ -61,6 +61,20 @@ def test_bad_label_files_name_the_problem(kvq, tmp_path, rows, header, message):
         kvq.read_items(data)
 
 
+def test_a_split_folder_linked_from_another_disk_is_read_in_place(kvq, tmp_path):
+    """A user keeps the videos elsewhere and links the split folder into the layout: the ids still name files under
+    the data folder, and `..` in an id is still refused."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "0001.mp4").write_bytes(b"x")
+    (tmp_path / "data").mkdir()
+    data = _layout(tmp_path / "data", ["train/0001.mp4,3.0"])
+    (data / "train").symlink_to(elsewhere)
+    items = kvq.read_items(data)
+    assert items.path.iloc[0] == str(data.resolve() / "train" / "0001.mp4")
+    assert Path(items.path.iloc[0]).read_bytes() == b"x"
+
+
 def _truth(tmp_path, rng, n=40):
     names = [f"test/{i:04d}.mp4" for i in range(1, n + 1)]
     truth = pd.DataFrame({"filename": names, "score": rng.uniform(1, 5, n)})

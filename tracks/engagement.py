@@ -79,7 +79,7 @@ class Engagement(Track):
         data = Path(data)
         items, listed = phased_items(data, (TRAIN_LIST, VAL_LIST, TEST_LIST), read_list, "Id")
         items = items.rename(columns={"Id": "item_id"})
-        items["path"] = [find_media(data, f"{item}.mp4", (VIDEO_DIR,), str(listed)) for item in items["item_id"]]
+        items["path"] = find_media(data, [f"{item}.mp4" for item in items["item_id"]], (VIDEO_DIR,), str(listed))
         items["group"] = items["item_id"]
         return items[["item_id", "path", "split", "group", *TEXTS, "ECR"]]
 

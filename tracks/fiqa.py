@@ -38,7 +38,7 @@ from tracks.layout import (
     check_split_overlap,
     folder_items,
     list_images,
-    media_path,
+    media_paths,
     numeric_column,
     require_unique,
 )
@@ -120,7 +120,7 @@ class FIQA(CorrelationTrack):
         train = pd.DataFrame(
             {
                 "item_id": names,
-                "path": [media_path(data, f"{TRAIN_DIR}/{file}", str(path)) for file in files],
+                "path": media_paths(data, [f"{TRAIN_DIR}/{file}" for file in files], str(path)),
                 "split": "train",
                 "score": numeric_column(table, "score", str(path), header=False),
             }

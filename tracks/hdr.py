@@ -30,7 +30,7 @@ from features.fingerprint import REFERENCE
 from features.inputs import MediaInput, Reference
 from tracks.base import CorrelationTrack, register_track
 from tracks.formats import CsvFormat
-from tracks.layout import LayoutError, check_split_overlap, media_path, read_csv_list
+from tracks.layout import LayoutError, check_split_overlap, media_paths, read_csv_list
 
 TRAIN_LIST, TEST_LIST, VIDEO_DIR = "train.csv", "test.csv", "videos"
 REFERENCE_TAG = "3840x2160_50000k"  # size and bitrate in the names of the organisers' reference encodes
@@ -71,7 +71,7 @@ def read_hdr_items(data: Path, with_reference: bool) -> pd.DataFrame:
     check_split_overlap(train["video"], test["video"], f"{data / TRAIN_LIST} and {data / TEST_LIST}")
     parts = [train.assign(split="train", source=TRAIN_LIST), test.assign(split="test", score=np.nan, source=TEST_LIST)]
     items = pd.concat(parts, ignore_index=True)
-    items["path"] = [media_path(data / VIDEO_DIR, v, str(data / s)) for v, s in zip(items["video"], items["source"])]
+    items["path"] = media_paths(data / VIDEO_DIR, items["video"], [str(data / s) for s in items["source"]])
     items["group"] = [content(v, str(data / s)) for v, s in zip(items["video"], items["source"])]
     items = items.rename(columns={"video": "item_id"})
     columns = ["item_id", "path", "split", "group", "score"]
@@ -92,7 +92,7 @@ def _reference(data: Path, row) -> str:
             f"({found['id']}_{found['content']}_{found['range']}, expected "
             f"{expected['id']}_{expected['content']}_{expected['range']})"
         )
-    path = media_path(data / VIDEO_DIR, name, source)
+    (path,) = media_paths(data / VIDEO_DIR, [name], source)
     if not Path(path).is_file():
         raise LayoutError(f"{source}: {row.item_id}'s reference {path} not found")
     return path

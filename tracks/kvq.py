@@ -27,7 +27,7 @@ from tracks.layout import (
     LayoutError,
     check_split_overlap,
     lookup,
-    media_path,
+    media_paths,
     numeric_column,
     require_columns,
     require_unique,
@@ -97,7 +97,7 @@ class KVQ(Track):
         items = pd.concat(
             [train.assign(split="train"), test.assign(split="test", score=np.nan)], ignore_index=True
         ).rename(columns={"filename": "item_id"})
-        items["path"] = [media_path(data, i, str(data / TRAIN_LIST)) for i in items["item_id"]]
+        items["path"] = media_paths(data, items["item_id"], str(data / TRAIN_LIST))
         if "source" in items.columns and items["source"].notna().all():
             items["group"] = items["source"].astype(str)
         else:

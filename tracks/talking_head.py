@@ -26,7 +26,7 @@ import pandas as pd
 from features.inputs import Category, Video
 from tracks.base import CorrelationTrack, register_track
 from tracks.formats import CsvFormat
-from tracks.layout import media_path, phased_items, read_csv_list
+from tracks.layout import media_paths, phased_items, read_csv_list
 
 TRAIN_LIST, VAL_LIST, TEST_LIST = "thqa_ntire_train.csv", "thqa_ntire_vallist.csv", "thqa_ntire_testlist.csv"
 
@@ -80,7 +80,7 @@ class TalkingHead(CorrelationTrack):
         data = Path(data)
         items, listed = phased_items(data, (TRAIN_LIST, VAL_LIST, TEST_LIST), read_list, "Video")
         items = items.rename(columns={"Video": "item_id", "Score": "score"})
-        items["path"] = [media_path(data, item, str(listed)) for item in items["item_id"]]
+        items["path"] = media_paths(data, items["item_id"], str(listed))
         items["group"] = items["item_id"].map(source_image)
         items["generator"] = items["item_id"].map(self.inputs[1].parse)
         return items[["item_id", "path", "split", "group", "generator", "score"]]

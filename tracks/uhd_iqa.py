@@ -30,7 +30,7 @@ from tracks.layout import (
     LayoutError,
     check_split_overlap,
     folder_items,
-    media_path,
+    media_paths,
     numeric_column,
     require_columns,
     require_unique,
@@ -81,7 +81,7 @@ class UHDIQA(CorrelationTrack):
         require_unique(table["image_name"], str(path))
         mos = numeric_column(table, "quality_mos", str(path))
         train = pd.DataFrame({"item_id": table["image_name"], "split": "train", "quality_mos": mos})
-        train["path"] = [media_path(data, str(TRAIN_DIR / name), str(path)) for name in train["item_id"]]
+        train["path"] = media_paths(data, [str(TRAIN_DIR / name) for name in train["item_id"]], str(path))
         test = folder_items(data / TEST_DIR)
         check_split_overlap(train["item_id"], test["item_id"], str(data))
         items = pd.concat([train, test], ignore_index=True)  # the test items' scores are NaN

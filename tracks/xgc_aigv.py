@@ -81,6 +81,6 @@ class XGCAIGV(CorrelationTrack):
         data = Path(data)
         items, listed = phased_items(data, (TRAIN_LIST, VAL_LIST, TEST_LIST), read_list, "video")
         items = items.rename(columns={"video": "item_id"})
-        items["path"] = [find_media(data, item, (VIDEO_DIR,), str(listed)) for item in items["item_id"]]
+        items["path"] = find_media(data, items["item_id"], (VIDEO_DIR,), str(listed))
         items["group"] = items["prompt"]
         return items[["item_id", "path", "split", "group", "prompt", "score"]]

@@ -92,7 +92,7 @@ class XGCUGC(Track):
         check_split_overlap(train["filename"], test["filename"], str(data))
         items = pd.concat([train.assign(split="train"), test.assign(split="test")], ignore_index=True)
         items = items.rename(columns={"filename": "item_id"})
-        items["path"] = [find_media(data, item, (VIDEO_DIR,), str(data / TRAIN_LIST)) for item in items["item_id"]]
+        items["path"] = find_media(data, items["item_id"], (VIDEO_DIR,), str(data / TRAIN_LIST))
         items["group"] = source_groups(data / SOURCE_MAP, items["item_id"])
         return items[["item_id", "path", "split", "group", *DIMENSIONS]]
 
