@@ -1,4 +1,5 @@
-"""Named registries of small factories (tracks, views, heads, backbones), as timm registers its models.
+"""Named registries of small factories (tracks, views, heads, backbones), as timm registers its models, and the
+import of the package modules that fill them.
 
 A leaf module (imports nothing from the project), so tracks and features may use it.
 """
@@ -7,7 +8,9 @@ from __future__ import annotations
 
 import difflib
 import functools
-from collections.abc import Callable, Iterable
+import importlib
+import pkgutil
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -18,7 +21,24 @@ def unknown_name(kind: str, name: str, known: Iterable[str]) -> ValueError:
     known = sorted(known)
     hint = difflib.get_close_matches(name, known, n=1)
     suggestion = f" Did you mean {hint[0]!r}?" if hint else ""
-    return ValueError(f"unknown {kind} {name!r}; known {kind}s: {', '.join(known)}.{suggestion}")
+    return ValueError(f"unknown {kind} {name!r}; known {plural(kind)}: {', '.join(known)}.{suggestion}")
+
+
+def plural(kind: str) -> str:
+    """`kind` in the plural, as a registry's kinds are named (loss, view family, track)."""
+    if kind.endswith("s"):
+        return f"{kind}es"
+    if kind.endswith("y") and kind[-2:-1] not in "aeiou":
+        return f"{kind[:-1]}ies"
+    return f"{kind}s"
+
+
+def import_submodules(package: str, skip: Collection[str] = ()) -> None:
+    """Imports every module of `package` but those named in `skip`: the modules that register themselves on import
+    (tracks, synthetic datasets, stream families), so that no list of them needs keeping."""
+    for module in pkgutil.iter_modules(importlib.import_module(package).__path__):
+        if module.name not in skip:
+            importlib.import_module(f"{package}.{module.name}")
 
 
 class Registry(Generic[T]):
@@ -61,3 +81,7 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._entries)
+
+    def __iter__(self) -> Iterator[str]:
+        """The names in the order they were registered (where the order means something, as the blends')."""
+        return iter(self._entries)

@@ -3,7 +3,7 @@ one way (floats to four decimals), so what a user reads on the terminal and in r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from rich.table import Table as RichTable
 
@@ -12,6 +12,14 @@ Table = tuple[str, Sequence[str], Sequence[Sequence[object]]]  # title, columns,
 
 def cell(value: object) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def examples(values: Iterable[object], shown: int, show: Callable[[object], str] = str) -> str:
+    """The first `shown` values and how many more there are: a message naming what is wrong stays one line however
+    many are."""
+    values = list(values)
+    named = ", ".join(show(value) for value in values[:shown])
+    return named + (f" and {len(values) - shown} more" if len(values) > shown else "")
 
 
 def markdown(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

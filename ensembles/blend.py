@@ -26,6 +26,8 @@ from scipy.optimize import minimize
 from scipy.special import softmax
 from sklearn.linear_model import RidgeCV
 
+from common.registry import Registry
+
 Score = Callable[[pd.DataFrame], float]  # the track's score of predictions indexed by labelled item id
 ArrayScore = Callable[[np.ndarray], float]  # the same score of [items, targets] on the items a blend is fitted to
 
@@ -122,11 +124,16 @@ class Blender(Protocol):
     def describe(self, runs: Sequence[str]) -> str: ...
 
 
+# The order of registration is the order of simplicity, the single run first: the first of equals is the simplest.
+BLENDS: Registry[type[Blender]] = Registry("blend")
+
+
 def _finite(value: float) -> float:
     """A score that could not be computed (constant predictions) ranks below every score that could."""
     return value if np.isfinite(value) else -np.inf
 
 
+@BLENDS.register("best")
 class BestRun:
     """The one run with the best score on the items fitted on, alone (the first of equals): what a user could submit
     without blending, so the candidate every blend has to beat. Its nested estimate chooses the run on the other folds
@@ -143,6 +150,7 @@ class BestRun:
         return f"{runs[self.run_]} alone"
 
 
+@BLENDS.register("mean")
 class MeanBlend:
     """Equal weights: nothing fitted, so its in-sample score is already honest."""
 
@@ -167,6 +175,7 @@ def _positions(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
     )
 
 
+@BLENDS.register("rank")
 class RankBlend:
     """Each run's prediction replaced by its rank among that run's predictions on the items fitted on, the ranks
     averaged, and that consensus placed among the consensus of the fitted items and mapped onto the quantiles of their
@@ -191,6 +200,7 @@ class RankBlend:
         return "mean rank on the label quantiles"
 
 
+@BLENDS.register("weights")
 class WeightsBlend:
     """Non-negative weights summing to one that maximise the track's score on the items fitted on. The score (rank
     correlations, pair accuracies) is piecewise constant in the weights, so there is no gradient to follow:
@@ -231,6 +241,7 @@ class WeightsBlend:
 RIDGE_ALPHAS = np.logspace(-3, 3, 13)
 
 
+@BLENDS.register("ridge")
 class RidgeBlend:
     """Per target, a ridge regression of the labels on the runs' predictions with an intercept, its penalty chosen by
     efficient leave-one-out over a log grid: a linear stack that may rescale and shift, and weigh a run negatively.
@@ -253,16 +264,6 @@ class RidgeBlend:
         )
 
 
-# The order is the order of simplicity, the single run first: the first of equals is the simplest.
-BLENDS: dict[str, type] = {
-    "best": BestRun,
-    "mean": MeanBlend,
-    "rank": RankBlend,
-    "weights": WeightsBlend,
-    "ridge": RidgeBlend,
-}
-
-
 def blender_state(name: str, blender: Blender) -> dict:
     """A fitted blender as JSON: its name in BLENDS and its fitted attributes, arrays as nested lists."""
     fitted = {}
@@ -280,10 +281,7 @@ def blender_state(name: str, blender: Blender) -> dict:
 
 def restore_blender(state: dict) -> Blender:
     """The blender `blender_state` saved, predicting exactly as it did."""
-    name = state["name"]
-    if name not in BLENDS:
-        raise ValueError(f"blend {name!r} is not one of {', '.join(BLENDS)}")
-    blender = BLENDS[name]()
+    blender = BLENDS.get(state["name"])()
     for key, value in state["fitted"].items():
         setattr(blender, key, value if isinstance(value, int) else np.asarray(value, dtype=np.float64))
     return blender
@@ -308,7 +306,8 @@ def blend(stack: Stack, name: str, score: Score) -> Blended:
         raise ValueError(f"blend={name!r}: expected one of auto, {', '.join(BLENDS)}")
 
     def fitted(rows: np.ndarray) -> Blender:
-        return BLENDS[name]().fit(stack.oof[:, rows], stack.truth[rows], lambda pred: score(stack.frame(pred, rows)))
+        blender = BLENDS.get(name)()
+        return blender.fit(stack.oof[:, rows], stack.truth[rows], lambda pred: score(stack.frame(pred, rows)))
 
     full = fitted(np.arange(len(stack.ids)))
     nested = np.empty_like(stack.truth)

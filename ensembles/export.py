@@ -14,17 +14,14 @@ import numpy as np
 import pandas as pd
 
 from common.atomic import atomic_path
+from common.tables import examples
 from tracks.formats import SubmissionFormat
+
+SHOWN = 3  # ids named per problem
 
 
 class SubmissionError(ValueError):
     """Predictions that would make a wrong submission; the message lists every problem found."""
-
-
-def _examples(values: Sequence[str], limit: int = 3) -> str:
-    values = list(values)
-    shown = ", ".join(repr(v) for v in values[:limit])
-    return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
 
 
 def validate(pred: pd.DataFrame, expected_ids: Sequence[str], ranges: Mapping[str, tuple[float, float]]) -> None:
@@ -36,24 +33,24 @@ def validate(pred: pd.DataFrame, expected_ids: Sequence[str], ranges: Mapping[st
     problems = [] if len(expected) else ["the test list is empty: no test items in the data folder (see `just check`)"]
     duplicated = ids[ids.duplicated()].unique()
     if len(duplicated):
-        problems.append(f"{len(duplicated)} duplicated id(s): {_examples(duplicated)}")
+        problems.append(f"{len(duplicated)} duplicated id(s): {examples(duplicated, SHOWN, repr)}")
     missing = expected.difference(ids)
     if len(missing):
-        problems.append(f"{len(missing)} test id(s) without a prediction: {_examples(missing)}")
+        problems.append(f"{len(missing)} test id(s) without a prediction: {examples(missing, SHOWN, repr)}")
     unknown = ids.difference(expected)
     if len(unknown):
-        problems.append(f"{len(unknown)} id(s) not in the test list: {_examples(unknown)}")
+        problems.append(f"{len(unknown)} id(s) not in the test list: {examples(unknown, SHOWN, repr)}")
     values = pred[list(targets)].to_numpy(dtype=np.float64)
     bad = ~np.isfinite(values).all(axis=1)
     if bad.any():
-        problems.append(f"{int(bad.sum())} non-finite score(s), e.g. for {_examples(ids[bad])}")
+        problems.append(f"{int(bad.sum())} non-finite score(s), e.g. for {examples(ids[bad], SHOWN, repr)}")
     for column, (target, (low, high)) in enumerate(ranges.items()):
         outside = np.isfinite(values[:, column]) & ((values[:, column] < low) | (values[:, column] > high))
         if outside.any():
             name = "" if len(ranges) == 1 else f" {target}"
             problems.append(
                 f"{int(outside.sum())}{name} score(s) outside the track's range [{low}, {high}], "
-                f"e.g. for {_examples(ids[outside])}"
+                f"e.g. for {examples(ids[outside], SHOWN, repr)}"
             )
     if problems:
         raise SubmissionError("refusing to write the submission:\n  " + "\n  ".join(problems))

@@ -1,1 +1,1 @@
-"""Frozen feature extraction: backbones that turn view images into vectors for the feature cache."""
+"""Media to vectors: decoding, views, frozen encoders, stream families, the extraction run and the feature cache."""

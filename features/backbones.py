@@ -21,6 +21,7 @@ from huggingface_hub import try_to_load_from_cache
 from torch import nn
 
 from common.registry import Registry
+from common.tables import examples
 from features.fingerprint import file_sha256
 
 
@@ -456,6 +457,5 @@ def _load_weights_file(model: nn.Module, name: str, path: Path) -> None:
 
 
 def preview_keys(keys: list[str], n: int = 4) -> str:
-    """The first `n` keys in brackets, and how many there are in all: state-dict keys in an error message."""
-    shown = ", ".join(keys[:n]) + (f", ... ({len(keys)} in all)" if len(keys) > n else "")
-    return f"[{shown}]"
+    """The first `n` keys in brackets, and how many more there are: state-dict keys in an error message."""
+    return f"[{examples(keys, n)}]"

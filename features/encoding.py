@@ -27,7 +27,7 @@ from features.backbones import FrozenEncoder
 from features.decode import DECODERS, Decoder, FrameSampling, MediaError
 from features.fingerprint import REFERENCE
 from features.pairs import read_pair
-from features.spec import FeatureSpec
+from features.spec import SHARED_DECODE, FeatureSpec
 from features.streams import encoder_family
 from features.views import FAMILIES, Variant, ViewFamily, view_family
 
@@ -195,9 +195,6 @@ class EncoderPool(nn.Module):
         share = min(self.chunk, -(-len(pixels) // self.threads))
         parts = self._pool.map(lambda part: self(part, encoder), pixels.split(share))
         return torch.cat(list(parts)).float().cpu().numpy()
-
-
-SHARED_DECODE = ("decoder", "frames", "fps", "phase", "dtype", "light")
 
 
 def shared_sampling(specs: Sequence[FeatureSpec]) -> FrameSampling:

@@ -4,9 +4,9 @@ Why a module of its own: every common video path drops HDR10 to 8-bit BT.709 (Op
 YUV->RGB in PyAV has had 10-bit colour bugs (PyAV #2034, #2192) and falls back to BT.601 for untagged streams
 (#1378, #2230). Here the 10-bit code values come out of the decoder untouched (uint16 planes), the matrix, range and
 transfer come from the stream's tags (or an explicit fallback), and every conversion is numpy we can test against
-the standards' own numbers (features.colour). A leaf: numpy, torch (resampling clips), av, features.decode and
-features.colour only. It registers the `hdr` decoder (every frame through these conversions, `light=` choosing the
-view).
+the standards' own numbers (features.colour). A leaf: numpy, pandas (the colour facts table), torch (resampling
+clips), av, features.decode and features.colour only. It registers the `hdr` decoder (every frame through these
+conversions, `light=` choosing the view).
 
 Facts used (ITU-T H.273 code points, as FFmpeg and PyAV report them as ints): HDR10 = 10-bit 4:2:0 Y'CbCr, BT.2020
 primaries (9), BT.2020 non-constant-luminance matrix (9), SMPTE ST 2084 PQ transfer (16), limited range (1). HLG is

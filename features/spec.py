@@ -25,6 +25,9 @@ from features.views import DEFAULT_FAMILY, FAMILIES, view_family
 SCHEMA_VERSION = 4  # 4: the column `fingerprint`, the key `decoder` (3: rows bound to their files' fingerprints as
 # `media`; 2: vectors as fixed-size binary; 1: fixed-size lists)
 DTYPES = ("float32", "float16")
+# What feature sets extracted together share: one decode of the media (features.encoding.shared_sampling), hence the
+# decoding words every extracted stream family passes on to its sets (features.streams.key_frames.decoding).
+SHARED_DECODE = ("decoder", "frames", "fps", "phase", "dtype", "light")
 
 
 @dataclass(frozen=True)
@@ -33,9 +36,9 @@ class FeatureSpec:
     sampling of video, the view family with its geometry, and the stored dtype. A family's variants are rows, not
     part of the key; the geometry fields a family does not use are left out of the key.
 
-    With `clip` > 1 the set is a motion stream: clips of that many consecutive frames from each key frame (view
-    family `clip`, their short side decoded at `size`), encoded by a motion encoder (`backbone` names one of
-    features.motion), one vector per clip."""
+    With `clip` > 1 the set is made of clips: that many consecutive frames from each key frame, their short side
+    decoded at `size`, for the view families that take them (a motion stream's `clip`, encoded by a motion encoder of
+    features.motion; a sync stream's `sync`, by a sync encoder of features.sync), one vector per clip."""
 
     backbone: str
     weights: str = "random"

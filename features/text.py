@@ -143,6 +143,11 @@ class SentenceEncoder:
         return self._parts[name]
 
     @property
+    def net(self) -> Any:
+        """The transformers model itself, built on first use (what `profile` counts the cost of)."""
+        return self._loaded("net")
+
+    @property
     def dims(self) -> int:
         return int(self._loaded("config").hidden_size)
 
@@ -163,7 +168,7 @@ class SentenceEncoder:
         return self
 
     def transform(self, texts: Sequence[str]) -> np.ndarray:
-        tokens, net = self._loaded("tokens"), self._loaded("net")
+        tokens, net = self._loaded("tokens"), self.net
 
         def embed(batch: list[str]) -> torch.Tensor:
             encoded = tokens(batch, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt")

@@ -8,26 +8,20 @@ organiser facts a generator writes are its track's (tracks/<track>.py), stated t
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from common.registry import import_submodules
 from synth.dataset import SYNTHESIZERS, WITHHOLDERS
 
 if TYPE_CHECKING:
     from tracks.base import Track
 
 
-def _load() -> None:
-    for module in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{module.name}")
-
-
 def synthesize(track: Track, out: str | Path, items: int, seed: int, width: int = 0, height: int = 0) -> None:
     """Writes a small dataset of `items` in the track's organiser layout, with organiser-side truth under
     `out/truth`; media of `width` x `height` (0: the track's usual size), the same bytes for the same seed."""
-    _load()
+    import_submodules(__name__)
     SYNTHESIZERS.get(track.name)(Path(out), items, seed, width, height)
 
 
@@ -35,7 +29,7 @@ def withhold_labels(track: Track, data: str | Path, share: float, seed: int) -> 
     """Takes `share` of a synthetic dataset's training groups out of its lists: their media move to `withheld/`
     (returned, for `unlabelled=`) and their labels to organiser-side truth (`truth/withheld.csv`), so that a
     pseudo-labelling recipe can run on the dataset and its labels be judged."""
-    _load()
+    import_submodules(__name__)
     if track.name not in WITHHOLDERS:
         raise ValueError(f"track {track.name}: its synthetic data cannot withhold labels")
     return WITHHOLDERS.get(track.name)(track, Path(data), share, seed)

@@ -37,7 +37,7 @@ import numpy as np
 from common.atomic import atomic_path, write_bytes
 from features.colour import LUMA_WEIGHTS, bt1886_inverse_eotf, pq_inverse_eotf, primaries_matrix, rgb_to_xyz_matrix
 from synth.dataset import SYNTHESIZERS, TRUTH_DIR
-from synth.video import _area_matrix
+from synth.video import area_matrix
 from tracks.hdr import REFERENCE_TAG, TEST_LIST, TRAIN_LIST, VIDEO_DIR, HdrFR, HdrNR, HdrTrack
 
 FPS = 8
@@ -117,7 +117,7 @@ def qp_for(width: int, height: int, kbps: int) -> int:
     return int(np.clip(round(QP_AT_ONE_BIT - QP_PER_OCTAVE * math.log2(bits_per_pixel)), 0, 51))
 
 
-def real_size(nominal_width: int, nominal_height: int, width: int, height: int) -> tuple[int, int]:
+def real_size(nominal_width: int, width: int, height: int) -> tuple[int, int]:
     """The pixel size of a nominal resolution when the reference is `width`x`height`: scaled by the nominal width
     over 3840, even (4:2:0) and at least MIN_SIDE, never above the reference."""
     scale = nominal_width / REFERENCE_WIDTH
@@ -126,7 +126,7 @@ def real_size(nominal_width: int, nominal_height: int, width: int, height: int) 
 
 def rgb_to_yuv(rgb: np.ndarray, matrix: str, bit_depth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Non-linear R'G'B' [..., 3, H, W] in [0, 1] -> limited-range Y'CbCr uint16 planes (Y [..., H, W], chroma
-    [..., H/2, W/2] as the mean of each 2x2 block): the inverse of features.hdr.yuv_to_rgb, by the same H.273
+    [..., H/2, W/2] as the mean of each 2x2 block): the inverse of features.colour.yuv_to_rgb, by the same H.273
     equations, since swscale's RGB->YUV is not trusted at 10 bits (see features.hdr)."""
     kr, kb = LUMA_WEIGHTS[matrix]
     r, g, b = (rgb[..., c, :, :] for c in range(3))
@@ -277,13 +277,13 @@ class Job:
     versions: tuple[tuple[Path, int, int, int], ...]
 
 
-def _make(job: Job) -> None:
+def _render_and_encode(job: Job) -> None:
     """Renders the scene once and writes the reference and every version from it."""
     rgb = CODINGS[job.coding](render_scene(job.scene, job.width, job.height))
     signal = SIGNALS[job.coding]
     encode_hevc(job.reference, rgb, signal, qp=None)
     for path, width, height, qp in job.versions:
-        down = _area_matrix(height, job.height) @ rgb @ _area_matrix(width, job.width).T
+        down = area_matrix(height, job.height) @ rgb @ area_matrix(width, job.width).T
         encode_hevc(path, np.clip(down, 0, 1), signal, qp)
 
 
@@ -339,13 +339,13 @@ def synthesize(out: Path, items: int, seed: int, width: int = 0, height: int = 0
                 video = f"{prefix}_{nominal_width}x{nominal_height}_{kbps}k.mp4"
                 score = expected_score(nominal_width, qp, appeals[content], hdr_gain) + rng.normal(0, RATER_NOISE)
                 rows.append((video, content in test_contents, float(np.clip(score, *SCORE_RANGE))))
-                versions.append((out / VIDEO_DIR / video, *real_size(nominal_width, nominal_height, width, height), qp))
+                versions.append((out / VIDEO_DIR / video, *real_size(nominal_width, width, height), qp))
             reference = out / VIDEO_DIR / f"{prefix}_{REFERENCE_TAG}.mp4"
             jobs.append(Job(scene, coding, width, height, reference, tuple(versions)))
 
     (out / VIDEO_DIR).mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1)) as executor:
-        list(executor.map(_make, jobs))
+        list(executor.map(_render_and_encode, jobs))
     train = [f"{video},{score:.3f}" for video, is_test, score in rows if not is_test]
     test = [(video, f"{video},{score:.3f}") for video, is_test, score in rows if is_test]
     _write_list(out / TRAIN_LIST, ["video,score", *train])

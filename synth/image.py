@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from common.atomic import atomic_path
 from synth.impairment import Sampler, combined_quality, sample_distortions
+from synth.video import to_uint8
 
 PRISTINE_JPEG = 95  # JPEG quality at which compression is not perceived
 TILE = 512  # side of the periodic texture tile
@@ -106,7 +107,7 @@ def render_image(seed: int, width: int, height: int) -> np.ndarray:
     tile = _texture_tile(rng)
     reps = (math.ceil(height / TILE), math.ceil(width / TILE))
     canvas += np.tile(tile, reps)[:height, :width, None] * rng.uniform(0.6, 1.0, size=3).astype(np.float32)
-    image = Image.fromarray(_to_uint8(canvas))
+    image = Image.fromarray(to_uint8(canvas))
     draw = ImageDraw.Draw(image)
     short = min(width, height)
     for _ in range(int(rng.integers(3, 9))):
@@ -117,12 +118,6 @@ def render_image(seed: int, width: int, height: int) -> np.ndarray:
         colour = tuple(int(c) for c in rng.integers(0, 256, size=3))
         (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
     return np.array(image)
-
-
-def _to_uint8(pixels: np.ndarray) -> np.ndarray:
-    rounded = np.clip(pixels, 0, 255)
-    rounded += 0.5  # the cast truncates: round half up
-    return rounded.astype(np.uint8)
 
 
 # --- distortions and files -------------------------------------------------------------------------------------------
@@ -140,7 +135,7 @@ def distort(pixels: np.ndarray, d: ImageDistortion, seed: int) -> np.ndarray:
     out = np.asarray(image)
     if d.noise > 0:
         grain = np.random.default_rng(seed).standard_normal(out.shape[:2], dtype=np.float32) * np.float32(d.noise)
-        out = _to_uint8(out + grain[..., None])
+        out = to_uint8(out + grain[..., None])
     return out
 
 

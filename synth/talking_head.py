@@ -31,7 +31,7 @@ import pandas as pd
 from common.atomic import atomic_path, write_bytes
 from synth.dataset import SYNTHESIZERS, TRUTH_DIR
 from synth.impairment import combined_quality
-from synth.video import PRISTINE_CRF, X264_PARAMS, X264_PRESET, _background, _to_uint8
+from synth.video import PRISTINE_CRF, X264_PARAMS, X264_PRESET, background, to_uint8
 from tracks.talking_head import TEST_LIST, TRAIN_LIST, VAL_LIST, TalkingHead
 
 Real = float | np.ndarray  # a number, or one per frame broadcast against the pixels
@@ -201,7 +201,7 @@ def render_frames(video: Video, width: int, height: int) -> np.ndarray:
     look = np.random.default_rng(video.look)
     y = np.arange(height, dtype=np.float32)[None, :, None]
     x = np.arange(width, dtype=np.float32)[None, None, :]
-    canvas = np.broadcast_to(_background(look, y, x), (video.frames, height, width, 3)).astype(np.float32)
+    canvas = np.broadcast_to(background(look, y, x), (video.frames, height, width, 3)).astype(np.float32)
 
     t = np.arange(video.frames) / video.fps
     wander = _wander(np.random.default_rng(video.seed), t) * (d.jitter * height)
@@ -220,7 +220,7 @@ def render_frames(video: Video, width: int, height: int) -> np.ndarray:
     opening = (MOUTH_CLOSED + (MOUTH_OPEN - MOUTH_CLOSED) * speech.envelope(shown + d.lag)) * height
     mouth = _ellipse(y, x, cy + (MOUTH_Y - FACE_Y) * height, cx, opening[:, None, None], MOUTH_HALF_WIDTH * height)
     _paint(canvas, mouth, np.array(MOUTH_COLOUR, dtype=np.float32))
-    return _to_uint8(canvas)
+    return to_uint8(canvas)
 
 
 def render_audio(video: Video) -> np.ndarray:

@@ -75,12 +75,12 @@ def render_source(seed: int, width: int = 320, height: int = 240, frames: int = 
     detail = rng.uniform(0.0, 1.0)  # 0 = only coarse texture, 1 = texture near the pixel scale
     tint = rng.uniform(0.6, 1.0, size=3).astype(np.float32)
     video = _texture(rng, t, y, x, speed, detail)[..., None] * tint
-    video += _background(rng, y, x)
+    video += background(rng, y, x)
     _draw_shapes(video, rng, t, y, x, speed)
-    return _to_uint8(video)
+    return to_uint8(video)
 
 
-def _background(rng: np.random.Generator, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+def background(rng: np.random.Generator, y: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Static two-colour linear gradient [height, width, 3] along a random axis: large smooth regions."""
     start, end = rng.uniform(20.0, 235.0, size=(2, 3)).astype(np.float32)
     angle = rng.uniform(0.0, 2 * np.pi)
@@ -171,7 +171,7 @@ def distort(frames: np.ndarray, d: Distortion, seed: int) -> np.ndarray:
         grain = np.random.default_rng(seed).standard_normal((len(video), 1, *video.shape[2:]), dtype=np.float32)
         grain *= d.noise
         video += grain
-    out = np.ascontiguousarray(_to_uint8(video).transpose(0, 2, 3, 1))
+    out = np.ascontiguousarray(to_uint8(video).transpose(0, 2, 3, 1))
     return out[_shown_frames(len(out), d.drop)] if d.drop else out
 
 
@@ -184,7 +184,7 @@ def _spatial_matrix(size: int, d: Distortion) -> np.ndarray:
     matrix = _gaussian_matrix(size, d.blur) if d.blur > 0 else np.eye(size, dtype=np.float32)
     if d.downscale > 1:
         small = max(1, round(size / d.downscale))
-        matrix = _linear_matrix(size, small) @ _area_matrix(small, size) @ matrix
+        matrix = _linear_matrix(size, small) @ area_matrix(small, size) @ matrix
     return matrix
 
 
@@ -218,7 +218,7 @@ def _gaussian_matrix(size: int, sigma: float) -> np.ndarray:
     return (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def _area_matrix(n_out: int, n_in: int) -> np.ndarray:
+def area_matrix(n_out: int, n_in: int) -> np.ndarray:
     """[n_out, n_in] weights: each output pixel is the mean of the input span it covers (fractional at the ends).
 
     Area averaging rather than point sampling, so downscaling loses detail instead of aliasing it.
@@ -242,8 +242,9 @@ def _shown_frames(n_frames: int, every: int) -> np.ndarray:
     return index
 
 
-def _to_uint8(video: np.ndarray) -> np.ndarray:
-    rounded = np.clip(video, 0, 255)
+def to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """Pixels in 8-bit levels as uint8, clipped and rounded half up (every synthetic medium's last step)."""
+    rounded = np.clip(pixels, 0, 255)
     rounded += 0.5  # the cast truncates: round half up
     return rounded.astype(np.uint8)
 

@@ -272,7 +272,7 @@ def fitted(request):
     def score(pred: np.ndarray) -> float:
         return float(np.mean([metrics.srcc(pred[:, t], truth[:, t]) for t in range(truth.shape[1])]))
 
-    return request.param, BLENDS[request.param]().fit(oof, truth, score), test
+    return request.param, BLENDS.get(request.param)().fit(oof, truth, score), test
 
 
 def test_a_blend_predicts_each_item_on_its_own(fitted):
@@ -308,5 +308,5 @@ def test_a_blend_state_names_what_it_cannot_save_or_restore():
     unsaved.models_ = [RidgeCV()]
     with pytest.raises(TypeError, match="blend odd: fitted models_ is a list, not a float array or an int"):
         blender_state("odd", unsaved)
-    with pytest.raises(ValueError, match="blend 'odd' is not one of best, mean"):
+    with pytest.raises(ValueError, match="unknown blend 'odd'; known blends: best, mean"):
         restore_blender({"name": "odd", "fitted": {}})

@@ -74,7 +74,7 @@ def test_talking_heads_carry_their_generator_in_the_metadata_stream(tmp_path):
     synthesize(track, tmp_path / "data", items=16, seed=0, width=48, height=48)
     items = track.read_items(tmp_path / "data")
     items["fingerprint"] = fingerprints(items["path"].tolist())
-    loading = streams.Loading(items, track.inputs, None, None, str(tmp_path / "cache"), 0)
+    loading = streams.Loading(items, track.inputs, None, None, str(tmp_path / "cache"))
     ((key, features),) = streams.FAMILIES.get("meta").load(SimpleNamespace(meta="container"), loading)
     generators = sorted(set(items.loc[items["split"] == "train", "generator"]))
     assert features.x.shape == (len(items), 1, 1, len(CONTAINER_FACTS) + len(generators)) and features.mask.all()

@@ -67,3 +67,15 @@ def test_the_newest_run_submitted_by_default_is_never_a_shuffled_label_control(t
         (folder / "scores.json").write_text("{}")
         os.utime(folder / "scores.json", (when, when))
     assert newest_complete_run(tmp_path, "kvq").id == "run"  # the control is newer, as `just demo` trains it
+
+
+def test_a_run_trained_before_the_fingerprint_column_was_named_so_is_still_checked(tmp_path):
+    import pandas as pd
+
+    from workbench.runs import FOLDS, Run
+
+    for column in ("fingerprint", "media"):  # `media`: the folds table of runs trained before the rename
+        run = Run(tmp_path / column)
+        run.write_parquet(FOLDS, pd.DataFrame({"item_id": ["a", "b"], "fold": [0, -1], column: ["f1", "f2"]}))
+        assert run.stale_items({"a": "f1", "b": "f2"}) == []
+        assert run.stale_items({"a": "f1", "b": "changed"}) == ["b"]

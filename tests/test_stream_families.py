@@ -98,10 +98,10 @@ def test_the_families_made_at_load_learn_on_the_training_split_and_a_predictor_r
     inputs = (Text("prompt"), Category("generator", str))
     frames = Features(np.ones((4, 1, 2, 3), np.float32), np.ones((4, 1, 2), bool), list(items["item_id"]), ["center"])
     cfg = build(TrainConfig, {"text": "hashed_ngrams"})
-    loading = streams.Loading(items, inputs, frames, None, None, 0)
+    loading = streams.Loading(items, inputs, frames, None, None)
     made, keys = streams.load(cfg, loading)
     assert [key.split("-")[0] for key in keys] == ["text"] and made[0].x.shape[:3] == (4, 1, 1)
     # Replayed from what was learned, without the split: the same vectors, as an exported predictor makes them.
-    again = streams.Loading(items.drop(columns="split"), inputs, frames, None, None, 0, dict(loading.fitted))
+    again = streams.Loading(items.drop(columns="split"), inputs, frames, None, None, dict(loading.fitted))
     np.testing.assert_allclose(streams.load(cfg, again)[0][0].x, made[0].x, atol=1e-6)
     assert set(streams.fit(cfg, inputs, items)) == {"text"}

@@ -97,7 +97,7 @@ def test_versions_are_smaller_and_references_are_10_bit(data):
         width, height = _size(data / "videos" / video)
         ref_width, ref_height = _size(data / "videos" / _reference(video))
         assert (ref_width, ref_height) == (WIDTH, HEIGHT)
-        assert (width, height) == hdr.real_size(nominal, int(match[5]), WIDTH, HEIGHT)
+        assert (width, height) == hdr.real_size(nominal, WIDTH, HEIGHT)
         assert abs(width - max(hdr.MIN_SIDE, WIDTH * nominal / 3840)) <= 1  # the nominal ratio, rounded to even
         assert height <= HEIGHT and width % 2 == height % 2 == 0
         if nominal < 3840:

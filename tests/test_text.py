@@ -224,3 +224,19 @@ def test_profile_costs_the_text_and_alignment_streams_a_run_reads(tiny_clip):
     assert stages["alignment of prompt"].cost.flops == 2 * 32 * cfg.frames
     hashed = Pipeline.of(build(ProfileConfig, {}, track.defaults), track, [("center",)])
     assert hashed.stream_dims()[1:] == [66]  # the default's text stream is in the head's inputs too
+
+
+def test_profile_costs_a_sentence_encoder_at_its_token_limit(tiny_bert):
+    import transformers
+
+    from tracks import get_track
+    from workbench.config import ProfileConfig, build
+    from workbench.profile import Pipeline
+
+    track = get_track("xgc_aigv")
+    cfg = build(ProfileConfig, {"text": f"hf:{tiny_bert}", "size": "32"}, track.defaults)
+    stages = {stage.name: stage for stage in Pipeline.of(cfg, track, [("center",)]).stages()}
+    tower = stages[f"hf:{tiny_bert} on prompt"]
+    bert = transformers.BertModel(transformers.BertConfig.from_pretrained(tiny_bert))
+    assert tower.input == "1x64 tokens" and tower.cost.flops > 0
+    assert tower.cost.params == sum(p.numel() for p in bert.parameters())

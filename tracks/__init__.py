@@ -8,9 +8,7 @@ every module of this package but the SHARED ones is imported on first use, so no
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
+from common.registry import import_submodules
 from tracks.base import ITEM_COLUMNS, TRACKS, Track, register_track
 from tracks.formats import CsvFormat, JsonListFormat, SubmissionFormat
 from tracks.layout import LayoutError
@@ -18,19 +16,13 @@ from tracks.layout import LayoutError
 SHARED = ("base", "formats", "layout", "ranges", "unlabelled")  # what the track modules share; no track in them
 
 
-def _load() -> None:
-    for module in pkgutil.iter_modules(__path__):
-        if module.name not in SHARED:
-            importlib.import_module(f"{__name__}.{module.name}")
-
-
 def get_track(name: str) -> Track:
-    _load()
+    import_submodules(__name__, skip=SHARED)
     return TRACKS.get(name)()
 
 
 def list_tracks() -> list[str]:
-    _load()
+    import_submodules(__name__, skip=SHARED)
     return TRACKS.names()
 
 

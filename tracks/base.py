@@ -81,7 +81,9 @@ class StudentDemo:
 
 
 class Track:
-    """A challenge track. Subclasses set the class attributes and implement the four methods."""
+    """A challenge track. Subclasses set the class attributes (`name`, `title`, `score_range` and `submission` have no
+    default) and implement `read_items`, `selection_score` and `official_score` (CorrelationTrack implements the
+    last two for a one-target track ranked by correlation)."""
 
     name: ClassVar[str]
     title: ClassVar[str]

@@ -32,7 +32,7 @@ def unlabelled_items(track: Track, source: str | Path, data: Path) -> pd.DataFra
         if missing:
             raise LayoutError(f"{path}: {len(missing)} listed file(s) not found, e.g. {missing[0]}")
     if not files:
-        raise LayoutError(f"unlabelled={source}: no {'video' if track.inputs[0].time_axis else 'image'} files in it")
+        raise LayoutError(f"unlabelled={source}: no {track.unit} files in it")
     names = [f.name for f in files]
     items = pd.DataFrame(
         {

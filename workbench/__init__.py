@@ -1,1 +1,2 @@
-"""The spine of the workbench: configuration, command line, metrics, losses, heads, folds and the fold trainer."""
+"""The spine: configuration, the commands and what they print, training (the fold machinery and the frozen and
+fine-tuned recipes), sweeps, submission and the exported predictor."""

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common.tables import examples
 from features.decode import DECODERS, MediaError
 from features.inputs import Category, Text
 from tracks import LayoutError, Track
@@ -32,11 +33,6 @@ class Report:
     facts: list[tuple[str, str]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     assumptions: list[str] = field(default_factory=list)
-
-
-def _examples(values: list[str]) -> str:
-    shown = ", ".join(values[:SHOWN])
-    return shown + (f" and {len(values) - SHOWN} more" if len(values) > SHOWN else "")
 
 
 def probe(path: str, decoder: str) -> str | None:
@@ -112,7 +108,7 @@ def _probe_column(report: Report, items: pd.DataFrame, column: str, decoder: str
     where = folders[0] if len(folders) == 1 else f"{len(folders)} folders"
     report.facts.append((f"{column} ({decoder})", f"{len(items) - len(failed)} of {len(items)} readable, in {where}"))
     if missing:
-        report.problems.append(f"{len(missing)} {decoder} file(s) missing: {_examples(missing)}")
+        report.problems.append(f"{len(missing)} {decoder} file(s) missing: {examples(missing, SHOWN)}")
     if len(broken):
         named = [f"{item} ({reason})" for item, reason in zip(broken["item_id"], broken["reason"])]
-        report.problems.append(f"{len(broken)} {decoder} file(s) unreadable: {_examples(named)}")
+        report.problems.append(f"{len(broken)} {decoder} file(s) unreadable: {examples(named, SHOWN)}")

@@ -27,7 +27,7 @@ from tracks.unlabelled import UNLABELLED, unlabelled_items
 from workbench.config import FeatureConfig, TrainConfig, as_dict
 from workbench.folds import grouped_folds
 from workbench.pseudo import PseudoLabels, eligible
-from workbench.runs import FOLDS, Run, run_id
+from workbench.runs import CONFIG, FOLDS, Run, run_id
 
 TEST_FOLD, UNLABELLED_FOLD = -1, -2  # the fold column of the items no fold holds
 
@@ -39,8 +39,8 @@ class TrainingData:
     track: Track
     items: pd.DataFrame  # every item with features, train and test
     features: Streams
-    labels: np.ndarray  # [items, targets], NaN for test items
-    folds: np.ndarray  # fold of each item, -1 for test items
+    labels: np.ndarray  # [items, targets], NaN for test and unlabelled items
+    folds: np.ndarray  # fold of each item, TEST_FOLD (-1) for test items, UNLABELLED_FOLD (-2) for unlabelled ones
     feature_key: str
     dropped: list[str]  # items without any cached frame
     pseudo: PseudoLabels | None = None  # the label set a student trains on beside the labels (workbench.pseudo)
@@ -82,8 +82,8 @@ class TrainingData:
         return rows, self.pseudo.targets(ids[rows], targets, fold), self.pseudo.targets(ids[rows], targets, None)
 
     def labelled(self, labels: np.ndarray | None = None) -> pd.DataFrame:
-        """The items with `labels` ([items, targets]; the true ones by default) in the target columns (NaN for test
-        items)."""
+        """The items with `labels` ([items, targets]; by default the true ones, NaN for test and unlabelled items) in
+        the target columns."""
         labels = self.labels if labels is None else labels
         return self.items.assign(**{t: labels[:, i] for i, t in enumerate(self.track.targets)})
 
@@ -114,7 +114,7 @@ def read_streams(cfg: TrainConfig, track: Track, items: pd.DataFrame) -> tuple[S
         streams.append(concat_features(sets))
         if len(streams) == 1:
             key_frames = sets[0]  # the first view family's, in the backbone's own space (for alignment)
-    loading = stream_families.Loading(items, track.inputs, key_frames, manifests[0], cfg.cache, cfg.seed)
+    loading = stream_families.Loading(items, track.inputs, key_frames, manifests[0], cfg.cache)
     loaded, loaded_keys = stream_families.load(cfg, loading)
     return Streams.paired(streams + loaded), "+".join(keys + loaded_keys)
 
@@ -164,7 +164,7 @@ def open_or_create_run(cfg: TrainConfig, data: TrainingData) -> Run:
         "fingerprints": data.fingerprints_digest,
         "views": data.features.views,
     }
-    if run.path.joinpath("config.json").is_file():
+    if run.path.joinpath(CONFIG).is_file():
         previous = {k: v for k, v in run.config.items() if k != "fold"}
         if previous != {k: v for k, v in resolved.items() if k != "fold"}:
             raise ValueError(f"{run.path} was trained with another configuration; pass a new run=<name>")
@@ -174,7 +174,7 @@ def open_or_create_run(cfg: TrainConfig, data: TrainingData) -> Run:
         {"item_id": data.items["item_id"], "fold": data.folds, "fingerprint": data.items["fingerprint"]}
     )
     run.write_parquet(FOLDS, folds)
-    run.write_json("config.json", resolved)
+    run.write_json(CONFIG, resolved)
     return run
 
 

@@ -13,7 +13,7 @@ from rich.table import Table
 from common.tables import cell
 from features.cost import Cost
 from features.extract import group_leader
-from synth.dataset import WITHHELD_DIR, WITHHELD_TRUTH
+from synth.dataset import TRUTH_DIR, WITHHELD_DIR, WITHHELD_TRUTH
 from tracks import Track, get_track, list_tracks
 from tracks.unlabelled import UNLABELLED
 from workbench.commands import cmd_extract, cmd_synth
@@ -26,6 +26,7 @@ from workbench.config import (
     ScoreConfig,
     SubmitConfig,
     SynthConfig,
+    TrackConfig,
     TrainConfig,
     build,
     check_keys,
@@ -38,10 +39,15 @@ from workbench.submission import export, pseudo_label, run_exported, score_submi
 from workbench.train import fold_table, train_run
 
 
+def demo_track(values: dict[str, str]) -> Track:
+    """The track `track=` names, the commands' default one where none is named."""
+    return get_track(values.get("track", TrackConfig.track))
+
+
 def cmd_demo(values: dict[str, str]) -> int:
     """Synthesise (if absent), extract, train every fold, train the shuffled-label control, submit, score."""
     check_keys(values, DEMO_KEYS, "demo")
-    track = get_track(values.get("track", "kvq"))
+    track = demo_track(values)
     if track.demo_views and "views" not in values:
         values = {**values, "views": ",".join(track.demo_views)}
     timings: dict[str, float] = {}
@@ -53,7 +59,7 @@ def cmd_demo(values: dict[str, str]) -> int:
         return result
 
     synth = build(SynthConfig, values, track.defaults)
-    if not (synth.data_dir / "truth").is_dir():
+    if not (synth.data_dir / TRUTH_DIR).is_dir():
         announce("synth", synth)
         stage("synth", lambda: cmd_synth(synth))
     extract_cfg = build(ExtractConfig, values, track.defaults)
@@ -77,7 +83,7 @@ def cmd_demo(values: dict[str, str]) -> int:
     announce("submit", submit_cfg)
     zip_path = stage("submit", lambda: submit(submit_cfg))
     score_cfg = build(
-        ScoreConfig, {**values, "preds": str(zip_path), "truth": str(synth.data_dir / "truth")}, track.defaults
+        ScoreConfig, {**values, "preds": str(zip_path), "truth": str(synth.data_dir / TRUTH_DIR)}, track.defaults
     )
     announce("score", score_cfg)
     official = stage("score", lambda: score_submission(score_cfg))
@@ -123,7 +129,7 @@ class StudentDemoRun:
 
 def cmd_demo_student(values: dict[str, str]) -> int:
     runs, judged, status = student_demo(values)
-    track = get_track(values.get("track", "kvq"))
+    track = demo_track(values)
     rows = [
         [
             demo.role,
@@ -150,7 +156,7 @@ def student_demo(values: dict[str, str]) -> tuple[list[StudentDemoRun], dict[str
     the test truth with its cost; the pseudo-labels' official score against the labels withheld; and the exit status
     (EXIT_FAILURES where some media failed to extract, as `extract` says). Words
     `teacher.<key>=` and `student.<key>=` go to one of the two, the rest to both."""
-    track = get_track(values.get("track", "kvq"))
+    track = demo_track(values)
     plan = track.student_demo
     if plan is None:
         having = [name for name in list_tracks() if get_track(name).student_demo]
@@ -167,7 +173,7 @@ def student_demo(values: dict[str, str]) -> tuple[list[StudentDemoRun], dict[str
     own_folders = {"data": f"data/demo/{track.name}-student", "cache": "cache/demo-student"}
     shared = {**own_folders, "items": plan.items, "withhold": plan.withheld, **shared}
     synth = build(SynthConfig, shared, track.defaults)
-    if not (synth.data_dir / "truth").is_dir():
+    if not (synth.data_dir / TRUTH_DIR).is_dir():
         announce("synth", synth)
         cmd_synth(synth)
     shared = {"unlabelled": WITHHELD_DIR, **shared}
@@ -177,7 +183,7 @@ def student_demo(values: dict[str, str]) -> tuple[list[StudentDemoRun], dict[str
         extract_cfg = build(ExtractConfig, {**shared, **role_words}, track.defaults)
         announce(f"extract ({role})", extract_cfg)
         status = max(status, cmd_extract(extract_cfg))
-    truth = synth.data_dir / "truth"
+    truth = synth.data_dir / TRUTH_DIR
     teacher = demo_student_run("teacher", shared, roles["teacher"], track, truth)
     pseudo_cfg = build(PseudoLabelConfig, {**shared, "runs": teacher.run.id}, track.defaults)
     announce("pseudo-label", pseudo_cfg)

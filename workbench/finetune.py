@@ -14,7 +14,6 @@ each fold's head on its own fold's backbone.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
@@ -23,6 +22,7 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from common.atomic import atomic_path
 from features.backbones import TimmBackbone, at_input_size, create_backbone
 from features.decode import DECODERS, Decoder, FrameSampling
 from features.encoding import render_item
@@ -30,9 +30,8 @@ from features.spec import FeatureSpec
 from features.views import ViewFamily, view_family
 from workbench.config import TrainConfig
 from workbench.data import UNLABELLED_FOLD, TrainingData, long_predictions
-from workbench.fold import FoldFit, HeadRegressor, fold_checkpoint, fold_models, fold_streams, write_fold
-from workbench.heads import StreamHead, create_head, load_state, stream_tensors
-from workbench.losses import CombinedLoss
+from workbench.fold import FoldFit, HeadRegressor, fold_models, write_fold
+from workbench.heads import StreamHead, stream_tensors
 from workbench.runs import BACKBONE_FILE, Run
 
 BACKBONE_LR = 0.1  # the backbone's learning rate against the head's: pretrained stages move less than a new head
@@ -144,7 +143,7 @@ def predict_media(module: FinetuneRegressor, dataset: MediaViews, views: int, ba
     return torch.cat(out).reshape(-1, views, out[0].shape[-1]).numpy()
 
 
-def finetune_fold(cfg: TrainConfig, data: TrainingData, run: Run, fold: int, progress: bool = False) -> dict:
+def finetune_fold(cfg: TrainConfig, data: TrainingData, run: Run, fold: int) -> dict:
     """One fold of a fine-tuned run (see the module docstring); returns the fold's scores as the frozen recipe does."""
     spec = tunable_spec(cfg, data)
     decoder, family, sampling = DECODERS.get(spec.decoder), view_family(spec), spec.sampling()
@@ -155,32 +154,18 @@ def finetune_fold(cfg: TrainConfig, data: TrainingData, run: Run, fold: int, pro
     y = torch.from_numpy(data.labels)
     pseudo = torch.from_numpy(data.folds == UNLABELLED_FOLD)
     tensors = stream_tensors(data.features)
-    fit = FoldFit(cfg, data, run, fold, tensors, ids[val_idx], progress)
+    fit = FoldFit(cfg, data, run, fold, tensors, ids[val_idx])
 
     def media(index: np.ndarray, labels: torch.Tensor) -> MediaViews:
         return MediaViews(paths, index, views, decoder, sampling, family, labels, pseudo)
 
     def tune(rows: np.ndarray, labels: torch.Tensor, name: str) -> FinetuneRegressor:
-        pl.seed_everything(cfg.seed * 1000 + fold, verbose=False)
+        fit.seed()
         backbone = create_backbone(spec.backbone, spec.weights, cfg.seed)
         if not isinstance(backbone, TimmBackbone):
             raise ValueError(f"finetune=true tunes a timm backbone; {spec.backbone} is not one")
-        head = create_head(
-            cfg.head, [backbone.dim], out=len(data.track.targets), hidden=cfg.hidden, dropout=cfg.dropout
-        )
-        head.fit_standardization(fold_streams(tensors, rows), labels[rows])
-        module = FinetuneRegressor(
-            Tunable(backbone), head, CombinedLoss.from_spec(cfg.loss), cfg.lr, cfg.wd, cfg.epochs,
-            len(views), fit.scorer(labels.numpy()), pseudo_weight=data.pseudo_weight,
-        )  # fmt: skip
-        checkpoint = fold_checkpoint(cfg, run, fold, name)
-        trainer = pl.Trainer(
-            max_epochs=cfg.epochs, accelerator="cpu", logger=False, callbacks=[checkpoint],
-            enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
-        )  # fmt: skip
-        trainer.fit(module, datamodule=MediaData(media(rows, labels), media(val_idx, labels), cfg.batch))
-        module.load_state_dict(load_state(Path(checkpoint.best_model_path)))
-        return module
+        module = FinetuneRegressor(Tunable(backbone), fit.head([backbone.dim], rows, labels), **fit.recipe(labels))
+        return fit.train(module, MediaData(media(rows, labels), media(val_idx, labels), cfg.batch), name)
 
     oof_model, test_model = fold_models(data, fold, y, tune)
     targets = data.track.targets
@@ -191,5 +176,6 @@ def finetune_fold(cfg: TrainConfig, data: TrainingData, run: Run, fold: int, pro
         )
 
     state = {key: value.contiguous() for key, value in test_model.net.model.state_dict().items()}
-    save_file(state, str(run.fold_dir(fold) / BACKBONE_FILE))  # before the scores, which mark the fold finished
+    with atomic_path(run.fold_dir(fold) / BACKBONE_FILE) as tmp:  # before the scores, which mark the fold finished
+        save_file(state, str(tmp))
     return write_fold(run, fold, data, fit, predicted, oof_model, test_model)

@@ -28,7 +28,7 @@ from workbench.config import TrainConfig
 from workbench.data import UNLABELLED_FOLD, TrainingData, view_mean
 from workbench.heads import StreamHead, create_head, load_state
 from workbench.losses import CombinedLoss
-from workbench.runs import Run
+from workbench.runs import FOLD_SCORE, Run
 
 Scorer = Callable[[np.ndarray], dict[str, float]]
 SELECTIONS = ("best", "last")
@@ -198,7 +198,7 @@ def write_fold(
     targets = data.track.targets
     parts = fit.scorer(data.labels)(view_mean(oof, targets).loc[fit.val_ids].to_numpy())
     parts["items"] = len(val_idx)
-    run.write_json(f"fold-{fold}/score.json", parts)
+    run.write_json(f"fold-{fold}/{FOLD_SCORE}", parts)
     return parts
 
 
@@ -223,7 +223,9 @@ def with_labels(y: torch.Tensor, rows: np.ndarray, labels: np.ndarray) -> torch.
 
 @dataclass
 class FoldFit:
-    """One fold's training recipe: a head fitted on some rows' labels, its checkpoint selected on the fold's own."""
+    """What every fit of a fold shares, frozen or fine-tuned: the random state of the run's seed and the fold, a new
+    head standardised on the training rows' cached vectors, HeadRegressor's loss and optimiser, one Lightning fit on
+    the CPU, and the checkpoint selected on the fold's own labels."""
 
     cfg: TrainConfig
     data: TrainingData
@@ -231,7 +233,6 @@ class FoldFit:
     fold: int
     tensors: list[torch.Tensor]
     val_ids: np.ndarray
-    progress: bool
 
     def scorer(self, labels: np.ndarray) -> Scorer:
         labelled = self.data.labelled(labels)
@@ -240,32 +241,55 @@ class FoldFit:
             pd.DataFrame(pred, index=self.val_ids, columns=targets), labelled
         )
 
-    def __call__(self, train_idx: np.ndarray, val_idx: np.ndarray, y: torch.Tensor, name: str) -> StreamHead:
-        """Checkpoints are selected on the labels the head was trained on (permuted ones for the control), so the
-        control never sees the truth; the fold's reported score is always against the true labels."""
-        cfg, data = self.cfg, self.data
-        pl.seed_everything(cfg.seed * 1000 + self.fold, verbose=False)
-        head = create_head(
-            cfg.head, data.features.dims, out=len(data.track.targets), hidden=cfg.hidden, dropout=cfg.dropout
-        )
-        head.fit_standardization(fold_streams(self.tensors, train_idx), y[train_idx])
-        pseudo = data.folds == UNLABELLED_FOLD
-        module = HeadRegressor(
-            head, CombinedLoss.from_spec(cfg.loss), cfg.lr, cfg.wd, cfg.epochs, len(data.features.views),
-            self.scorer(y.numpy()), data.pseudo_weight,
-        )  # fmt: skip
-        checkpoint = fold_checkpoint(cfg, self.run, self.fold, name)
+    def seed(self) -> None:
+        """Every fit of the fold starts from the same random state, whatever ran before it."""
+        pl.seed_everything(self.cfg.seed * 1000 + self.fold, verbose=False)
+
+    def head(self, dims: list[int], rows: np.ndarray, labels: torch.Tensor) -> StreamHead:
+        """A new head on streams of `dims`, standardised on the cached vectors and the labels of `rows`."""
+        cfg = self.cfg
+        head = create_head(cfg.head, dims, out=len(self.data.track.targets), hidden=cfg.hidden, dropout=cfg.dropout)
+        head.fit_standardization(fold_streams(self.tensors, rows), labels[rows])
+        return head
+
+    def recipe(self, labels: torch.Tensor) -> dict:
+        """HeadRegressor's arguments beside the head: the run's loss and optimiser, checkpoints scored on `labels`."""
+        cfg = self.cfg
+        return {
+            "loss": CombinedLoss.from_spec(cfg.loss),
+            "lr": cfg.lr,
+            "wd": cfg.wd,
+            "epochs": cfg.epochs,
+            "views": len(self.data.features.views),
+            "scorer": self.scorer(labels.numpy()),
+            "pseudo_weight": self.data.pseudo_weight,
+        }
+
+    def train(self, module: HeadRegressor, datamodule: pl.LightningDataModule, name: str) -> HeadRegressor:
+        """`module` fitted for the run's epochs, quietly, then holding the weights of the epoch the fold keeps
+        (fold_checkpoint, saved as `name`)."""
+        checkpoint = fold_checkpoint(self.cfg, self.run, self.fold, name)
         trainer = pl.Trainer(
-            max_epochs=cfg.epochs,
+            max_epochs=self.cfg.epochs,
             accelerator="cpu",
             logger=False,
             callbacks=[checkpoint],
-            enable_progress_bar=self.progress,
+            enable_progress_bar=False,
             enable_model_summary=False,
             num_sanity_val_steps=0,
             deterministic=True,
         )
-        datamodule = CachedFeatures(self.tensors, y, train_idx, val_idx, cfg.batch, pseudo)
         trainer.fit(module, datamodule=datamodule)
         module.load_state_dict(load_state(Path(checkpoint.best_model_path)))
+        return module
+
+    def __call__(self, train_idx: np.ndarray, val_idx: np.ndarray, y: torch.Tensor, name: str) -> StreamHead:
+        """The frozen recipe's head. Checkpoints are selected on the labels the head was trained on (permuted ones
+        for the control), so the control never sees the truth; the fold's reported score is always against the true
+        labels."""
+        self.seed()
+        head = self.head(self.data.features.dims, train_idx, y)
+        module = HeadRegressor(head, **self.recipe(y))
+        pseudo = self.data.folds == UNLABELLED_FOLD
+        self.train(module, CachedFeatures(self.tensors, y, train_idx, val_idx, self.cfg.batch, pseudo), name)
         return head

@@ -13,7 +13,7 @@ from workbench.heads import StreamHead, predict_views, stream_tensors
 from workbench.runs import Run
 
 
-def frozen_fold(cfg: TrainConfig, data: TrainingData, run: Run, fold: int, progress: bool = False) -> dict[str, float]:
+def frozen_fold(cfg: TrainConfig, data: TrainingData, run: Run, fold: int) -> dict[str, float]:
     """Trains one fold's head, keeps its checkpoint as `select=` says, writes its predictions. With
     pseudo-labels, two heads: the out-of-fold one learns the teacher's fold-k labels (honest on fold k), the test-time
     one (the fold's checkpoint, what submit and export use) the teacher's full blend."""
@@ -27,7 +27,7 @@ def frozen_fold(cfg: TrainConfig, data: TrainingData, run: Run, fold: int, progr
     tensors = stream_tensors(data.features)
     targets, views = data.track.targets, data.features.views
     val_ids = data.items["item_id"].to_numpy()[val_idx]
-    fit = FoldFit(cfg, data, run, fold, tensors, val_ids, progress)
+    fit = FoldFit(cfg, data, run, fold, tensors, val_ids)
     oof_head, test_head = fold_models(data, fold, y, lambda rows, labels, name: fit(rows, val_idx, labels, name))
     ids = data.items["item_id"].to_numpy()
 

@@ -17,9 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from common.registry import Registry
+
 __all__ = ["LOSSES", "CombinedLoss", "fidelity", "get_loss", "l1", "mse", "plcc_loss", "rank_hinge"]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
+LOSSES: Registry[LossFn] = Registry("loss")
 
 
 def _target_columns(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
@@ -49,11 +52,13 @@ def _differences(x: Tensor) -> Tensor:
     return x.unsqueeze(1) - x.unsqueeze(0)
 
 
+@LOSSES.register("mse")
 def mse(pred: Tensor, target: Tensor) -> Tensor:
     p, t = _target_columns(pred, target)
     return F.mse_loss(p, t)
 
 
+@LOSSES.register("l1")
 def l1(pred: Tensor, target: Tensor) -> Tensor:
     p, t = _target_columns(pred, target)
     return F.l1_loss(p, t)
@@ -65,6 +70,7 @@ def _zscore(x: Tensor) -> Tensor:
     return (x - mean) / (std + 1e-8)
 
 
+@LOSSES.register("plcc")
 def plcc_loss(pred: Tensor, target: Tensor) -> Tensor:
     """Differentiable PLCC surrogate in the FAST-VQA form.
 
@@ -80,12 +86,14 @@ def plcc_loss(pred: Tensor, target: Tensor) -> Tensor:
     return ((loss0 + loss1) / 2).mean()
 
 
+@LOSSES.register("rank")
 def rank_hinge(pred: Tensor, target: Tensor, margin: float = 0.0) -> Tensor:
     """Mean of ``relu(margin - (pred_i - pred_j))`` over in-batch pairs with ``target_i > target_j``."""
     p, t = _target_columns(pred, target)
     return _pair_mean(F.relu(margin - _differences(p)), _differences(t) > 0)
 
 
+@LOSSES.register("fidelity")
 def fidelity(
     pred: Tensor,
     target: Tensor,
@@ -113,20 +121,8 @@ def fidelity(
     return _pair_mean(loss, upper.unsqueeze(-1).expand_as(loss))
 
 
-LOSSES: dict[str, LossFn] = {
-    "mse": mse,
-    "l1": l1,
-    "plcc": plcc_loss,
-    "rank": rank_hinge,
-    "fidelity": fidelity,
-}
-
-
 def get_loss(name: str) -> LossFn:
-    try:
-        return LOSSES[name]
-    except KeyError:
-        raise ValueError(f"unknown loss {name!r}; known losses: {', '.join(sorted(LOSSES))}") from None
+    return LOSSES.get(name)
 
 
 class CombinedLoss(torch.nn.Module):

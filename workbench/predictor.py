@@ -41,7 +41,7 @@ from features.decode import MediaError
 from features.encoding import create_encoders, encode_media
 from features.fingerprint import REFERENCE
 from features.inputs import Category, Text
-from features.reader import Features, Streams
+from features.reader import Features, Streams, concat_features, family_variants
 from features.spec import FeatureSpec
 from tracks import Track, get_track
 from tracks.ranges import RangeMap
@@ -92,20 +92,20 @@ class Member:
         config = config or self.config
         specs = config.all_specs(track.decoder)
         cached = len(specs)
-        components = [name.split("+") for name in self.views]
-        wanted = [list(dict.fromkeys(c[s] for c in components)) for s in range(cached)]
+        variants = family_variants(self.views, cached)
         try:
-            vectors = encode_media(items, specs, self.encoders_for(specs), wanted, self.workers, ExtractConfig.batch)
+            vectors = encode_media(items, specs, self.encoders_for(specs), variants, self.workers, ExtractConfig.batch)
         except MediaError as error:
             raise PredictError(str(error)) from error
         ids = items["item_id"].astype(str).tolist()
+        components = [name.split("+") for name in self.views]
         sets = [_padded_set(vectors[s], [c[s] for c in components], spec.frames, ids) for s, spec in enumerate(specs)]
-        loading = stream_families.Loading(items, track.inputs, sets[0], None, None, config.seed, dict(self.fitted))
+        loading = stream_families.Loading(items, track.inputs, sets[0], None, None, fitted=dict(self.fitted))
         loaded, _ = stream_families.load(self.config, loading)
-        sets += [_on_views(features, len(self.views)) for features in loaded]
+        sets += [_repeated_per_view(features, len(self.views)) for features in loaded]
         grouped, start = [], 0
         for size in [len(stream) for stream in self.config.streams(track.decoder)] + [1] * (len(sets) - cached):
-            grouped.append(_joined(sets[start : start + size], self.views))
+            grouped.append(concat_features(sets[start : start + size]))  # every set on the paired views already
             start += size
         return Streams(grouped)
 
@@ -133,18 +133,11 @@ def _padded_set(vectors: dict[tuple[str, str], np.ndarray], views: list[str], fr
     return Features(x, mask, ids, list(views))
 
 
-def _on_views(features: Features, views: int) -> Features:
+def _repeated_per_view(features: Features, views: int) -> Features:
     """A set on every paired view: a one-view set (text, metadata) repeated, as the pairing cycles it."""
     if features.x.shape[1] == views:
         return features
     return Features(np.repeat(features.x, views, 1), np.repeat(features.mask, views, 1), features.item_ids, ["center"])
-
-
-def _joined(sets: Sequence[Features], views: list[str]) -> Features:
-    """A stream's sets side by side on the feature axis, on the paired views (each set already on them)."""
-    x = np.concatenate([s.x for s in sets], axis=-1)
-    mask = np.logical_and.reduce([s.mask for s in sets])
-    return Features(x, mask, sets[0].item_ids, list(views))
 
 
 @dataclass
@@ -185,13 +178,10 @@ class Predictor:
             heads = []
             for k, head in enumerate(member.heads):
                 relative = f"heads/{m}-{member.run}/fold-{k}.pt"
-                (folder / relative).parent.mkdir(parents=True, exist_ok=True)
-                torch.save(head.state_dict(), folder / relative)
+                with atomic_path(folder / relative) as tmp:
+                    torch.save(head.state_dict(), tmp)
                 heads.append(relative)
-            fitted = {
-                name: stream_families.FAMILIES.get(name).save_state(state, folder, f"fitted/{m}-{member.run}/{name}")
-                for name, state in member.fitted.items()
-            }
+            fitted = stream_families.save_states(member.fitted, folder, f"fitted/{m}-{member.run}")
             members.append(
                 {
                     "run": member.run,
@@ -233,10 +223,7 @@ class Predictor:
                 head = create_head(config.head, entry["dims"], out=len(track.targets), hidden=config.hidden)
                 head.load_state_dict(torch.load(folder / relative, weights_only=True))
                 heads.append(head.eval())
-            fitted = {
-                name: stream_families.FAMILIES.get(name).restore_state(config, saved, folder)
-                for name, saved in entry["fitted"].items()
-            }
+            fitted = stream_families.restore_states(config, entry["fitted"], folder)
             fold_weights = [_absolute_weights(folder, weights) for weights in entry["fold_weights"]]
             members.append(Member(entry["run"], config, entry["views"], heads, fitted, fold_weights))
         return cls(

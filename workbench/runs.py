@@ -18,7 +18,9 @@ from common.atomic import atomic_path, write_text
 
 CONFIG = "config.json"
 SCORES = "scores.json"
+FOLD_SCORE = "score.json"  # in each fold's folder, written last: the fold is finished
 FOLDS = "folds.parquet"
+NOT_HASHED = ("run", "runs_dir", "fold")  # words that do not make another run
 BACKBONE_FILE = "backbone.safetensors"  # a fine-tuned run's backbone, in each of its fold folders (workbench.finetune)
 
 
@@ -38,13 +40,13 @@ class Run:
         return self.path / f"fold-{fold}"
 
     def folds_done(self) -> list[int]:
-        return sorted(int(p.parent.name.split("-")[1]) for p in self.path.glob("fold-*/score.json"))
+        return sorted(int(p.parent.name.split("-")[1]) for p in self.path.glob(f"fold-*/{FOLD_SCORE}"))
 
     def is_complete(self) -> bool:
         return (self.path / CONFIG).is_file() and len(self.folds_done()) == self.config["folds"]
 
     def fold_scores(self) -> dict[int, dict]:
-        return {k: json.loads((self.fold_dir(k) / "score.json").read_text()) for k in self.folds_done()}
+        return {k: json.loads((self.fold_dir(k) / FOLD_SCORE).read_text()) for k in self.folds_done()}
 
     def predictions(self, kind: str) -> pd.DataFrame:
         """`oof` or `test` predictions of every finished fold, long format with a `fold` column."""
@@ -55,8 +57,8 @@ class Run:
 
     def stale_items(self, fingerprints: dict[str, str]) -> list[str]:
         """The run's items whose file's fingerprint now (`fingerprints`, item id -> fingerprint) is not the one it
-        was trained or predicted on."""
-        table = pd.read_parquet(self.path / FOLDS)
+        was trained or predicted on. A run trained before the column was renamed has it as `media`."""
+        table = pd.read_parquet(self.path / FOLDS).rename(columns={"media": "fingerprint"})
         return table.loc[table["item_id"].map(fingerprints) != table["fingerprint"], "item_id"].tolist()
 
     def folds(self) -> pd.Series:
@@ -72,10 +74,11 @@ class Run:
             table.to_parquet(tmp, index=False)
 
 
-def run_id(config: dict, feature_key: str, media: str, ignore: tuple[str, ...] = ("run", "runs_dir", "fold")) -> str:
-    """From the configuration, the feature sets and the digest of the media they were made from."""
-    hashed = {k: v for k, v in config.items() if k not in ignore}
-    payload = [hashed, feature_key, media]
+def run_id(config: dict, feature_key: str, fingerprints: str) -> str:
+    """From the configuration (but the words that name where it is and which fold: NOT_HASHED), the feature sets and
+    the digest of the fingerprints of the files they were made from."""
+    hashed = {k: v for k, v in config.items() if k not in NOT_HASHED}
+    payload = [hashed, feature_key, fingerprints]
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:8]
     return f"{config['backbone']}-{config['head']}-{digest}".replace("/", "-")
 

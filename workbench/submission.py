@@ -1,8 +1,8 @@
 """From finished runs to what a challenge takes: the zip (`submit`), the runnable predictor (`export`), a teacher's
 label set (`pseudo-label`) and the official score of a prediction file (`score`).
 
-Every one of them starts from `submitted`: the runs named (or the newest complete one), checked to be finished, of
-this track, and trained on the bytes the items' files hold now.
+All but `score` start from `submitted`: the runs named (or the newest complete one), checked to be finished, of this
+track, and trained on the bytes the items' files hold now. `score` reads a prediction file and the truth alone.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from workbench.predictor import usage as predict_usage
 from workbench.profile import Pipeline, check_budget
 from workbench.pseudo import label_rows, label_set_dir, write_label_set
 from workbench.runs import Run, newest_complete_run, open_run
+
+TIMED = 3  # test items a runtime is measured on
 
 
 @dataclass(frozen=True)
@@ -130,15 +132,12 @@ def export(cfg: ExportConfig) -> Path:
     decision = decide(named.track, named.predicted, named.items, named.choice)
     predictor = predictor_of(named, decision)
     runs = [member.run for member in predictor.members]
-    if named.track.budget:
-        used = [(run, config) for run, config in zip(named.runs, named.configs, strict=True) if run.id in runs]
-        views = {member.run: member.views for member in predictor.members}
-        check_budget(named.track, *pipelines_of(named, *zip(*used), views))
+    check_cost(named, {member.run: member.views for member in predictor.members})
     name = f"{named.track.name}-{runs[0]}" if len(runs) == 1 else f"{named.track.name}-{runs_digest(runs)}"
     with console.status(f"exporting {', '.join(runs)}"):
         archive = export_folder(predictor, Path(cfg.out) / name)
     folder = archive.with_suffix("")
-    test = named.items[named.items["split"] == "test"].head(3)
+    test = timed_items(named)
     seconds = Predictor.load(folder).seconds_per_item(test) if len(test) else float("nan")
     size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     rows = [[folder, archive, f"{size / 1e6:.2f} MB", ", ".join(runs), decision.picked.chosen.name, seconds]]
@@ -185,11 +184,14 @@ def pseudo_label(cfg: PseudoLabelConfig) -> tuple[str, pd.DataFrame]:
     return name, labels
 
 
-def pipelines_of(
-    named: Submitted, runs: Sequence[Run], configs: Sequence[TrainConfig], views: dict[str, list[str]]
-) -> list[Pipeline]:
-    """The cost model of each run's test-time pipeline (workbench.profile), its loaded streams as wide as its data
-    makes them."""
+def used_runs(named: Submitted, views: dict[str, list[str]]) -> list[tuple[Run, TrainConfig]]:
+    """The runs a submission runs (those `views` names, with the views each averages) and their configurations."""
+    return [(run, config) for run, config in zip(named.runs, named.configs, strict=True) if run.id in views]
+
+
+def pipelines_of(named: Submitted, views: dict[str, list[str]]) -> list[Pipeline]:
+    """The cost model of the test-time pipeline of each run `views` names (workbench.profile), its loaded streams as
+    wide as its data makes them."""
     return [
         Pipeline.of(
             config,
@@ -197,8 +199,20 @@ def pipelines_of(
             family_variants(views[run.id], len(config.all_specs(named.track.decoder))),
             named.items,
         )
-        for run, config in zip(runs, configs, strict=True)
+        for run, config in used_runs(named, views)
     ]
+
+
+def check_cost(named: Submitted, views: dict[str, list[str]]) -> None:
+    """Where the track sets a budget, the cost of the runs `views` names against it: a blend runs every run's
+    pipeline, so costs add up."""
+    if named.track.budget:
+        check_budget(named.track, *pipelines_of(named, views))
+
+
+def timed_items(named: Submitted) -> pd.DataFrame:
+    """The few real test items a runtime is measured on (none where the data has no test split)."""
+    return named.items[named.items["split"] == "test"].head(TIMED)
 
 
 def cost_and_readme(
@@ -206,26 +220,25 @@ def cost_and_readme(
 ) -> tuple[dict[str, bytes], str]:
     """Checks the budget where the track sets one; the readme where the track's zip carries one, its runtime that of
     the exported predictor of the same runs on a few real test items (decode, views, encoders, heads, blend), for
-    the runs the submission runs (those in `views`): a blend runs every run's pipeline, so costs add up."""
+    the runs the submission runs (those in `views`)."""
     track, extras, runtime = named.track, {}, "n/a"
-    test = named.items[named.items["split"] == "test"]
-    runs, configs = zip(*[(r, c) for r, c in zip(named.runs, named.configs, strict=True) if r.id in views])
-    if track.budget or track.submission.readme:
-        check_budget(track, *pipelines_of(named, runs, configs, views))
-        if track.submission.readme and len(test):
-            seconds = predictor_of(named, decision).seconds_per_item(test.head(3))
-            runtime = f"{seconds:.3f}s"
-            description = about + " ".join(describe(run, config, views[run.id]) for run, config in zip(runs, configs))
-            extras[track.submission.readme] = track.submission.readme_text(
-                track.unit, seconds, True, cfg.extra_data, description
-            )
+    check_cost(named, views)
+    test = timed_items(named)
+    if track.submission.readme and len(test):
+        seconds = predictor_of(named, decision).seconds_per_item(test)
+        runtime = f"{seconds:.3f}s"
+        description = about + " ".join(describe(run, config, views[run.id]) for run, config in used_runs(named, views))
+        extras[track.submission.readme] = track.submission.readme_text(
+            track.unit, seconds, True, cfg.extra_data, description
+        )
     return extras, runtime
 
 
 def describe(run: Run, config: TrainConfig, views: Sequence[str]) -> str:
     """The readme's free description, from what the run really did."""
     return (
-        f"Frozen {config.backbone} (weights: {config.weights}) features of the {config.view} view(s), "
+        f"{'Fine-tuned' if config.finetune else 'Frozen'} {config.backbone} (weights: {config.weights}) features of "
+        f"the {config.view} view(s), "
         + stream_families.describe(config)
         + f"test-time views {','.join(views)}; {config.head} head trained on {config.folds} folds "
         f"(loss {config.loss}), test prediction the mean of the fold models; run {run.id} of the vqa-workbench."

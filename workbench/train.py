@@ -18,13 +18,13 @@ from workbench.console import console, table
 from workbench.data import TrainingData, load_training_data, open_or_create_run, view_mean
 from workbench.finetune import finetune_fold
 from workbench.frozen import frozen_fold
-from workbench.runs import Run
+from workbench.runs import SCORES, Run
 
 
-def train_fold(cfg: TrainConfig, data: TrainingData, run: Run, fold: int, progress: bool = False) -> dict[str, float]:
+def train_fold(cfg: TrainConfig, data: TrainingData, run: Run, fold: int) -> dict[str, float]:
     """One fold by the run's recipe; returns its scores."""
     recipe = finetune_fold if cfg.finetune else frozen_fold
-    return recipe(cfg, data, run, fold, progress)
+    return recipe(cfg, data, run, fold)
 
 
 def train_run(cfg: TrainConfig, folds: Sequence[int]) -> tuple[Run, dict]:
@@ -64,7 +64,7 @@ def run_summary(run: Run, data: TrainingData) -> dict:
         run.write_json(CALIBRATION, calibration.to_json())
         oof = calibration.apply(oof)
         summary["oof_calibrated"] = data.track.selection_score(oof, labelled)
-    run.write_json("scores.json", summary)
+    run.write_json(SCORES, summary)
     fold_scores = {k: parts["score"] for k, parts in summary["folds"].items()}
     title = f"run {run.id}" + (
         f", {data.track.calibrate} calibrated (in sample)" if "oof_calibrated" in summary else ""

@@ -6,17 +6,17 @@ help (`motion=`, `motion_weights=`, `clip=`, `clip_size=`), whether it is extrac
 cache (its feature sets, `specs`) or made when a run loads, from the items table (`load`), how it is described in a
 readme, which weights files it loads (for an export to carry), and, for a loaded family, what it costs per item.
 
-The configuration (`workbench.config.FeatureConfig`) takes its fields from `words()`, and the spine (training, the
-predictor, `profile`, the sweep, the readme) asks the families through the functions here; none of it names a
-family's own words. Adding a kind of stream is one module here that defines a `StreamFamily` subclass decorated with
+The configuration (`workbench.config.FeatureConfig`) takes its fields from `words()` (and its help from
+`word_help`), and the spine (training, the predictor, `profile`, the sweep, the readme) asks the families through
+what is here: `cached_streams`, `other_streams`, `others_off`, `Loading` and `load`, `fit`, `save_states` and
+`restore_states`, `loaded_costs`, `describe`, `weight_sources`; none of it names the words of a family beside the
+key frames. Adding a kind of stream is one module here that defines a `StreamFamily` subclass decorated with
 `@register_family`: every module of this package is imported on first use, and `order` places its stream among the
 others (the key frames first, then the cached streams, then those made at load).
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from common.registry import Registry
+from common.registry import Registry, import_submodules
 from features.cost import LoadedStream
 from features.reader import Features
 from features.spec import FeatureSpec
@@ -113,27 +113,32 @@ class StreamFamily:
 
 @dataclass
 class Loading:
-    """What the families made at load see: the items (item_id, path, fingerprint, split, the text and category
-    columns), the track's declared inputs (features.inputs), the key-frame stream's first feature set and its
-    manifest (None in a predictor: checked when the run trained), the memo root (None: nothing memoised) and, per
-    family, what it learned from the training split, filled as the families load (or restored by a predictor)."""
+    """What the families made at load see: the items (item_id, path, the text and category columns; in a run also
+    each file's fingerprint and the split, which a predictor's items lack: there what was learned comes in `fitted`
+    and nothing is memoised), the track's declared inputs (features.inputs), the key-frame stream's first feature set
+    and its manifest (None in a predictor: checked when the run trained), the memo root (None: nothing memoised) and,
+    per family, what it learned from the training split, filled as the families load (or restored by a predictor)."""
 
     items: pd.DataFrame
     inputs: Sequence[Any]
     key_frames: Features
     key_frames_manifest: dict | None
     cache: str | None
-    seed: int
     fitted: dict[str, Any] = field(default_factory=dict)
     shared: dict[str, Any] = field(default_factory=dict)  # what one family makes for another (text for alignment)
 
     @property
     def train(self) -> np.ndarray:
-        return (self.items["split"] == "train").to_numpy()
+        return training_split(self.items)
 
     @property
     def ids(self) -> list[str]:
         return self.items["item_id"].astype(str).tolist()
+
+
+def training_split(items: pd.DataFrame) -> np.ndarray:
+    """Which items are of the training split: what a family made at load learns from."""
+    return (items["split"] == "train").to_numpy()
 
 
 def register_family(cls: type[StreamFamily]) -> type[StreamFamily]:
@@ -143,8 +148,7 @@ def register_family(cls: type[StreamFamily]) -> type[StreamFamily]:
 
 def families() -> list[StreamFamily]:
     """Every family, in stream order."""
-    for module in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{module.name}")
+    import_submodules(__name__)
     return sorted((FAMILIES.get(name) for name in FAMILIES.names()), key=lambda family: family.order)
 
 
@@ -205,6 +209,17 @@ def load(cfg: Any, loading: Loading) -> tuple[list[Features], list[str]]:
 def fit(cfg: Any, inputs: Sequence[Any], items: pd.DataFrame) -> dict[str, Any]:
     """Per family made at load that `cfg` names, what it learns from the items' training split."""
     return {family.name: family.fit(cfg, inputs, items) for family in named(cfg) if not family.extracted}
+
+
+def save_states(fitted: dict[str, Any], folder: Path, prefix: str) -> dict[str, Any]:
+    """What each family made at load learned (`fit`), as JSON, its arrays written under `folder/prefix/<family>`
+    (an exported predictor)."""
+    return {name: FAMILIES.get(name).save_state(state, folder, f"{prefix}/{name}") for name, state in fitted.items()}
+
+
+def restore_states(cfg: Any, saved: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """What `save_states` wrote, as each family's `load` takes it in `Loading.fitted`."""
+    return {name: FAMILIES.get(name).restore_state(cfg, state, folder) for name, state in saved.items()}
 
 
 def loaded_costs(cfg: Any, inputs: Sequence[Any], items: pd.DataFrame | None = None) -> tuple[LoadedStream, ...]:

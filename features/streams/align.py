@@ -12,7 +12,7 @@ from features.cost import Cost, LoadedStream
 from features.inputs import Text
 from features.reader import Features
 from features.streams import Loading, StreamError, StreamFamily, Word, inputs_of, register_family
-from features.streams.text import TEXT_ENCODERS
+from features.streams.text import text_encoder
 
 ALIGNMENTS = ("cosine",)
 
@@ -39,7 +39,7 @@ class Alignment(StreamFamily):
         return made
 
     def costs(self, cfg: Any, inputs: Any, items: pd.DataFrame | None) -> list[LoadedStream]:
-        dim = TEXT_ENCODERS.get(cfg.text)(cfg.text_weights, getattr(cfg, "seed", 0)).width - 1
+        dim = text_encoder(cfg).width - 1
         cost = Cost(params=0, flops=2 * dim * cfg.frames)
         return [LoadedStream(f"alignment of {c}", f"{cfg.frames}x{dim}", 1, cfg.frames, cost)
                 for c in inputs_of(inputs, Text)]  # fmt: skip

@@ -7,7 +7,7 @@ from typing import Any
 
 from features import clip
 from features.backbones import create_backbone, timm_hub_file
-from features.spec import FeatureSpec
+from features.spec import SHARED_DECODE, FeatureSpec
 from features.streams import StreamError, StreamFamily, Word, local_or_hub, register_family
 from features.views import DEFAULT_FAMILY
 
@@ -56,6 +56,6 @@ class KeyFrames(StreamFamily):
 
 
 def decoding(cfg: Any, decoder: str) -> dict[str, Any]:
-    """What every cached stream of one extraction shares: the decoder, the key-frame sampling and the dtype."""
-    return {"decoder": decoder, "frames": cfg.frames, "fps": cfg.fps, "phase": cfg.phase, "dtype": cfg.dtype,
-            "light": cfg.light}  # fmt: skip
+    """What every cached stream of one extraction shares (SHARED_DECODE): the decoder, the key-frame sampling, the
+    light and the dtype."""
+    return {name: decoder if name == "decoder" else getattr(cfg, name) for name in SHARED_DECODE}

@@ -14,14 +14,23 @@ from features.cost import Cost, LoadedStream
 from features.inputs import Category
 from features.metadata import CONTAINER_FACTS, CONTAINER_VERSION, container_metadata, one_hot, training_categories
 from features.reader import Features
-from features.streams import Loading, StreamError, StreamFamily, Word, inputs_of, per_item, register_family
+from features.streams import (
+    Loading,
+    StreamError,
+    StreamFamily,
+    Word,
+    inputs_of,
+    per_item,
+    register_family,
+    training_split,
+)
 
 METADATA = ("container",)
 
 
 def categories_of(inputs: Any, items: pd.DataFrame) -> dict[str, list[str]]:
     """Per Category input, the categories of the training split."""
-    train = (items["split"] == "train").to_numpy()
+    train = training_split(items)
     return {c: training_categories(items[c].astype(str).tolist(), train) for c in inputs_of(inputs, Category)}
 
 

@@ -10,19 +10,33 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
+from common.atomic import atomic_path
 from features import clip
-from features.cost import Cost, LoadedStream
+from features.cost import Cost, LoadedStream, count
 from features.inputs import Text
 from features.reader import Features
-from features.streams import Loading, StreamFamily, Word, inputs_of, local_or_hub, per_item, register_family
+from features.streams import (
+    Loading,
+    StreamFamily,
+    Word,
+    inputs_of,
+    local_or_hub,
+    per_item,
+    register_family,
+    training_split,
+)
 from features.streams.audio import hf_folder
-from features.text import TEXT_ENCODERS, ClipTextTower, HashedNgrams, text_features
+from features.text import TEXT_ENCODERS, ClipTextTower, HashedNgrams, TextEncoder, text_features
 
 
 def texts_of(items: pd.DataFrame, column: str) -> list[str]:
     return items[column].fillna("").astype(str).tolist()
+
+
+def text_encoder(cfg: Any) -> TextEncoder:
+    """The encoder `text=` names with its weights, unfitted (`profile`'s words have no seed: 0 there)."""
+    return TEXT_ENCODERS.get(cfg.text)(cfg.text_weights, getattr(cfg, "seed", 0))
 
 
 @register_family
@@ -61,7 +75,7 @@ class TextStream(StreamFamily):
 
     def fit(self, cfg: Any, inputs: Any, items: pd.DataFrame) -> dict[str, Any]:
         """Each text column's encoder, fitted on the training split's texts as `load` fits it."""
-        train = (items["split"] == "train").to_numpy()
+        train = training_split(items)
         columns = inputs_of(inputs, Text)
         return {
             c: text_features(cfg.text, texts_of(items, c), train, cfg.seed, cfg.text_weights).encoder for c in columns
@@ -70,7 +84,7 @@ class TextStream(StreamFamily):
     def costs(self, cfg: Any, inputs: Any, items: pd.DataFrame | None) -> list[LoadedStream]:
         costs = []
         for column in inputs_of(inputs, Text):
-            encoder = TEXT_ENCODERS.get(cfg.text)(cfg.text_weights, getattr(cfg, "seed", 0))  # profile has no seed
+            encoder = text_encoder(cfg)
             cost, shape = text_cost(encoder)
             costs.append(LoadedStream(f"{cfg.text} on {column}", shape, encoder.width, 1, cost))
         return costs
@@ -92,15 +106,15 @@ class TextStream(StreamFamily):
         saved = {}
         for column, encoder in state.items():
             relative = f"{prefix}/{column}.npz"
-            (folder / relative).parent.mkdir(parents=True, exist_ok=True)
-            np.savez(folder / relative, **(encoder.state() if isinstance(encoder, HashedNgrams) else {}))
+            with atomic_path(folder / relative) as tmp, open(tmp, "wb") as handle:  # a handle: no `.npz` appended
+                np.savez(handle, **(encoder.state() if isinstance(encoder, HashedNgrams) else {}))
             saved[column] = relative
         return saved
 
     def restore_state(self, cfg: Any, saved: dict[str, str], folder: Path) -> dict[str, Any]:
         encoders = {}
         for column, relative in saved.items():
-            encoder = TEXT_ENCODERS.get(cfg.text)(cfg.text_weights, cfg.seed)
+            encoder = text_encoder(cfg)
             if isinstance(encoder, HashedNgrams):
                 with np.load(folder / relative) as arrays:
                     encoder.load_state({k: arrays[k] for k in arrays.files})
@@ -113,7 +127,7 @@ class _TextTower(nn.Module):
 
     def __init__(self, encode, parameters):
         super().__init__()
-        self.encode, self.counted = encode, list(parameters)
+        self.encode, self.counted = encode, nn.ParameterList(parameters)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.encode(tokens)
@@ -130,9 +144,6 @@ def text_cost(encoder: object) -> tuple[Cost, str]:
         length = int(getattr(model, "context_length", 77))
         tower = _TextTower(model.encode_text, text)
     else:
-        net, length = encoder._part("net"), encoder.max_tokens
-        tower = _TextTower(lambda tokens: net(input_ids=tokens).last_hidden_state, list(net.parameters()))
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        tower(torch.ones(1, length, dtype=torch.long))
-    params = sum(p.numel() for p in tower.counted)
-    return Cost(params=params, flops=int(counter.get_total_flops())), f"1x{length} tokens"
+        net, length = encoder.net, encoder.max_tokens
+        tower = _TextTower(lambda tokens: net(input_ids=tokens).last_hidden_state, net.parameters())
+    return count(tower, torch.ones(1, length, dtype=torch.long)), f"1x{length} tokens"
