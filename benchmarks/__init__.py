@@ -9,7 +9,8 @@ of its own with a `rows` function, numbered as in BENCHMARKS.md:
   stage alone (what a DataLoader worker does) and the backbone alone on already-made view images at the same batch;
   2, the same extraction against the way winners' scripts do it: every frame to RGB, key frames through PNG files,
   one image per forward pass;
-- `cache`: 3, reading a track's features from the cache's Parquet parts against `np.load` of the same array;
+- `cache`: 3, reading a track's features from the cache's Parquet parts against `np.load` of the same array, and
+  reading them with a second version of every item in the cache against reading them alone;
 - `training`: 4, the 10-fold head training of a run against a bare PyTorch loop doing the same work;
 - `memory`: 5, peak resident memory of a large extraction against a small one, each in a process of its own;
 - `sweep`: 6, the overhead of a trial of our sweep (storage, heartbeats, pruning, bookkeeping) against the trial's own

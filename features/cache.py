@@ -7,14 +7,18 @@ time`). One
 extraction at a time holds a folder (`exclusive`); features.reader reads the rows back for training.
 
 Every row carries `fingerprint`, that of the file it was made from (features.fingerprint), and is served only
-while the item's file has that fingerprint. Before an extraction plans, the rows of items whose file changed are
-dropped (`drop_stale`), so the cache holds one row per (item, variant, frame), always of the current file; a failure,
-too, applies only to the file it was recorded for.
+while the item's file has that fingerprint. The cache is addressed by content: it holds rows per (item, fingerprint,
+variant, frame), so a new version of an item (a re-download, a repaired file, a second dataset with the same ids)
+is extracted beside the versions already held, and each is served again whenever its bytes are back. A failure, too,
+applies only to the file it was recorded for. Nothing is dropped until the user prunes (features.inventory): a
+reader records when it last read a part by touching its modification time (features.reader), and a prune removes
+whole versions by what the data folders hold, by age or to fit a size.
 
 Parts are only ever written whole (temporary name, then rename), so a killed run leaves at most a stale temporary file,
-which no reader globs for. Dropping rows rewrites a part as its next generation (`part-x.g1.parquet` replaces
-`part-x.parquet`) before the old one is unlinked; readers take only the newest generation of each part (`live_parts`),
-so a kill between the two steps leaves nothing read twice.
+which no reader globs for. Removing rows (`drop_rows`) rewrites a part as its next generation (`part-x.g1.parquet`
+replaces `part-x.parquet`) before the old one is unlinked; readers take only the newest generation of each part
+(`live_parts`), so a kill between the two steps leaves nothing read twice, and a reader that finds a listed part gone
+lists them again.
 
 A vector is stored as one fixed-size binary value (its float32 or float16 bytes; the field's metadata names the
 dtype and dimension), not as Arrow's fixed-size list: Parquet has no fixed-size list and writes one as a nested LIST
@@ -30,25 +34,27 @@ import contextlib
 import fcntl
 import json
 import logging
+import os
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from common.atomic import atomic_path, write_text
-from features.fingerprint import UNREADABLE
 from features.spec import DTYPES, SCHEMA_VERSION, FeatureSpec
 
 PART_GLOB = "part-*.parquet"
 FAILURE_GLOB = "failures-*.parquet"
 KEY_COLUMNS = ["item_id", "view", "t"]
 DICTIONARY_COLUMNS = ["item_id", "fingerprint", "view"]
+FINGERPRINTS_KEY = b"fingerprints"  # the footer's list of the fingerprints a part's rows hold (held_fingerprints)
 DEFAULT_PAGE_BYTES = 1 << 20  # PyArrow's own page size
 MAX_PAGE_BYTES = 1 << 30  # a page's size is a 32-bit integer in Parquet; a part larger than this reads through PyArrow
 
@@ -213,19 +219,34 @@ def write_part(folder: Path, columns: dict[str, np.ndarray], schema: pa.Schema, 
     return _write_table(pa.Table.from_arrays(arrays, schema=schema), final)
 
 
+def held_fingerprints(part: pq.ParquetFile) -> list[str] | None:
+    """The fingerprints a part's rows hold, as its footer names them (None for a part written before footers did)."""
+    named = (part.metadata.metadata or {}).get(FINGERPRINTS_KEY)
+    return None if named is None else json.loads(named)
+
+
 def _write_table(table: pa.Table, final: Path) -> Path:
+    metadata = {k: v for k, v in (table.schema.metadata or {}).items() if k != FINGERPRINTS_KEY}
+    table = table.replace_schema_metadata(metadata or None)
     # One page for the whole vector column, so its values lie in one run of bytes (see features.reader).
     page = min(max(table.nbytes + 1, DEFAULT_PAGE_BYTES), MAX_PAGE_BYTES)
-    with atomic_path(final) as tmp:
-        # Dictionaries and statistics pay off for the short columns only; on vectors they cost time and buy nothing.
-        pq.write_table(
-            table,
+    # Dictionaries and statistics pay off for the short columns only; on vectors they cost time and buy nothing.
+    with (
+        atomic_path(final) as tmp,
+        pq.ParquetWriter(
             tmp,
+            table.schema,
             compression="none",
-            use_dictionary=DICTIONARY_COLUMNS,
-            write_statistics=KEY_COLUMNS,
+            use_dictionary=[name for name in DICTIONARY_COLUMNS if name in table.column_names],
+            write_statistics=[name for name in KEY_COLUMNS if name in table.column_names],
             data_page_size=page,
-        )
+        ) as writer,
+    ):
+        writer.write_table(table)
+        if "fingerprint" in table.column_names:  # in the footer, not the schema (which every read decodes): a
+            # reader skips a part of other versions by it (features.reader)
+            named = sorted(pc.unique(table["fingerprint"]).cast(pa.string()).to_pylist())
+            writer.add_key_value_metadata({FINGERPRINTS_KEY: json.dumps(named)})
     return final
 
 
@@ -236,7 +257,7 @@ def _generation(part: Path) -> tuple[str, int]:
 
 
 def live_parts(folder: Path, glob: str = PART_GLOB) -> list[Path]:
-    """The parts to read: of each part rewritten by drop_stale, its newest generation alone."""
+    """The parts to read: of each part rewritten by drop_rows, its newest generation alone."""
     newest: dict[str, tuple[int, Path]] = {}
     for part in folder.glob(glob):
         stem, generation = _generation(part)
@@ -245,28 +266,49 @@ def live_parts(folder: Path, glob: str = PART_GLOB) -> list[Path]:
     return sorted(part for _, part in newest.values())
 
 
-def drop_stale(folder: Path, fingerprints: dict[str, str]) -> set[str]:
-    """Removes the rows of the items in `fingerprints` (item id -> its file's fingerprint now) that were made from other
-    bytes, and returns those items. Only an extraction holding the folder's lock calls it (see features.extract).
+def remove_superseded(folder: Path) -> None:
+    """Unlinks the parts and failure tables a newer generation replaces, left by a kill between writing the new one
+    and unlinking the old (readers never read them). Only a holder of the folder's lock calls it."""
+    for glob in (PART_GLOB, FAILURE_GLOB):
+        for old in set(folder.glob(glob)) - set(live_parts(folder, glob)):
+            old.unlink(missing_ok=True)
 
-    An item whose file cannot be read now (an unmounted disk, a folder moved away) keeps its rows: they are not
-    served while it is so (they match no fingerprint), and are again when the same bytes are back."""
-    stale: set[str] = set()
-    changed = {item: fingerprint for item, fingerprint in fingerprints.items() if fingerprint != UNREADABLE}
-    for part in live_parts(folder):
-        keys = pq.read_table(part, columns=["item_id", "fingerprint"]).to_pydict()
-        gone = [changed.get(item, had) != had for item, had in zip(keys["item_id"], keys["fingerprint"])]
-        if not any(gone):
+
+def drop_rows(folder: Path, doomed: Callable[[np.ndarray, np.ndarray], np.ndarray], glob: str = PART_GLOB) -> int:
+    """Removes the rows for which `doomed(item_ids, fingerprints)` (two arrays of strings, one entry per row) is True
+    from the live parts matching `glob` (the feature parts, or FAILURE_GLOB for the failure tables), and returns how
+    many it removed. Only a holder of the folder's lock calls it (features.inventory.prune).
+
+    A part losing rows is written whole as its next generation (`part-x.g1.parquet` replaces `part-x.parquet`, with
+    the old one's times, so a rewrite does not look like a read), and only then is the old one unlinked; a part left
+    with no rows is unlinked. So a kill at any point leaves every part whole and every other row present once."""
+    removed = 0
+    for part in live_parts(folder, glob):
+        keys = pq.read_table(part, columns=["item_id", "fingerprint"])
+        item_ids, fingerprints = (keys[name].to_numpy(zero_copy_only=False) for name in ("item_id", "fingerprint"))
+        gone = np.asarray(doomed(item_ids, fingerprints), dtype=bool)
+        if not gone.any():
             continue
-        stale.update(item for item, drop in zip(keys["item_id"], gone) if drop)
-        if not all(gone):
+        removed += int(gone.sum())
+        if not gone.all():
             stem, generation = _generation(part)
-            kept = pq.read_table(part).filter(pa.array([not drop for drop in gone]))
-            _write_table(kept, part.with_name(f"{stem}.g{generation + 1}.parquet"))
+            status = part.stat()
+            successor = _write_table(
+                pq.read_table(part).filter(pa.array(~gone)), part.with_name(f"{stem}.g{generation + 1}.parquet")
+            )
+            with contextlib.suppress(OSError):
+                os.utime(successor, ns=(status.st_atime_ns, status.st_mtime_ns))
         part.unlink()
-    for old in set(folder.glob(PART_GLOB)) - set(live_parts(folder)):  # a kill between writing and unlinking
-        old.unlink()
-    return stale
+    return removed
+
+
+def other_versions(folder: Path, fingerprints: dict[str, str]) -> set[str]:
+    """The items of `fingerprints` (item id -> fingerprint now) of which the folder holds rows made from other bytes
+    and none made from their files as they are now: a new version of each, if extracted, joins the old ones."""
+    held = cached_views(folder)
+    current = held["item_id"].map(fingerprints) == held["fingerprint"]
+    asked = held["item_id"].isin(fingerprints.keys())
+    return set(held.loc[asked & ~current, "item_id"]) - set(held.loc[current, "item_id"])
 
 
 def _read_live(folder: Path, glob: str, columns: list[str] | None = None) -> pa.Table | None:

@@ -11,7 +11,8 @@ the backbone runs on several threads of single-threaded ops beside the workers (
 A rerun computes only the (item, variant) pairs each set lacks; media that cannot be read are recorded with their
 reason in the failures table of every set that asked for them, and the run goes on. One extraction at a time holds a
 cache folder (see features.cache.exclusive). Every item's file is fingerprinted first (features.fingerprint): rows and
-failures are written with it, and the rows of an item whose file has changed since are dropped and extracted again.
+failures are written with it, and an item whose file has changed since is extracted again beside the rows of its
+other versions, which stay until a prune (features.inventory) removes them.
 
 With `devices=<n> strategy=ddp` Lightning starts n-1 more processes that re-run the same command; every rank plans,
 rank 0 alone holds the locks, the jobs come from rank 0's plan and each rank writes its own parts (see `extract`).
@@ -40,11 +41,12 @@ from features.backbones import FrozenEncoder
 from features.cache import (
     cache_dir,
     cached_views,
-    drop_stale,
     ensure_manifest,
     exclusive,
+    other_versions,
     part_schema,
     read_failures,
+    remove_superseded,
     write_failures,
     write_part,
 )
@@ -175,7 +177,7 @@ class ExtractionSummary:
     items: int
     already_cached: int
     extracted: int
-    changed: int  # of those extracted, items whose cached rows were of another file (re-downloaded, repaired, ...)
+    changed: int  # of those extracted, items the cache held another version of (re-downloaded, repaired, ...)
     failures: pd.DataFrame = field(repr=False)
     seconds: float
     facts: pd.DataFrame | None = field(default=None, repr=False)  # the decoder's per-file facts (Decoder.facts)
@@ -275,7 +277,8 @@ def extract(
             ensure_manifest(folder, spec, encoder.identity(), encoder.dim, library_versions())
             if leader:
                 remove_stale_temporaries(folder)
-                changed |= drop_stale(folder, fingerprints)
+                remove_superseded(folder)
+                changed |= other_versions(folder, fingerprints)
                 if facts is not None:
                     with atomic_path(folder / FACTS) as tmp:
                         facts.to_parquet(tmp, index=False)

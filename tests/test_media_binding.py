@@ -1,6 +1,6 @@
 """A cached vector is served only for the very file it was made from: other bytes under the same id are extracted
-again, the same bytes at another path are served from the cache, and nothing downstream trains or submits on rows
-of a file that has changed since."""
+again (beside the old version, which stays until a prune), the same bytes at another path are served from the cache,
+and nothing downstream trains or submits on rows of a file that has changed since."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from test_reliability_extraction import start_slow_extraction
 from features.cache import CacheError, cache_dir, live_parts, read_failures, read_manifest
 from features.extract import extract
 from features.fingerprint import MEMO, UNREADABLE, file_digest, fingerprints
+from features.inventory import prune
 from features.reader import StaleFeatures
 from synth import synthesize
 from synth.video import encode_mp4, render_source
@@ -98,8 +99,9 @@ def test_a_file_replaced_under_the_same_name_is_extracted_again(tiny_videos, tmp
     again = run(items, tmp_path / "cache", ["center", "hflip"])
     assert (again.already_cached, again.extracted, again.changed) == (2, 1, 1)
     rows = part_rows(first.folder)
-    assert_one_row_set_per_item_and_view(rows, items["item_id"], ["center", "hflip"])
-    assert (rows["fingerprint"] == rows["item_id"].map(media_of(items))).all()
+    current = rows["fingerprint"] == rows["item_id"].map(media_of(items))
+    assert_one_row_set_per_item_and_view(rows[current], items["item_id"], ["center", "hflip"])
+    assert set(rows.loc[~current, "item_id"]) == {"clip001"}  # the old version stays beside the new one
     fresh = run(items, tmp_path / "fresh", ["center", "hflip"])
     np.testing.assert_array_equal(
         read_items(again.folder, items, ["center", "hflip"]).x, read_items(fresh.folder, items, ["center", "hflip"]).x
@@ -132,13 +134,14 @@ def test_a_repaired_file_that_had_failed_is_extracted_and_its_failure_forgotten(
     assert (repaired.extracted, repaired.changed, len(repaired.failures)) == (1, 0, 0)
 
 
-def test_a_kill_during_re_extraction_leaves_nothing_torn_duplicated_or_stale(tiny_videos, tmp_path, fast_twin):  # noqa: F811
+def test_a_kill_during_re_extraction_leaves_nothing_torn_duplicated_or_lost(tiny_videos, tmp_path, fast_twin):  # noqa: F811
     items = tiny_videos(10)
     items_csv, root = tmp_path / "items.csv", tmp_path / "cache"
     items.to_csv(items_csv, index=False)
     extract(items, TRACK, SLOW_SPEC, ["center"], root, batch_size=2, workers=0, progress=False)  # one part
     folder = cache_dir(root, TRACK, SLOW_SPEC)
     (original,) = live_parts(folder)
+    kept = original.read_bytes()
     changed = items["item_id"].iloc[::2].tolist()
     for k, path in enumerate(items["path"].iloc[::2]):
         reencode(path, seed=50 + k)
@@ -146,7 +149,7 @@ def test_a_kill_during_re_extraction_leaves_nothing_torn_duplicated_or_stale(tin
     child = start_slow_extraction(items_csv, root, delay=0.2)
     try:
         deadline = time.monotonic() + 300  # a guard against a hung child, not a timing check
-        while len(live_parts(folder)) < 3:  # the rewritten part and two re-extracted items
+        while len(live_parts(folder)) < 3:  # the first part beside two re-extracted items
             assert child.poll() is None, "the re-extraction ended before it was killed"
             assert time.monotonic() < deadline
             time.sleep(0.005)
@@ -154,17 +157,19 @@ def test_a_kill_during_re_extraction_leaves_nothing_torn_duplicated_or_stale(tin
         child.send_signal(signal.SIGKILL)
         child.wait()
 
-    assert not original.exists() and f"{original.stem}.g1.parquet" in {p.name for p in live_parts(folder)}
+    assert original.read_bytes() == kept  # the old versions are never rewritten by an extraction
     rows = part_rows(folder)
-    assert not rows.duplicated(["item_id", "view", "t"]).any()
-    assert (rows["fingerprint"] == rows["item_id"].map(media_of(items))).all()  # no row of a replaced file survives
-    assert set(changed) - set(rows["item_id"]), "the kill must land before the end"
+    assert not rows.duplicated(["item_id", "fingerprint", "view", "t"]).any()
+    current = rows["fingerprint"] == rows["item_id"].map(media_of(items))
+    assert set(changed) - set(rows.loc[current, "item_id"]), "the kill must land before the end"
 
     summary = extract_slowly(str(items_csv), str(root))
     assert summary.already_cached + summary.extracted == len(items)
     rows = part_rows(folder)
-    assert_one_row_set_per_item_and_view(rows, items["item_id"], ["center"])
-    assert (rows["fingerprint"] == rows["item_id"].map(media_of(items))).all()
+    current = rows["fingerprint"] == rows["item_id"].map(media_of(items))
+    assert_one_row_set_per_item_and_view(rows[current], items["item_id"], ["center"])
+    assert set(rows.loc[~current, "item_id"]) == set(changed)  # every old version is still there, once
+    assert_one_row_set_per_item_and_view(rows[~current], changed, ["center"])
 
 
 def test_a_part_left_beside_its_rewrite_by_a_kill_is_never_read(tiny_videos, tmp_path):
@@ -174,6 +179,8 @@ def test_a_part_left_beside_its_rewrite_by_a_kill_is_never_read(tiny_videos, tmp
     kept = original.read_bytes()
     reencode(items["path"].iloc[0], seed=60)
     run(items, tmp_path)
+    prune(tmp_path, TRACK, keep={TRACK: set(media_of(items).items())})  # the old version of clip000 goes
+    assert not original.exists()
     original.write_bytes(kept)  # as if the kill came between writing the next generation and unlinking this one
 
     assert original not in live_parts(folder)

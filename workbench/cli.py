@@ -22,7 +22,7 @@ from features.cache import CacheError
 from features.extract import group_leader
 from tracks import LayoutError, Track, get_track, list_tracks
 from workbench import commands
-from workbench.config import ConfigError, build, check_keys, known_keys, parse_words
+from workbench.config import ConfigError, TrackConfig, build, check_keys, known_keys, parse_words
 from workbench.console import EXIT_USAGE, announce, console, errors
 from workbench.demo import cmd_demo, cmd_demo_student
 from workbench.fold import quiet_lightning
@@ -53,6 +53,8 @@ COMMANDS: dict[str, Command] = {
     "score": Command(commands.cmd_score, "score predictions with the track's official scorer"),
     "check": Command(commands.cmd_check, "read an organiser's folder and report what later commands would meet"),
     "profile": Command(commands.cmd_profile, "parameters and GMACs per item of the pipeline, against the budget"),
+    "cache": Command(commands.cmd_cache, "the feature caches: settings, items, versions, size, last read"),
+    "cache prune": Command(commands.cmd_cache_prune, "remove versions: keep=<data folders> older=<days> size=<GB>"),
     "demo": Command(cmd_demo, "synth, extract, train, control, submit and score on demo data"),
     "demo-student": Command(cmd_demo_student, "teacher, student alone and distilled student, labels withheld"),
     "sweep": Command(commands.cmd_sweep, "an Optuna study over heads, losses, optimiser and feature sets"),
@@ -86,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(usage())
         return 0 if argv else EXIT_USAGE
     name, words = argv[0], argv[1:]
+    if words and f"{name} {words[0]}" in COMMANDS:  # a command of two words: `cache prune`
+        name, words = f"{name} {words[0]}", words[1:]
     if name not in COMMANDS:
         errors.print(f"[red]unknown command {name!r}[/]\n{usage()}")
         return EXIT_USAGE
@@ -94,11 +98,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_lightning()
     try:
         values = parse_words(words)
-        track = load_track(values.get("track", "kvq"))
+        track = load_track(values.get("track", TrackConfig.track))
         if command.config is None:  # the demos check their own words
             return command.run(values)
         check_keys(values, known_keys(command.config), name)
-        config = build(command.config, values, track.defaults)
+        defaults = track.defaults if issubclass(command.config, TrackConfig) else {}  # `cache` is of no one track
+        config = build(command.config, values, defaults)
         announce(name, config)
         return command.run(config)
     except (ConfigError, LayoutError, CacheError, SubmissionError, FileNotFoundError, ValueError) as error:

@@ -11,12 +11,15 @@ from features.extract import extract, group_leader
 from synth import synthesize, withhold_labels
 from tracks import get_track
 from workbench import check
+from workbench.caches import cache_table, freed_table, prune_caches
 from workbench.config import (
+    CacheConfig,
     CheckConfig,
     ConfigError,
     ExportConfig,
     ExtractConfig,
     ProfileConfig,
+    PruneConfig,
     PseudoLabelConfig,
     ScoreConfig,
     SubmitConfig,
@@ -153,6 +156,22 @@ def cmd_score(cfg: ScoreConfig) -> int:
         raise ConfigError("score needs preds=<prediction csv or submission zip> and truth=<organiser truth folder>")
     parts = score_submission(cfg)
     console.print(table(f"official {cfg.track} score of {cfg.preds}", list(parts), [[cell(v) for v in parts.values()]]))
+    return 0
+
+
+def cmd_cache(cfg: CacheConfig) -> int:
+    listing, notes = cache_table(cfg)
+    console.print(listing)
+    for note in notes:
+        console.print(note)
+    return 0
+
+
+def cmd_cache_prune(cfg: PruneConfig) -> int:
+    freed, notes = prune_caches(cfg)
+    for note in notes:
+        console.print(note)
+    console.print(freed_table(freed, cfg))
     return 0
 
 

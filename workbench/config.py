@@ -206,6 +206,23 @@ class SynthConfig(TrackConfig):
         return Path(self.out) if self.out else self.data_dir
 
 
+@dataclass(frozen=True)
+class CacheConfig:
+    """The feature caches to list (`cache`) or prune (`cache prune`)."""
+
+    track: str = ""  # empty: every track's
+    cache: str = "cache"
+
+
+@dataclass(frozen=True)
+class PruneConfig(CacheConfig):
+    """What `cache prune` removes, a version going where any of these names it (features.inventory)."""
+
+    keep: tuple[str, ...] = ()  # data folders: every version they do not hold goes, in the tracks they are folders of
+    older: float = 0.0  # days: versions last read longer ago go; 0: no age rule
+    size: float = 0.0  # GB: the least recently read versions go until the caches pruned fit; 0: no size rule
+
+
 def parse_words(words: Iterable[str]) -> dict[str, str]:
     values: dict[str, str] = {}
     for word in words:

@@ -27,7 +27,7 @@ def report_extraction(summary: ExtractionSummary, views: Sequence[str]) -> int:
     console.print(
         table(
             "extraction",
-            ["items", "views", "already cached", "extracted", "file changed", "failed", "items/s", "cache"],
+            ["items", "views", "already cached", "extracted", "new version", "failed", "items/s", "cache"],
             [
                 [
                     summary.items,
