@@ -11,7 +11,7 @@ import optuna
 
 from benchmarks.harness import BenchConfig, Progress, Row, Sizes, timed
 from benchmarks.training import train_config, training_data
-from workbench import sweep
+from workbench import studies, sweep
 from workbench.data import TrainingData
 
 
@@ -25,7 +25,7 @@ def sweep_seconds(sizes: Sizes, data: TrainingData, scratch: Path, storage: str)
     objective = sweep.Objective(space, load=lambda cfg: data)
     with timed() as total:
         study, _ = sweep.open_study(
-            sweep.open_storage(storage, str(scratch), "kvq", heartbeat=30), "bench", space, seed=0, prune_after=1
+            studies.open_storage(storage, str(scratch), "kvq", heartbeat=30), "bench", space, seed=0, prune_after=1
         )
         study.optimize(objective, n_trials=sizes.trials)
     return total.wall, objective.training_seconds

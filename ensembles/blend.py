@@ -22,9 +22,7 @@ from typing import Protocol
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize
 from scipy.special import softmax
-from sklearn.linear_model import RidgeCV
 
 from common.registry import Registry
 
@@ -209,6 +207,8 @@ class WeightsBlend:
     is kept. Deterministic: fixed starts, no random draws."""
 
     def fit(self, oof: np.ndarray, truth: np.ndarray, score: ArrayScore) -> WeightsBlend:
+        from scipy.optimize import minimize  # fitting only: an exported predictor applies the weights
+
         runs = len(oof)
 
         def value(weights: np.ndarray) -> float:
@@ -248,6 +248,8 @@ class RidgeBlend:
     Only the fitted line is kept (coefficients [runs, targets], intercepts and penalties [targets])."""
 
     def fit(self, oof: np.ndarray, truth: np.ndarray, score: ArrayScore) -> RidgeBlend:
+        from sklearn.linear_model import RidgeCV  # fitting only: an exported predictor applies the line
+
         models = [RidgeCV(alphas=RIDGE_ALPHAS).fit(oof[:, :, t].T, truth[:, t]) for t in range(truth.shape[1])]
         self.coef_ = np.column_stack([m.coef_ for m in models])
         self.intercept_ = np.array([m.intercept_ for m in models])

@@ -3,6 +3,10 @@
 Features are cached on disk keyed by `Backbone.identity()`, so an identity must capture everything that
 changes the vectors (weights hash, normalisation, resolution, code version) and nothing that does not
 (such as where a weights file happens to live).
+
+timm is imported where a model is built, not with this module: every process that reads the cache imports this
+module (through the feature specs), and timm with torchvision's model zoo cost about 2.5 s of each start, paid by a
+training run on cached features or a weight-free predictor for nothing. tests/test_layers.py holds them to it.
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch
 import torch.nn.functional as F
 from huggingface_hub import constants as hf_constants
@@ -320,6 +323,8 @@ class TimmBackbone(Backbone):
 
     def __init__(self, name: str, model: nn.Module, weights: str | dict[str, str]) -> None:
         super().__init__()
+        import timm
+
         data = timm.data.resolve_model_data_config(model)
         # Channels-last is oneDNN's native layout: CNNs run 1.2-1.7x faster on CPU, transformers the same.
         self.model = model.to(memory_format=torch.channels_last)
@@ -352,6 +357,8 @@ _WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 
 def timm_backbone(name: str, weights: str = "random", seed: int = 0) -> TimmBackbone:
     """A timm model as a backbone; see `create_backbone` for `weights`."""
+    import timm
+
     pretrained_cfg = _timm_pretrained_cfg(name)
     if weights == "random":
         with torch.random.fork_rng(devices=[]):  # seed the init without disturbing the caller's RNG stream
@@ -382,6 +389,8 @@ def timm_hub_file(name: str) -> Path:
 
 
 def _timm_pretrained_cfg(name: str) -> Any:
+    import timm
+
     if not timm.is_model(name):
         raise _unknown_backbone(name)
     try:
@@ -391,6 +400,8 @@ def _timm_pretrained_cfg(name: str) -> Any:
 
 
 def _unknown_backbone(name: str) -> ValueError:
+    import timm
+
     known = list_backbones() + timm.list_models() + timm.list_models(pretrained=True)
     close = difflib.get_close_matches(name, known, n=3)
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
@@ -437,6 +448,8 @@ def _load_weights_file(model: nn.Module, name: str, path: Path) -> None:
     """
     if path.suffix not in _WEIGHT_SUFFIXES:
         raise ValueError(f"{path}: unsupported weights file type; expected one of {', '.join(_WEIGHT_SUFFIXES)}")
+    import timm
+
     try:
         # safetensors, or torch.load(weights_only=True): never unpickles code; unwraps 'state_dict'/EMA wrappers
         state = timm.models.load_state_dict(str(path))

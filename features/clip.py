@@ -7,6 +7,9 @@ lists them), for the backbone and for the text encoder alike. Weights: `random` 
 runs), `hub:<pretrained tag>` (that tag's file in the local Hugging Face cache, never the network; the tags are
 `open_clip.list_pretrained_tags_by_model(architecture)`) or a local weights file. Both towers name the same `space`
 in their identity (architecture and weights), and alignment is refused between towers of different spaces.
+
+open_clip is imported where a model or tokenizer is built (as timm is, features.backbones): the configuration imports
+this module, and open_clip's import (1.2 s, with transformers) would otherwise slow every command's start.
 """
 
 from __future__ import annotations
@@ -16,11 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import open_clip
 import torch
 import torch.nn.functional as F
 from huggingface_hub import try_to_load_from_cache
-from open_clip.tokenizer import HFTokenizer
 from torch import nn
 
 from features.backbones import BACKBONES, Backbone, WeightsNotFound, at_input_size
@@ -33,6 +34,8 @@ HUB_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")  # wh
 
 
 def _architecture(arch: str) -> None:
+    import open_clip
+
     if arch not in open_clip.list_models():
         close = difflib.get_close_matches(arch, open_clip.list_models(), n=3)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
@@ -41,6 +44,8 @@ def _architecture(arch: str) -> None:
 
 def _hub_file(arch: str, tag: str) -> Path:
     """The tag's weights in the local Hugging Face cache; a filesystem lookup, never a download."""
+    import open_clip
+
     tags = open_clip.list_pretrained_tags_by_model(arch)
     if tag not in tags:
         raise WeightsNotFound(
@@ -61,15 +66,21 @@ def _hub_file(arch: str, tag: str) -> Path:
 
 
 def embedding_width(arch: str) -> int:
+    import open_clip
+
     return int(open_clip.get_model_config(arch)["embed_dim"])
 
 
 def tokenizer(arch: str) -> Any:
     """The architecture's tokenizer; one from the Hugging Face hub (SigLIP's) only from the local cache, where
     open_clip's own lookup would retry the network for a minute first."""
+    import open_clip
+
     text = open_clip.get_model_config(arch)["text_cfg"]
     if not text.get("hf_tokenizer_name"):
         return open_clip.get_tokenizer(arch)
+    from open_clip.tokenizer import HFTokenizer
+
     return HFTokenizer(
         str(model_folder(text["hf_tokenizer_name"])),
         context_length=text.get("context_length", 77),
@@ -98,6 +109,8 @@ def embedding_space(arch: str, path: Path | None, seed: int) -> dict[str, Any]:
 
 def load_model(arch: str, weights: str, seed: int) -> tuple[nn.Module, dict[str, Any]]:
     """The open_clip model in eval mode, and its embedding space."""
+    import open_clip
+
     path = weights_file(arch, weights)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -13,17 +13,18 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import safetensors.torch
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models import video
-from torchvision.models._api import WeightsEnum
 
 from features.backbones import EncoderRegistry, FrozenEncoder, WeightsNotFound, luminance
 from features.fingerprint import file_sha256
+
+if TYPE_CHECKING:
+    from torchvision.models._api import WeightsEnum
 
 
 class MotionEncoder(FrozenEncoder):
@@ -150,20 +151,38 @@ def temporal_stats(weights: str, seed: int) -> MotionEncoder:
 
 @dataclass(frozen=True)
 class _VideoModel:
-    build: Callable[..., nn.Module]
-    weights: WeightsEnum  # the Kinetics-400 weights: their file, input size and normalisation
+    """A torchvision video classifier, named: torchvision's model zoo is imported when one is built (its import costs
+    2 s, torch's compiler included, of every process that imports this module's registry)."""
+
+    name: str  # the builder in torchvision.models.video
+    weights_class: str  # its weights enum there, whose Kinetics-400 member gives the file, input size and normalisation
     head: str  # the classifier attribute, replaced by identity
     dim: int  # width of the pooled feature the classifier took
     frames: int | None = None  # MViT's positional encoding is built for exactly 16 frames
 
+    @property
+    def build(self) -> Callable[..., nn.Module]:
+        from torchvision.models import video
+
+        return getattr(video, self.name)
+
+    @property
+    def weights(self) -> WeightsEnum:
+        from torchvision.models import video
+
+        return getattr(video, self.weights_class).KINETICS400_V1
+
 
 _VIDEO_MODELS = {
-    "r3d_18": _VideoModel(video.r3d_18, video.R3D_18_Weights.KINETICS400_V1, "fc", 512),
-    "mc3_18": _VideoModel(video.mc3_18, video.MC3_18_Weights.KINETICS400_V1, "fc", 512),
-    "r2plus1d_18": _VideoModel(video.r2plus1d_18, video.R2Plus1D_18_Weights.KINETICS400_V1, "fc", 512),
-    "s3d": _VideoModel(video.s3d, video.S3D_Weights.KINETICS400_V1, "classifier", 1024),
-    "mvit_v2_s": _VideoModel(video.mvit_v2_s, video.MViT_V2_S_Weights.KINETICS400_V1, "head", 768, frames=16),
-    "swin3d_t": _VideoModel(video.swin3d_t, video.Swin3D_T_Weights.KINETICS400_V1, "head", 768),
+    model.name: model
+    for model in (
+        _VideoModel("r3d_18", "R3D_18_Weights", "fc", 512),
+        _VideoModel("mc3_18", "MC3_18_Weights", "fc", 512),
+        _VideoModel("r2plus1d_18", "R2Plus1D_18_Weights", "fc", 512),
+        _VideoModel("s3d", "S3D_Weights", "classifier", 1024),
+        _VideoModel("mvit_v2_s", "MViT_V2_S_Weights", "head", 768, frames=16),
+        _VideoModel("swin3d_t", "Swin3D_T_Weights", "head", 768),
+    )
 }
 
 

@@ -28,9 +28,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.decomposition import TruncatedSVD
-from sklearn.feature_extraction.text import HashingVectorizer
-from sklearn.pipeline import FeatureUnion
 
 from common.registry import Registry
 from features import clip
@@ -58,6 +55,9 @@ class HashedNgrams:
 
     @staticmethod
     def _hashed(texts: Sequence[str]):
+        from sklearn.feature_extraction.text import HashingVectorizer  # here: scikit-learn's import costs 0.8 s of
+        from sklearn.pipeline import FeatureUnion  # every command's start, and a run without text never hashes
+
         union = FeatureUnion(
             [
                 ("words", HashingVectorizer(n_features=HASH_FEATURES, ngram_range=(1, 2), alternate_sign=False)),
@@ -70,6 +70,8 @@ class HashedNgrams:
         """Fits the SVD on the training texts (the empty ones carry nothing and are left out), over the hashes they
         hold only: the other columns are zero, and the randomized SVD's dense passes over all 2^19 of them cost 100
         times as much (16 s against 0.15 s for 2,000 prompts)."""
+        from sklearn.decomposition import TruncatedSVD
+
         filled = [t for t in texts if t.strip()]
         self._columns = self._components = None  # too little text to reduce: every text reads as empty
         if len(filled) > 1:

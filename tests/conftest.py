@@ -174,11 +174,11 @@ class Study:
 
 @pytest.fixture(params=SWEEP_STORAGES)
 def study(request: pytest.FixtureRequest, cached_kvq: list[str], tmp_path: Path) -> Study:
-    from workbench import sweep
+    from workbench import studies
 
     storage = storage_word(request.param, tmp_path)
     name = f"test-{uuid.uuid4().hex[:8]}"
     paths, features = cached_kvq[:2], cached_kvq[2:]
     words = [*paths, f"runs_dir={tmp_path / 'runs'}", f"storage={storage}", f"study={name}"]
-    handle = sweep.open_storage(storage, str(tmp_path / "runs"), "kvq", heartbeat=1)
+    handle = studies.open_storage(storage, str(tmp_path / "runs"), "kvq", heartbeat=1)
     return Study(words, [*features, *SWEEP_WORDS], storage, str(tmp_path / "runs"), name, handle)

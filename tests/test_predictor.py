@@ -74,12 +74,14 @@ def _run_here(folder: Path, *args: str, cwd: Path, monkeypatch, capfd) -> subpro
     return subprocess.CompletedProcess(sys.argv, status, out, err)
 
 
-# Run before the exported script: any import of Lightning's trainer or of the workbench's training fails.
+# Run before the exported script: any import of Lightning's trainer, of the workbench's training, of a model zoo the
+# run's weight-free backbone does not use, or of the blends' fitting code fails (each zoo costs seconds of the start).
 WITHOUT_TRAINING = """
 import runpy, sys
+UNUSED = ("workbench.train", "workbench.fold", "timm", "open_clip", "torchvision.models", "sklearn.linear_model")
 class Refuse:
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[:3] == ["lightning", "pytorch", "trainer"] or name in ("workbench.train", "workbench.fold"):
+        if name.split(".")[:3] == ["lightning", "pytorch", "trainer"] or name.startswith(UNUSED):
             raise ImportError(f"{name} is unimportable in this test")
 sys.meta_path.insert(0, Refuse())
 sys.argv = sys.argv[1:]

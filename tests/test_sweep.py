@@ -57,9 +57,9 @@ def test_two_workers_share_a_study_and_the_best_trial_submits(study, cached_kvq,
 CLAIM_QUEUED = """
 import sys
 import optuna
-from workbench import sweep
+from workbench import studies
 storage, runs_dir, name, asks = sys.argv[1:]
-study = optuna.load_study(study_name=name, storage=sweep.open_storage(storage, runs_dir, "kvq", heartbeat=1))
+study = optuna.load_study(study_name=name, storage=studies.open_storage(storage, runs_dir, "kvq", heartbeat=1))
 print(*(study.ask().number for _ in range(int(asks))))
 """
 
@@ -67,7 +67,8 @@ print(*(study.ask().number for _ in range(int(asks))))
 def test_a_queued_trial_is_claimed_by_one_worker_only(study):
     """A study's first trial is queued (the default configuration) and every worker starts by claiming a queued
     trial: claimed twice, it would be trained twice and the second to finish would fail. SQLite ignores the row lock
-    Optuna claims under (see `sweep.immediate_sqlite_transactions`); unfixed, 2 to 9 of these 80 were claimed twice."""
+    Optuna claims under (see `studies.immediate_sqlite_transactions`); unfixed, 2 to 9 of these 80 were claimed
+    twice."""
     import optuna
 
     queued, asks = 80, 40

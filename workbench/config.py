@@ -125,7 +125,7 @@ class TrainConfig(HeadConfig, FeatureConfig):
 
 @dataclass(frozen=True)
 class StudyConfig(TrackConfig):
-    """Where a sweep's study lives (see workbench.sweep.open_storage)."""
+    """Where a sweep's study lives (see workbench.studies.open_storage)."""
 
     storage: str = ""  # empty: runs_dir/<track>/sweeps.db (SQLite); a database URL; journal:<file> or <file>.log
     study: str = ""  # empty: <track>-sweep
