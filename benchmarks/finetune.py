@@ -28,7 +28,7 @@ from workbench.heads import create_head, stream_tensors
 from workbench.losses import CombinedLoss
 from workbench.runs import Run
 
-TUNE_ITEMS, TUNE_SIZE, TUNE_EPOCHS, TUNE_BATCH = 48, 96, 2, 8
+TUNE_SIZE, TUNE_EPOCHS, TUNE_BATCH = 96, 2, 8
 
 
 def tune_data(root: Path, backbone: str, sizes: Sizes) -> tuple[TrainConfig, TrainingData]:
@@ -36,7 +36,7 @@ def tune_data(root: Path, backbone: str, sizes: Sizes) -> tuple[TrainConfig, Tra
     data_dir, cache = root / "finetune" / "data", root / "finetune" / "cache"
     track = get_track("fiqa")
     if not (data_dir / TRUTH_DIR).is_dir():
-        synthesize(track, data_dir, TUNE_ITEMS, 0, 128, 128)
+        synthesize(track, data_dir, sizes.tune_items, 0, 128, 128)
     epochs = TUNE_EPOCHS if sizes.repeats > 1 else 1
     cfg = TrainConfig(
         track="fiqa", data=str(data_dir), cache=str(cache), backbone=backbone, frames=1, size=TUNE_SIZE, folds=2,

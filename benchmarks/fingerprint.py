@@ -19,10 +19,15 @@ def rows(sizes: Sizes, cfg: BenchConfig, root: Path, progress: Progress) -> list
     media = root / "media"
     sampling = FrameSampling(**{k: get_track("kvq").defaults.get(k, v) for k, v in (("frames", 8), ("fps", 1.0))})
     progress("fingerprint media")
+    (width, height), (image_width, image_height) = sizes.resolutions[-1], sizes.image
     cases = [
-        ("4K JPEG", bench_image(media, 3840, 2160, 0), read_image),
-        (f"1080p clip, {sizes.seconds} s", bench_clip(media, 1920, 1080, sizes.seconds, sizes.fps, 0), None),
-        (f"1080p clip, {sizes.long_seconds} s", bench_clip(media, 1920, 1080, sizes.long_seconds, sizes.fps, 0), None),
+        (f"{image_width}x{image_height} JPEG", bench_image(media, image_width, image_height, 0), read_image),
+        (f"{height}p clip, {sizes.seconds} s", bench_clip(media, width, height, sizes.seconds, sizes.fps, 0), None),
+        (
+            f"{height}p clip, {sizes.long_seconds} s",
+            bench_clip(media, width, height, sizes.long_seconds, sizes.fps, 0),
+            None,
+        ),
     ]
     found = []
     for what, path, decode in cases:

@@ -75,6 +75,8 @@ class Sizes:
     trial_folds: int = 2
     long_seconds: int = 60
     texts: int = 2000  # distinct prompts of the text rows
+    image: tuple[int, int] = (3840, 2160)  # the still image the fingerprint row hashes and decodes
+    tune_items: int = 48  # FIQA images of the fine-tuning row
 
 
 SIZES = {
