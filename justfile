@@ -59,13 +59,19 @@ score *args:
 profile *args:
     @{{python}} -m workbench profile "$@"
 
+# the feature caches, or prune their versions of items: [track=<t>] | prune [keep=<data dir>,...] [older=<days>] [size=<GB>]
+cache *args:
+    @{{python}} -m workbench cache "$@"
+
 # the benchmark suite, ratios against bounds and baselines: [quick=true] [write=BENCHMARKS.md] [rows=cache,training]
 bench *args:
     @{{python}} -m benchmarks "$@"
 
-# the test suite
+# the test suite, a file per worker at a time: a worker more than the cores, as many tests wait on the processes they
+# start; each worker's torch on one thread, as more would only contend for the cores (`python -m pytest tests/<file>`
+# runs one file in one process)
 test *args:
-    @{{python}} -m pytest -q "$@"
+    @OMP_NUM_THREADS=1 {{python}} -m pytest -q -n $(( $(nproc) + 1 )) --dist loadfile "$@"
 
 # ruff's lint and format checks over the whole tree (what CI runs before the tests)
 lint:

@@ -22,6 +22,20 @@ from synth.video import encode_mp4, render_source
 TINY_WIDTH, TINY_HEIGHT, TINY_FRAMES, TINY_FPS = 64, 48, 16, 8  # 2 s clips: two key frames at 1 fps
 
 
+# The files that take longest (`--durations`), first: `just test` hands out whole files to its workers, and one of these
+# started last would keep a worker busy long after the others had finished.
+SLOWEST_FILES = (
+    "test_sweep.py", "test_reliability_extraction.py", "test_ddp_extraction.py", "test_bench.py", "test_motion.py",
+    "test_pseudo.py", "test_tracks.py", "test_predictor.py", "test_reliability_sweep.py", "test_blend.py",
+    "test_media_binding.py", "test_cache_versions.py", "test_reliability_training.py",
+)  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    first = {name: k for k, name in enumerate(SLOWEST_FILES)}
+    items.sort(key=lambda item: first.get(item.path.name, len(first)))  # stable: each file's tests keep their order
+
+
 def kill_when(words: list[str], finished: Path, pattern: str) -> None:
     """Runs `python -m workbench <words>` and SIGKILLs it once a file matching `pattern` exists under `finished` (the
     first finished fold, say): a real process killed at a point the test chooses."""

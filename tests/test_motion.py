@@ -175,9 +175,10 @@ def test_video_encoder_shape_seed_and_identity(encoder):
     out = encoder(clips)
     assert out.shape == (2, dim) and out.dtype == torch.float32 and torch.isfinite(out).all()
     assert out.abs().amax() > 0 and not torch.allclose(out[0], out[1])  # the clips are told apart
-    assert torch.equal(create_motion_encoder(name, seed=0)(clips), out)
-    other = create_motion_encoder(name, seed=1)(clips[:1])  # one clip: cheaper
-    assert (other - out[:1]).abs().amax() > 0.01 * out[:1].abs().amax()  # relative: random S3D features are ~1e-6
+    weights = encoder.state_dict()  # the seed decides every weight (compared, not run: a forward costs seconds)
+    same, other = (create_motion_encoder(name, seed=seed).state_dict() for seed in (0, 1))
+    assert all(torch.equal(same[key], value) for key, value in weights.items())
+    assert any(value.is_floating_point() and not torch.equal(other[key], value) for key, value in weights.items())
     identity = encoder.identity()
     assert json.loads(json.dumps(identity)) == identity
     assert identity["weights"] == "random:seed0" and identity["size"] == size and identity["version"] == 1

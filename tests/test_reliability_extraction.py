@@ -58,7 +58,7 @@ def test_repeated_kills_at_random_points_lose_and_duplicate_nothing(tiny_videos,
     items.to_csv(items_csv, index=False)
     folder = cache_dir(root, TRACK, SLOW_SPEC)
     chooser = random.Random(7)
-    for _ in range(3):
+    for _ in range(2):
         before = len(list(folder.glob(PART_GLOB)))
         wanted = before + chooser.randint(1, 3)
         child = start_slow_extraction(items_csv, root, delay=0.15)

@@ -24,7 +24,7 @@ def prepared(tmp_path_factory):
 
 def test_a_killed_training_run_redoes_only_unfinished_folds(prepared, kill_cli_when):
     folder, common = prepared
-    words = [*common, *WORDS, "epochs=120"]  # long enough folds that the kill lands between two of them
+    words = [*common, *WORDS, "epochs=40"]  # long enough folds that the kill lands before two more finish
     runs = folder / "runs" / "kvq"
     kill_cli_when(["train", *words], runs, "*/fold-0/score.json")
     (run,) = runs.iterdir()
