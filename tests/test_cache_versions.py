@@ -20,6 +20,7 @@ from test_extraction import (
     TRACK,
     extract_slowly,
     fast_twin,  # noqa: F401 - a fixture
+    part_rows,
 )
 from test_reliability_extraction import start_slow_extraction
 
@@ -156,6 +157,7 @@ def test_a_kill_during_the_second_extraction_loses_neither_version(tmp_path, fas
     assert 0 < len(held(folder) & set(zip(b["item_id"], fingerprints(b["path"].tolist())))) < len(b)
     summary = extract_slowly(str(tmp_path / "b.csv"), str(root))
     assert summary.already_cached + summary.extracted == len(b) and summary.already_cached > 0
+    assert not part_rows(folder).duplicated(["item_id", "fingerprint", "view", "t"]).any()  # nothing written twice
     for items in datasets.values():
         ids = items["item_id"].tolist()
         x = read_features(folder, ids, ["center"], SLOW_SPEC.frames, fingerprints(items["path"].tolist()))

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import time
 from pathlib import Path
 
@@ -17,21 +16,17 @@ import pyarrow.parquet as pq
 import pytest
 from test_extraction import (
     KEY_FRAMES,
-    SLOW_SPEC,
     SPEC,
     TRACK,
     assert_one_row_set_per_item_and_view,
-    extract_slowly,
     fast_twin,  # noqa: F401 - a fixture
     media_of,
     part_rows,
     read_items,
     run,
 )
-from test_reliability_extraction import start_slow_extraction
 
-from features.cache import CacheError, cache_dir, live_parts, read_failures, read_manifest
-from features.extract import extract
+from features.cache import CacheError, live_parts, read_failures, read_manifest
 from features.fingerprint import MEMO, UNREADABLE, file_digest, fingerprints
 from features.inventory import prune
 from features.reader import StaleFeatures
@@ -132,44 +127,6 @@ def test_a_repaired_file_that_had_failed_is_extracted_and_its_failure_forgotten(
     assert read_failures(failed.folder, media_of(items)).empty  # the failure was of the file as it was
     repaired = run(items, tmp_path)
     assert (repaired.extracted, repaired.changed, len(repaired.failures)) == (1, 0, 0)
-
-
-def test_a_kill_during_re_extraction_leaves_nothing_torn_duplicated_or_lost(tiny_videos, tmp_path, fast_twin):  # noqa: F811
-    items = tiny_videos(10)
-    items_csv, root = tmp_path / "items.csv", tmp_path / "cache"
-    items.to_csv(items_csv, index=False)
-    extract(items, TRACK, SLOW_SPEC, ["center"], root, batch_size=2, workers=0, progress=False)  # one part
-    folder = cache_dir(root, TRACK, SLOW_SPEC)
-    (original,) = live_parts(folder)
-    kept = original.read_bytes()
-    changed = items["item_id"].iloc[::2].tolist()
-    for k, path in enumerate(items["path"].iloc[::2]):
-        reencode(path, seed=50 + k)
-
-    child = start_slow_extraction(items_csv, root, delay=0.2)
-    try:
-        deadline = time.monotonic() + 300  # a guard against a hung child, not a timing check
-        while len(live_parts(folder)) < 3:  # the first part beside two re-extracted items
-            assert child.poll() is None, "the re-extraction ended before it was killed"
-            assert time.monotonic() < deadline
-            time.sleep(0.005)
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-
-    assert original.read_bytes() == kept  # the old versions are never rewritten by an extraction
-    rows = part_rows(folder)
-    assert not rows.duplicated(["item_id", "fingerprint", "view", "t"]).any()
-    current = rows["fingerprint"] == rows["item_id"].map(media_of(items))
-    assert set(changed) - set(rows.loc[current, "item_id"]), "the kill must land before the end"
-
-    summary = extract_slowly(str(items_csv), str(root))
-    assert summary.already_cached + summary.extracted == len(items)
-    rows = part_rows(folder)
-    current = rows["fingerprint"] == rows["item_id"].map(media_of(items))
-    assert_one_row_set_per_item_and_view(rows[current], items["item_id"], ["center"])
-    assert set(rows.loc[~current, "item_id"]) == set(changed)  # every old version is still there, once
-    assert_one_row_set_per_item_and_view(rows[~current], changed, ["center"])
 
 
 def test_a_part_left_beside_its_rewrite_by_a_kill_is_never_read(tiny_videos, tmp_path):
