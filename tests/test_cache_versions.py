@@ -185,6 +185,20 @@ def test_prune_keep_removes_exactly_what_the_folder_does_not_hold(shared, cache,
     assert main(["train", f"data={b}", f"cache={cache}", f"runs_dir={tmp_path / 'runs-b'}", *TRAIN]) == 2
 
 
+def test_prune_keep_keeps_the_unlabelled_media_named_beside_the_folder(shared, cache, tmp_path):
+    a, folder = Path(shutil.copytree(shared["a"], tmp_path / "a")), folder_of(cache)  # the same files elsewhere
+    (a / "extra").mkdir()
+    for video in sorted((shared["b"] / "test").glob("*.mp4"))[:2]:
+        shutil.copy(video, a / "extra" / video.name)
+    assert main(["extract", f"data={a}", f"cache={cache}", "unlabelled=extra", *FEATURES]) == 0
+    extra = {(i, f) for i, f in held(folder) if i.startswith("unlabelled/")}
+    assert len(extra) == 2
+    assert main(["cache", "prune", f"keep={a}", "unlabelled=extra", f"cache={cache}"]) == 0
+    assert held(folder) == versions_of(a) | extra
+    assert main(["cache", "prune", f"keep={a}", f"cache={cache}"]) == 0  # not named: not kept
+    assert held(folder) == versions_of(a)
+
+
 def age(parts, days: float) -> None:
     for part in parts:
         then = time.time() - days * 86400

@@ -8,11 +8,13 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import pandas as pd
 from rich.table import Table
 
 from features.fingerprint import item_fingerprints
 from features.inventory import Freed, list_caches, prune
 from tracks import LayoutError, get_track, list_tracks
+from tracks.unlabelled import unlabelled_items
 from workbench.config import CacheConfig, ConfigError, PruneConfig
 from workbench.console import table
 
@@ -52,10 +54,11 @@ def cache_table(cfg: CacheConfig) -> tuple[Table, list[str]]:
 
 
 def keep_sets(
-    folders: Sequence[str], tracks: Iterable[str], cache_root: str
+    folders: Sequence[str], tracks: Iterable[str], cache_root: str, unlabelled: str = ""
 ) -> tuple[dict[str, set[tuple[str, str]]], list[str]]:
     """Per track, the (item id, fingerprint) pairs the `folders` hold now, each folder read as that track's data
-    folder (a folder not in its layout holds nothing of it); a track no folder fits is left out, and said so."""
+    folder (a folder not in its layout holds nothing of it) with the media `unlabelled=` declares beside it, as
+    `train` reads them; a track no folder fits is left out, and said so."""
     keep, notes = {}, []
     registered = set(list_tracks())
     for name in tracks:
@@ -68,6 +71,9 @@ def keep_sets(
                 items = track.read_items(folder)
             except (LayoutError, FileNotFoundError):
                 continue
+            if unlabelled:  # a folder of the track's layout without the declared media is an error, as in `train`
+                extra = unlabelled_items(track, unlabelled, Path(folder))
+                items = pd.concat([items[["item_id", "path"]], extra[["item_id", "path"]]], ignore_index=True)
             held |= set(zip(items["item_id"], item_fingerprints(items, cache_root), strict=True))
             fitted.append(folder)
         if fitted:
@@ -93,7 +99,7 @@ def prune_caches(cfg: PruneConfig) -> tuple[list[Freed], list[str]]:
         if missing:
             raise ConfigError(f"keep={','.join(missing)}: no such folder")
         tracks = sorted({cache.track for cache in list_caches(cfg.cache, cfg.track or None) if not cache.older})
-        keep, notes = keep_sets(cfg.keep, tracks, cfg.cache)
+        keep, notes = keep_sets(cfg.keep, tracks, cfg.cache, cfg.unlabelled)
     older = cfg.older if cfg.older > 0 else None
     size = cfg.size * GB if cfg.size > 0 else None
     return prune(cfg.cache, cfg.track or None, keep, older, size), notes

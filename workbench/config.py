@@ -219,6 +219,7 @@ class PruneConfig(CacheConfig):
     """What `cache prune` removes, a version going where any of these names it (features.inventory)."""
 
     keep: tuple[str, ...] = ()  # data folders: every version they do not hold goes, in the tracks they are folders of
+    unlabelled: str = ""  # media declared beside each keep folder as `train` takes them: kept with the folder's
     older: float = 0.0  # days: versions last read longer ago go; 0: no age rule
     size: float = 0.0  # GB: the least recently read versions go until the caches pruned fit; 0: no size rule
 
