@@ -9,7 +9,7 @@ from optuna.trial import TrialState
 
 from workbench.cli import main
 
-LONG = "epochs=24"  # long enough folds that the kill lands inside the trial, between two of its folds
+LONG = "epochs=12"  # long enough folds that the kill lands inside the trial, between two of its folds
 BEATING = "heartbeat=1"  # a trial silent for 2 s is stale (the other sweep tests keep the default, 30 s, so that a
 # worker slowed by the CPU it shares is never taken for a dead one)
 
