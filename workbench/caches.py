@@ -8,15 +8,14 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import pandas as pd
 from rich.table import Table
 
 from features.fingerprint import item_fingerprints
 from features.inventory import Freed, list_caches, prune
 from tracks import LayoutError, get_track, list_tracks
-from tracks.unlabelled import unlabelled_items
 from workbench.config import CacheConfig, ConfigError, PruneConfig
 from workbench.console import table
+from workbench.data import with_unlabelled
 
 GB = 1e9
 
@@ -71,9 +70,7 @@ def keep_sets(
                 items = track.read_items(folder)
             except (LayoutError, FileNotFoundError):
                 continue
-            if unlabelled:  # a folder of the track's layout without the declared media is an error, as in `train`
-                extra = unlabelled_items(track, unlabelled, Path(folder))
-                items = pd.concat([items[["item_id", "path"]], extra[["item_id", "path"]]], ignore_index=True)
+            items = with_unlabelled(items, track, unlabelled, Path(folder))  # as `train` reads the folder
             held |= set(zip(items["item_id"], item_fingerprints(items, cache_root), strict=True))
             fitted.append(folder)
         if fitted:

@@ -121,13 +121,17 @@ def read_streams(cfg: TrainConfig, track: Track, items: pd.DataFrame) -> tuple[S
 
 def items_of(cfg: FeatureConfig, track: Track) -> pd.DataFrame:
     """The track's items under `cfg.data_dir`, and the media `unlabelled=` declares as a split of their own."""
-    items = track.read_items(cfg.data_dir)
-    if not cfg.unlabelled:
+    return with_unlabelled(track.read_items(cfg.data_dir), track, cfg.unlabelled, cfg.data_dir)
+
+
+def with_unlabelled(items: pd.DataFrame, track: Track, unlabelled: str, data_dir: Path) -> pd.DataFrame:
+    """A layout's `items` and, after them, the media `unlabelled=` declares beside it (none where it is empty)."""
+    if not unlabelled:
         return items
-    extra = unlabelled_items(track, cfg.unlabelled, cfg.data_dir)
+    extra = unlabelled_items(track, unlabelled, data_dir)
     clash = sorted(set(extra["path"]) & set(items["path"]))
     if clash:
-        raise LayoutError(f"unlabelled={cfg.unlabelled}: {len(clash)} file(s) the lists already name, e.g. {clash[0]}")
+        raise LayoutError(f"unlabelled={unlabelled}: {len(clash)} file(s) the lists already name, e.g. {clash[0]}")
     return pd.concat([items, extra[items.columns]], ignore_index=True)
 
 
