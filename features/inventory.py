@@ -151,10 +151,12 @@ def _no_versions() -> pd.DataFrame:
 def folder_versions(folder: Path) -> pd.DataFrame:
     """Every version a (current-schema) cache folder holds: item_id, fingerprint, rows, bytes, last_read. A version
     with failures alone has no rows, and is last read when its failure was recorded."""
-    parts = _tables_versions(folder, PART_GLOB, counted=True)
-    failures = _tables_versions(folder, FAILURE_GLOB, counted=False)
-    with_rows = parts.groupby(VERSION).agg(rows=("rows", "sum"), bytes=("bytes", "sum"), last_read=("last_read", "max"))
-    failed = failures.groupby(VERSION).agg(rows=("rows", "sum"), bytes=("bytes", "sum"), last_read=("last_read", "max"))
+    with_rows, failed = (
+        _tables_versions(folder, glob, counted=glob == PART_GLOB)
+        .groupby(VERSION)
+        .agg(rows=("rows", "sum"), bytes=("bytes", "sum"), last_read=("last_read", "max"))
+        for glob in (PART_GLOB, FAILURE_GLOB)
+    )
     versions = with_rows.add(failed[["rows", "bytes"]], fill_value=0)
     versions["last_read"] = with_rows["last_read"].combine_first(failed["last_read"])
     versions = versions.reset_index()

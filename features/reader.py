@@ -148,13 +148,10 @@ def read_features(
         codes,
         np.array([codes[fingerprint] for fingerprint in fingerprints], dtype=np.intp),
     )
-    for attempt in range(MAX_RELISTS + 1):
-        try:
+    for _ in range(MAX_RELISTS):  # a listed part gone: replaced by its next generation, or emptied, by a prune
+        with contextlib.suppress(FileNotFoundError):
             return _read(folder, list(item_ids), views, frames, where)
-        except FileNotFoundError:  # a part listed was replaced by its next generation, or emptied, by a prune
-            if attempt == MAX_RELISTS:
-                raise
-    raise AssertionError("unreachable")
+    return _read(folder, list(item_ids), views, frames, where)  # the last try: a vanished part is an error now
 
 
 @dataclass

@@ -55,8 +55,9 @@ class HashedNgrams:
 
     @staticmethod
     def _hashed(texts: Sequence[str]):
-        from sklearn.feature_extraction.text import HashingVectorizer  # here: scikit-learn's import costs 0.8 s of
-        from sklearn.pipeline import FeatureUnion  # every command's start, and a run without text never hashes
+        # Imported here: scikit-learn costs 0.8 s of every command's start, and a run without text never hashes.
+        from sklearn.feature_extraction.text import HashingVectorizer
+        from sklearn.pipeline import FeatureUnion
 
         union = FeatureUnion(
             [
