@@ -81,3 +81,7 @@ lint:
 # read an organiser's folder and report splits, groups, label ranges, missing or unreadable media: track=<t> data=<dir>
 check *args:
     @{{python}} -m workbench check "$@"
+
+# a large multimodal model's own answers scored against the labels before any training: track=<t> lmm=<model id or folder>
+zero-shot *args:
+    @{{python}} -m workbench zero-shot "$@"

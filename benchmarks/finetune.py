@@ -40,7 +40,7 @@ def tune_data(root: Path, backbone: str, sizes: Sizes) -> tuple[TrainConfig, Tra
     epochs = TUNE_EPOCHS if sizes.repeats > 1 else 1
     cfg = TrainConfig(
         track="fiqa", data=str(data_dir), cache=str(cache), backbone=backbone, frames=1, size=TUNE_SIZE, folds=2,
-        epochs=epochs, batch=TUNE_BATCH, finetune=True, runs_dir=str(root / "finetune"),
+        epochs=epochs, batch=TUNE_BATCH, finetune="true", runs_dir=str(root / "finetune"),
     )  # fmt: skip
     views = list(track.tta_views)
     items = track.read_items(data_dir)

@@ -40,6 +40,7 @@ class FrozenEncoder(nn.Module, abc.ABC):
     """
 
     dim: int
+    takes_text: bool = False  # whether each input comes with its item's text inputs (column -> text), see forward
 
     @abc.abstractmethod
     def identity(self) -> dict[str, Any]:
@@ -53,9 +54,13 @@ class FrozenEncoder(nn.Module, abc.ABC):
     def encode(self, inputs: torch.Tensor) -> torch.Tensor:
         """Inputs in [0,1] -> [B, dim]; called under inference mode."""
 
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+    def forward(self, inputs: torch.Tensor, texts: list[dict[str, str]] | None = None) -> torch.Tensor:
+        """One vector per input; an encoder that `takes_text` gets each input's item texts beside it (the track's
+        text inputs by column, features.inputs), which an encoder of pixels alone never sees."""
         self.check(inputs)
         with torch.inference_mode():
+            if self.takes_text:
+                return self.encode(inputs.float(), texts).float()
             return self.encode(inputs.float()).float()
 
     def train(self, mode: bool = True) -> FrozenEncoder:

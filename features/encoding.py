@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 import pandas as pd
@@ -39,10 +40,15 @@ class Job:
     fingerprint: str  # the file's when the run planned: rows and failures are bound to it
     views: tuple[tuple[str, ...], ...]  # per feature set, the variants it still lacks (empty: none)
     reference: str = ""  # the reference of a full-reference pair (features.pairs), decoded on the same frames
+    bound: tuple[str, ...] = ()  # per set, the fingerprint its rows carry (FeatureSpec.bound); empty: the file's
+    texts: tuple[tuple[str, str], ...] = ()  # (column, text) of the item's texts that a set's encoder reads
 
     @property
     def sets(self) -> list[int]:
         return [s for s, views in enumerate(self.views) if views]
+
+    def fingerprint_of(self, feature_set: int) -> str:
+        return self.bound[feature_set] if self.bound else self.fingerprint
 
 
 # per feature set: (variant, pixels [T, 3, S, S] or clips [C, L, 3, S, S], their key frames' times)
@@ -127,20 +133,22 @@ def collate(samples: list[dict]) -> dict:
     sets = []
     for index in range(len(samples[0]["job"].views)):
         rows = {"item_id": [], "fingerprint": [], "view": [], "t": [], "time": []}
-        pixels = []
+        pixels, texts = [], []
         for sample in ok:
+            job = sample["job"]
             for view, frames, times in sample["views"][index]:
-                rows["item_id"] += [sample["job"].item_id] * len(frames)
-                rows["fingerprint"] += [sample["job"].fingerprint] * len(frames)
+                rows["item_id"] += [job.item_id] * len(frames)
+                rows["fingerprint"] += [job.fingerprint_of(index)] * len(frames)
                 rows["view"] += [view] * len(frames)
                 rows["t"] += range(len(frames))
                 rows["time"] += times.tolist()
                 pixels.append(frames)
-        sets.append({"pixels": torch.cat(pixels) if pixels else torch.empty(0), "rows": rows})
+                texts += [dict(job.texts)] * len(frames)
+        sets.append({"pixels": torch.cat(pixels) if pixels else torch.empty(0), "rows": rows, "texts": texts})
     failures = [
         {
             "item_id": s["job"].item_id,
-            "fingerprint": s["job"].fingerprint,
+            "fingerprints": [s["job"].fingerprint_of(k) for k in range(len(s["job"].views))],
             "path": s["job"].path,
             "reason": s["error"],
             "sets": s["job"].sets,
@@ -182,26 +190,29 @@ class EncoderPool(nn.Module):
         finally:
             self.stop()
 
-    def forward(self, pixels: torch.Tensor, encoder: int = 0) -> torch.Tensor:
+    def forward(self, pixels: torch.Tensor, encoder: int = 0, texts: list[dict] | None = None) -> torch.Tensor:
+        module = self.encoders[encoder]
         with torch.inference_mode():  # grad mode is per thread: the pool's threads do not inherit the caller's
-            return self.encoders[encoder](pixels)
+            return module(pixels, texts) if module.takes_text else module(pixels)
 
-    def encode(self, pixels: torch.Tensor, feature_set: int) -> np.ndarray:
+    def encode(self, pixels: torch.Tensor, feature_set: int, texts: list[dict] | None = None) -> np.ndarray:
+        """The set's vectors of `pixels`, each row's item `texts` beside it for an encoder that reads them."""
         encoder = self.uses[feature_set]
         if not len(pixels):
             return np.empty((0, self.encoders[encoder].dim), np.float32)
-        if self._pool is None:
-            return torch.cat([self(part, encoder) for part in pixels.split(self.chunk)]).float().cpu().numpy()
-        share = min(self.chunk, -(-len(pixels) // self.threads))
-        parts = self._pool.map(lambda part: self(part, encoder), pixels.split(share))
-        return torch.cat(list(parts)).float().cpu().numpy()
+        share = self.chunk if self._pool is None else min(self.chunk, -(-len(pixels) // self.threads))
+        starts = range(0, len(pixels), share)
+        parts = [(pixels[k : k + share], texts[k : k + share] if texts else None) for k in starts]
+        mapped = map if self._pool is None else self._pool.map
+        return torch.cat(list(mapped(lambda part: self(part[0], encoder, part[1]), parts))).float().cpu().numpy()
 
 
 def shared_sampling(specs: Sequence[FeatureSpec]) -> FrameSampling:
-    """The one decode of feature sets extracted together: they share the media, the key-frame sampling and the dtype
-    (encoders and views may differ), and at most one clip geometry, which the key frames' decode also yields."""
+    """The one decode of feature sets extracted together: they share the media and the key-frame sampling (encoders,
+    views and the dtype each stores may differ), and at most one clip geometry, which the key frames' decode also
+    yields."""
     for spec in specs[1:]:
-        differ = [name for name in SHARED_DECODE if getattr(spec, name) != getattr(specs[0], name)]
+        differ = [n for n in SHARED_DECODE if n != "dtype" and getattr(spec, n) != getattr(specs[0], n)]
         if differ:
             raise ValueError(
                 f"feature sets extracted together share their decoding; {', '.join(differ)} differ: "
@@ -221,11 +232,11 @@ def shared_sampling(specs: Sequence[FeatureSpec]) -> FrameSampling:
 def create_encoders(specs: Sequence[FeatureSpec]) -> list[FrozenEncoder]:
     """Each set's frozen encoder, made by the stream family whose encoders take what its view renders
     (features.streams); sets of the same encoder and weights share one."""
-    built: dict[tuple[str, str, str], FrozenEncoder] = {}
-    keys = [(FAMILIES.get(spec.view).encodes, spec.backbone, spec.weights) for spec in specs]
-    for encodes, name, weights in keys:
-        if (encodes, name, weights) not in built:
-            built[encodes, name, weights] = encoder_family(encodes).create_encoder(name, weights)
+    built: dict[tuple[str, str, str, str], FrozenEncoder] = {}
+    keys = [(FAMILIES.get(spec.view).encodes, spec.backbone, spec.weights, spec.options) for spec in specs]
+    for key, spec in zip(keys, specs):
+        if key not in built:
+            built[key] = encoder_family(key[0]).create_encoder(spec)
     return [built[key] for key in keys]
 
 
@@ -269,7 +280,9 @@ def encode_media(
     references = items[REFERENCE].astype(str) if REFERENCE in items else [""] * len(items)
     views = tuple(map(tuple, variants))
     ids, paths = items["item_id"].astype(str), items["path"].astype(str)
-    jobs = [Job(i, p, "", views, r) for i, p, r in zip(ids, paths, references)]
+    columns = list(dict.fromkeys(column for spec in specs for column in spec.binds))
+    texts = [tuple(zip(columns, row)) for row in zip(*(items[c].fillna("").astype(str) for c in columns))]
+    jobs = [Job(i, p, "", views, r, texts=t) for i, p, r, t in zip(ids, paths, references, texts or repeat(()))]
     workers = min(workers, len(jobs) - 1)  # a lone item decodes here, as fast as in a worker
     dataset = MediaDataset(jobs, decoder, sampling, [view_family(s) for s in specs], decode_threads(max(workers, 1)))
     loader = DataLoader(dataset, batch_size=batch, num_workers=workers, collate_fn=collate)
@@ -282,7 +295,7 @@ def encode_media(
                 failure = batch_of_items["failures"][0]
                 raise MediaError(failure["path"], failure["reason"])
             for s, (spec, part) in enumerate(zip(specs, batch_of_items["sets"], strict=True)):
-                rows = pool.encode(part["pixels"].to(device), s).astype(spec.dtype).astype(np.float32)
+                rows = pool.encode(part["pixels"].to(device), s, part["texts"]).astype(spec.dtype).astype(np.float32)
                 for item, view, row in zip(part["rows"]["item_id"], part["rows"]["view"], rows):
                     out[s].setdefault((item, view), []).append(row)  # in frame order, as collated
     return [{key: np.stack(rows) for key, rows in by_key.items()} for by_key in out]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import itertools
 import os
 import time
 from collections.abc import Sequence
@@ -110,7 +111,7 @@ class FeatureExtractor(pl.LightningModule):
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         sets = [
-            {"rows": part["rows"], "features": self.pool.encode(part["pixels"], s)}
+            {"rows": part["rows"], "features": self.pool.encode(part["pixels"], s, part["texts"])}
             for s, part in enumerate(batch["sets"])
         ]
         return {"sets": sets, "failures": batch["failures"]}
@@ -147,7 +148,7 @@ class ParquetPartWriter(BasePredictionWriter):
         for failure in prediction["failures"]:
             for s in failure["sets"]:
                 if failure["item_id"] not in self.written[s]:
-                    self.failures[s].append(failure)
+                    self.failures[s].append({**failure, "fingerprint": failure["fingerprints"][s]})
         buffered_items = max(len({i for part in buffer for i in part["item_id"]}) for buffer in self.buffers)
         if buffered_items >= self.part_items or time.monotonic() - self.last_flush >= self.flush_seconds:
             self.flush()
@@ -208,19 +209,28 @@ def group_leader() -> bool:
     return os.environ.get("NODE_RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") == "0"
 
 
-def plan_jobs(items: pd.DataFrame, variants: Sequence[tuple[str, ...]], folders: Sequence[Path]) -> list[Job]:
-    """Each item with, per feature set, the variants the cache still lacks for its file as it is now (`fingerprint`)."""
-    fingerprints = dict(zip(items["item_id"], items["fingerprint"]))
-    have = [cached_views(folder, fingerprints).groupby("item_id")["view"].agg(set).to_dict() for folder in folders]
+def plan_jobs(
+    items: pd.DataFrame, variants: Sequence[tuple[str, ...]], folders: Sequence[Path], specs: Sequence[FeatureSpec]
+) -> list[Job]:
+    """Each item with, per feature set, the variants the cache still lacks for its file as it is now (`fingerprint`),
+    bound to the texts the set reads where it reads any (FeatureSpec.bound)."""
+    bound = [spec.bound(items, items["fingerprint"].tolist()) for spec in specs]
+    have = [
+        cached_views(folder, dict(zip(items["item_id"], fingerprints))).groupby("item_id")["view"].agg(set).to_dict()
+        for folder, fingerprints in zip(folders, bound, strict=True)
+    ]
     references = items[REFERENCE] if REFERENCE in items else [""] * len(items)
+    columns = list(dict.fromkeys(column for spec in specs for column in spec.binds))
+    texts = zip(*(items[c].fillna("").astype(str) for c in columns)) if columns else itertools.repeat(())
     jobs = []
-    for item_id, path, fingerprint, reference in zip(items["item_id"], items["path"], items["fingerprint"], references):
+    rows = zip(items["item_id"], items["path"], items["fingerprint"], references, zip(*bound), texts)
+    for item_id, path, fingerprint, reference, fingerprints, text in rows:
         missing = tuple(
             tuple(v for v in views if v not in cached.get(item_id, ()))
             for views, cached in zip(variants, have, strict=True)
         )
         if any(missing):
-            jobs.append(Job(item_id, path, fingerprint, missing, reference))
+            jobs.append(Job(item_id, path, fingerprint, missing, reference, fingerprints, tuple(zip(columns, text))))
     return jobs
 
 
@@ -262,7 +272,7 @@ def extract(
     encoders = create_encoders(specs)
     leader = group_leader()
     items = items.assign(fingerprint=item_fingerprints(items, cache_root))
-    fingerprints = dict(zip(items["item_id"], items["fingerprint"]))
+    fingerprints = [dict(zip(items["item_id"], spec.bound(items, items["fingerprint"].tolist()))) for spec in specs]
     decoder = DECODERS.get(specs[0].decoder)
     facts = None
     if decoder.facts is not None and leader:
@@ -273,16 +283,16 @@ def extract(
         if leader:  # in path order, so two runs sharing some of their sets cannot deadlock
             for folder in sorted(folders):
                 locks.enter_context(exclusive(folder))
-        for folder, spec, encoder in zip(folders, specs, encoders, strict=True):
+        for folder, spec, encoder, bound in zip(folders, specs, encoders, fingerprints, strict=True):
             ensure_manifest(folder, spec, encoder.identity(), encoder.dim, library_versions())
             if leader:
                 remove_stale_temporaries(folder)
                 remove_superseded(folder)
-                changed |= other_versions(folder, fingerprints)
+                changed |= other_versions(folder, bound)
                 if facts is not None:
                     with atomic_path(folder / FACTS) as tmp:
                         facts.to_parquet(tmp, index=False)
-        jobs = plan_jobs(items, variants, folders)
+        jobs = plan_jobs(items, variants, folders, specs)
         if jobs:
             dataset = MediaDataset(jobs, decoder, sampling, families, decode_threads(workers))
             schemas = [part_schema(encoder.dim, spec.dtype) for encoder, spec in zip(encoders, specs, strict=True)]
@@ -301,10 +311,8 @@ def extract(
             with single_threaded_ops():
                 extractor = FeatureExtractor(encoders, threads=cpu_threads(trainer))
                 trainer.predict(extractor, datamodule=datamodule, return_predictions=False)
-        unfinished = plan_jobs(items, variants, folders)
-    failures = pd.concat(
-        [read_failures(folder, fingerprints, views) for folder, views in zip(folders, variants, strict=True)]
-    )
+        unfinished = plan_jobs(items, variants, folders, specs)
+    failures = pd.concat([read_failures(*found) for found in zip(folders, fingerprints, variants, strict=True)])
     failures = failures[failures["item_id"].isin(items["item_id"])].drop_duplicates("item_id")
     position = pd.Series(np.arange(len(items)), index=items["item_id"])  # the label file's order, run after run
     failures = failures.sort_values("item_id", key=lambda ids: ids.map(position)).reset_index(drop=True)

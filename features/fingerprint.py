@@ -137,3 +137,22 @@ def item_fingerprints(items, memo_dir: str | Path | None = None) -> list[str]:
         unreadable = UNREADABLE in (digest, other)
         pairs.append(UNREADABLE if unreadable else "pair-" + xxhash.xxh3_128_hexdigest(f"{digest}:{other}".encode()))
     return pairs
+
+
+BOUND = "+"  # joins a file's fingerprint and the digest of the item texts a row was also made from
+
+
+def bound_fingerprints(items, fingerprints: Sequence[str], columns: Sequence[str]) -> list[str]:
+    """Each item's fingerprint bound to its texts in `columns` as well (an LMM's prompt holding an AIGV prompt or a
+    video's title): `<file's>+<XXH3-64 of the texts>`, so a row made from one text is not served for another. The
+    file's own where `columns` is empty, and an unreadable file stays UNREADABLE."""
+    if not columns:
+        return list(fingerprints)
+    texts = zip(*(items[column].fillna("").astype(str) for column in columns))
+    digests = (xxhash.xxh3_64_hexdigest(repr(t).encode()) for t in texts)
+    return [f if f == UNREADABLE else f"{f}{BOUND}{digest}" for f, digest in zip(fingerprints, digests)]
+
+
+def file_part(fingerprint: str) -> str:
+    """The file's fingerprint within a bound one (the fingerprint itself where it is not bound)."""
+    return fingerprint.partition(BOUND)[0]

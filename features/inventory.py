@@ -42,6 +42,7 @@ from features.cache import (
     live_parts,
     remove_superseded,
 )
+from features.fingerprint import file_part
 from features.spec import SCHEMA_VERSION
 
 VERSION = ["item_id", "fingerprint"]
@@ -200,8 +201,8 @@ def _condemned(
     if versions.empty:
         return versions
     gone = np.zeros(len(versions), dtype=bool)
-    for track, kept in (keep or {}).items():
-        pairs = pd.MultiIndex.from_frame(versions[VERSION])
+    for track, kept in (keep or {}).items():  # a version bound to texts too is kept while its file is
+        pairs = pd.MultiIndex.from_arrays([versions["item_id"], versions["fingerprint"].map(file_part)])
         gone |= (versions["track"] == track).to_numpy() & ~pairs.isin(list(kept))
     if older is not None:
         gone |= (versions["last_read"] < now - older * DAY).to_numpy()

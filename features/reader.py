@@ -44,14 +44,16 @@ from features.cache import (
     vector_layout,
     vectors,
 )
+from features.fingerprint import BOUND
 
 
 class StaleFeatures(CacheError):
-    """Cached rows made from other bytes than the items' files hold now."""
+    """Cached rows made from other bytes than the items' files hold now (or other text, for a set bound to it)."""
 
-    def __init__(self, folder: Path, stale: Sequence[str]):
+    def __init__(self, folder: Path, stale: Sequence[str], bound: bool = False):
+        changed = "or went missing, or the text they were made from changed" if bound else "or went missing"
         super().__init__(
-            f"{folder}: {len(stale)} item(s) changed on disk (or went missing) since their features were cached: "
+            f"{folder}: {len(stale)} item(s) changed on disk ({changed}) since their features were cached: "
             f"{examples(stale, 5)}. Run `just extract` with the same words to re-extract them; nothing was trained on "
             "them."
         )
@@ -183,7 +185,8 @@ def _read(folder: Path, item_ids: list[str], views: list[str] | None, frames: in
                 found.other[items] = True
         stale = np.flatnonzero(found.other & ~found.current)
         if len(stale):
-            raise StaleFeatures(folder, [item_ids[k] for k in stale])
+            bound = any(BOUND in fingerprint for fingerprint in where.fingerprints)
+            raise StaleFeatures(folder, [item_ids[k] for k in stale], bound)
         if not found.views.all():
             available = set().union(*pool.map(lambda file: _part_views(file, where), files))
             unknown = [v for v, cached in zip(views, found.views, strict=True) if not cached]

@@ -13,11 +13,12 @@ import dataclasses
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from features.decode import DECODERS, FrameSampling
-from features.fingerprint import file_sha256
+from features.fingerprint import bound_fingerprints, file_sha256
 from features.hdr import LIGHTS  # noqa: F401 - registers the hdr decoder a spec may name
 from features.pairs import PairCrops  # noqa: F401 - registers the pair families a spec may name
 from features.views import DEFAULT_FAMILY, FAMILIES, view_family
@@ -55,6 +56,8 @@ class FeatureSpec:
     clip: int = 1
     audio_seconds: float = 0.0
     light: str = ""  # what the decoder's pixels hold, where it offers a choice (features.hdr.LIGHTS); "": its own
+    options: str = ""  # the encoder's own settings as JSON (an LMM's prompts, levels, layers), passed to its family
+    binds: tuple[str, ...] = ()  # text columns whose values each row is made from too (features.fingerprint.BOUND)
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
@@ -81,6 +84,12 @@ class FeatureSpec:
     @property
     def time_axis(self) -> bool:
         return DECODERS.get(self.decoder).time_axis
+
+    @property
+    def rows(self) -> int:
+        """Rows per item and variant: one per key frame (or its clip) of a video; one for an image, and for a family
+        whose encoder takes an item's key frames in one pass (ViewFamily.whole_item)."""
+        return self.frames if self.time_axis and not FAMILIES.get(self.view).whole_item else 1
 
     def sampling(self) -> FrameSampling:
         """How the decoder samples the media for this set (clips scaled to the family's size at decode, audio windows
@@ -111,7 +120,16 @@ class FeatureSpec:
                 ident["sampling"]["audio_seconds"] = self.audio_seconds
         if DECODERS.get(self.decoder).lights:  # absent for decoders without a choice, so their keys stay as they were
             ident["light"] = self.light or DECODERS.get(self.decoder).lights[0]
+        if self.options:  # absent for encoders without options, so their keys stay as they were
+            ident["options"] = json.loads(self.options)
+        if self.binds:
+            ident["binds"] = list(self.binds)
         return ident
+
+    def bound(self, items, fingerprints: Sequence[str]) -> list[str]:
+        """The fingerprints this set's rows carry for `items`: their files' (`fingerprints`), bound to the texts the
+        set also reads where it `binds` any (features.fingerprint.bound_fingerprints)."""
+        return bound_fingerprints(items, fingerprints, self.binds)
 
     def key(self) -> str:
         digest = hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:10]

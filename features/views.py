@@ -156,6 +156,7 @@ class ViewFamily(abc.ABC):
     encodes: ClassVar[str] = "image"  # the encoder family its output feeds (see features.streams.encoder_family)
     clips: ClassVar[bool] = False  # whether it needs clips of consecutive frames decoded
     audio: ClassVar[bool] = False  # whether it needs audio windows decoded
+    whole_item: ClassVar[bool] = False  # whether an item's key frames go to its encoder in one pass, one row a variant
 
     @property
     @abc.abstractmethod

@@ -41,7 +41,7 @@ def tuned(tmp_path_factory) -> tuple[Path, list[str], Run]:
 
 def test_a_tuned_run_has_each_folds_backbone_and_its_head(tuned):
     _, _, run = tuned
-    assert run.is_complete() and run.config["finetune"] is True
+    assert run.is_complete() and run.config["finetune"] == "true"
     for fold in run.folds_done():
         assert (run.fold_dir(fold) / BACKBONE_FILE).stat().st_size > 0
     oof = run.predictions("oof")

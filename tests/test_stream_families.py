@@ -41,8 +41,8 @@ def named_words(path: Path) -> set[str]:
 
 def test_the_families_come_in_stream_order_with_the_key_frames_first():
     names = [family.name for family in streams.families()]
-    assert names == ["key_frames", "motion", "audio", "sync", "pair", "fr", "text", "align", "meta"]
-    assert [family.extracted for family in streams.families()] == [True] * 6 + [False] * 3
+    assert names == ["key_frames", "motion", "audio", "sync", "pair", "fr", "lmm", "text", "align", "meta"]
+    assert [family.extracted for family in streams.families()] == [True] * 7 + [False] * 3
 
 
 @pytest.mark.parametrize("path", SPINE, ids=lambda path: path.name)

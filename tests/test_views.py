@@ -212,6 +212,7 @@ def test_a_family_keys_only_its_own_geometry():
         "clip",
         "fr",
         "fragments",
+        "lmm",
         "native",
         "pair",
         "resize",

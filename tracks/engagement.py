@@ -72,7 +72,15 @@ class Engagement(Track):
     score_range = (0.0, 1.0)
     bounded = True
     submission = CsvFormat("submission.csv", "Id", ("ECR",))
-    defaults = {"frames": 4, "size": 224, "loss": "mse:1,plcc:1", "text": "hashed_ngrams", "audio": "logmel_stats"}
+    defaults = {
+        "frames": 4,
+        "size": 224,
+        "loss": "mse:1,plcc:1",
+        "text": "hashed_ngrams",
+        "audio": "logmel_stats",
+        "lmm_text": "Title,Description",
+        "lmm_prompts": "engagement,quality",
+    }
     tta_views = ("center", "hflip")
 
     def read_items(self, data: Path) -> pd.DataFrame:

@@ -72,7 +72,14 @@ class XGCAIGV(CorrelationTrack):
     submission = JsonListFormat("output.json", "video", ("predict_score",), readme="readme.txt")
     # The demo's 480 items: on 120 (84 training items) the 66 text features overfit and add nothing (0.47 against
     # 0.49 for key frames alone); on 480 they add 0.06 (0.62 against 0.55).
-    defaults = {"frames": 4, "size": 224, "loss": "mse:1,plcc:1", "text": "hashed_ngrams", "items": 480}
+    defaults = {
+        "frames": 4,
+        "size": 224,
+        "loss": "mse:1,plcc:1",
+        "text": "hashed_ngrams",
+        "items": 480,
+        "lmm_text": "prompt",
+    }  # an LMM reads the prompt beside the frames
     tta_views = ("center", "hflip")
     groups_cross_splits = True  # most test prompts also occur in training
     truth_file = "truth.json"  # in the submission's own format

@@ -82,7 +82,14 @@ class XGCUGC(Track):
     targets = DIMENSIONS
     score_range = (-50.0, 150.0)  # about 0 to 100, a few below 0; room for a head's overshoot
     submission = CsvFormat("prediction.csv", "filename", DIMENSIONS)
-    defaults = {"frames": 8, "size": 224, "loss": "mse:1,plcc:1", "motion": "temporal_stats", "clip": 8}
+    defaults = {
+        "frames": 8,
+        "size": 224,
+        "loss": "mse:1,plcc:1",
+        "motion": "temporal_stats",
+        "clip": 8,
+        "lmm_prompts": ",".join(DIMENSIONS),
+    }  # an LMM asked one question per dimension
     tta_views = ("center", "hflip")
 
     def read_items(self, data: Path) -> pd.DataFrame:

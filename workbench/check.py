@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 
 from common.tables import examples
+from features import streams as stream_families
+from features.backbones import WeightsNotFound
 from features.decode import DECODERS, MediaError
 from features.inputs import Category, Text
 from tracks import LayoutError, Track
@@ -112,3 +114,19 @@ def _probe_column(report: Report, items: pd.DataFrame, column: str, decoder: str
     if len(broken):
         named = [f"{item} ({reason})" for item, reason in zip(broken["item_id"], broken["reason"])]
         report.problems.append(f"{len(broken)} {decoder} file(s) unreadable: {examples(named, SHOWN)}")
+
+
+def missing_weights(cfg: object) -> list[str]:
+    """Per stream the configuration names, why its weights cannot be loaded on this machine (none where they can):
+    a model absent from the Hugging Face cache, a weights file that is not there."""
+    try:
+        named = stream_families.named(cfg)
+    except stream_families.StreamError as error:
+        return [str(error)]
+    problems = []
+    for family in named:
+        try:
+            family.weight_sources(cfg)
+        except (WeightsNotFound, stream_families.StreamError) as error:
+            problems.append(f"{family.name} stream: {error}")
+    return problems

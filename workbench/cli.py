@@ -51,6 +51,7 @@ COMMANDS: dict[str, Command] = {
     "export": Command(commands.cmd_export, "pack the runs a submit would submit as a runnable predictor"),
     "pseudo-label": Command(commands.cmd_pseudo_label, "label unlabelled media with teacher runs' blend"),
     "score": Command(commands.cmd_score, "score predictions with the track's official scorer"),
+    "zero-shot": Command(commands.cmd_zero_shot, "an LMM's own answers scored against the labels, nothing trained"),
     "check": Command(commands.cmd_check, "read an organiser's folder and report what later commands would meet"),
     "profile": Command(commands.cmd_profile, "parameters and GMACs per item of the pipeline, against the budget"),
     "cache": Command(commands.cmd_cache, "the feature caches: settings, items, versions, size, last read"),

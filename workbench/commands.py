@@ -27,12 +27,14 @@ from workbench.config import (
     SweepConfig,
     SynthConfig,
     TrainConfig,
+    ZeroShotConfig,
 )
 from workbench.console import EXIT_FAILURES, console, dash, report_extraction, table
 from workbench.data import items_of
 from workbench.profile import budget_rows, cost_table, profiled
 from workbench.submission import export, pseudo_label, score_submission, submit
 from workbench.train import fold_table, train_run
+from workbench.zeroshot import zero_shot
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -134,10 +136,22 @@ def cmd_profile(cfg: ProfileConfig) -> int:
     return 0
 
 
+def cmd_zero_shot(cfg: ZeroShotConfig) -> int:
+    found = zero_shot(cfg)
+    rows = [[row["target"], row["prompt"], f"{row['srcc']:.4f}"] for row in found.rows]
+    console.print(
+        table(f"{found.model} zero-shot on {cfg.track} ({found.items} items)", ["target", "asked", "SRCC"], rows)
+    )
+    parts = [[name, f"{value:.4f}"] for name, value in found.score.items()]
+    console.print(table("out of fold (each fold mapped by a line fitted on the others)", ["", ""], parts))
+    return 0
+
+
 def cmd_check(cfg: CheckConfig) -> int:
     track = get_track(cfg.track)
     with console.status(f"checking {cfg.data_dir} as {track.name}"):
         report = check.check(track, cfg.data_dir, cfg.media, cfg.threads)
+    report.problems += check.missing_weights(cfg)
     console.print(table(f"{track.name}: {cfg.data_dir}", ["", ""], report.facts))
     if report.assumptions:
         module = type(track).__module__.replace(".", "/")

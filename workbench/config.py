@@ -98,6 +98,14 @@ class ExtractConfig(FeatureConfig):
 
 
 @dataclass(frozen=True)
+class ZeroShotConfig(ExtractConfig):
+    """An LMM's answers scored against the labels before any training (workbench.zeroshot)."""
+
+    folds: int = 5  # the grouped folds of `train`, for the out-of-fold map onto the label scale
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class HeadConfig:
     head: str = "linear"
     hidden: int = 128
@@ -117,7 +125,9 @@ class TrainConfig(HeadConfig, FeatureConfig):
     views: tuple[str, ...] = ()  # cached variants to train and predict on; empty means all of them
     shuffle_labels: bool = False  # the control run: training labels permuted, so its score shows chance level
     pseudo: str = ""  # <label set>[:weight] from `just pseudo-label`: its items trained on beside the labels
-    finetune: bool = False  # train the key-frame backbone end to end with the head, from the media (workbench.finetune)
+    # Train end to end from the media: `true` (or `backbone`) tunes the key-frame backbone with the head
+    # (workbench.finetune), `lmm` LoRA adapters of the LMM stream's model with it (workbench.lora); empty: frozen.
+    finetune: str = ""
     select: str = "best"  # a fold's kept weights: best (its epoch best on the fold) | last (a teacher's, see pseudo)
     run: str = ""  # empty starts a new run (train) or uses the newest (train-fold)
     runs_dir: str = "runs"  # the root folder of run folders
@@ -181,7 +191,9 @@ class PseudoLabelConfig(SubmitConfig):
 
 
 @dataclass(frozen=True)
-class CheckConfig(TrackConfig):
+class CheckConfig(FeatureConfig):
+    """The stream words say which weights the check looks for (an LMM named by `lmm=` must be on this machine)."""
+
     media: bool = True  # probe every media file (false: the label files alone)
     threads: int = 8  # files probed at once: opening a header is waiting on the disk more than working
 

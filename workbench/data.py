@@ -109,8 +109,10 @@ def read_streams(cfg: TrainConfig, track: Track, items: pd.DataFrame) -> tuple[S
         for spec in stream:
             folder, views = cache_dir(cfg.cache, track.name, spec), next(chosen)
             manifests.append(read_manifest(folder, spec))
-            sets.append(read_features(folder, ids, list(views) if views else None, spec.frames, fingerprints))
-            keys.append(folder.name)
+            bound = spec.bound(items, fingerprints)
+            sets.append(read_features(folder, ids, list(views) if views else None, spec.rows, bound))
+            texts = hashlib.sha256(json.dumps(bound).encode()).hexdigest()[:10] if spec.binds else ""
+            keys.append(f"{folder.name}@{texts}" if texts else folder.name)  # other texts read: another run
         streams.append(concat_features(sets))
         if len(streams) == 1:
             key_frames = sets[0]  # the first view family's, in the backbone's own space (for alignment)

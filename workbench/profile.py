@@ -76,8 +76,8 @@ class Pipeline:
 
     @staticmethod
     def frames(spec: FeatureSpec) -> int:
-        """Key frames (or clips) per item: an image is one frame whatever the sampling says."""
-        return spec.frames if spec.time_axis else 1
+        """Encoder passes (and rows) per item and variant (FeatureSpec.rows)."""
+        return spec.rows
 
     @property
     def views(self) -> int:

@@ -74,8 +74,9 @@ class StreamFamily:
         """The cached feature sets of this stream, joined on the feature axis (extracted families)."""
         return ()
 
-    def create_encoder(self, name: str, weights: str) -> Any:
-        """The frozen encoder `name` with `weights` (extracted families: what their feature sets are encoded by)."""
+    def create_encoder(self, spec: FeatureSpec) -> Any:
+        """The frozen encoder of a feature set of this stream (extracted families): its `backbone` with its `weights`,
+        and the encoder's own `options` where the family has any."""
         raise NotImplementedError(f"the {self.name} stream is made at load, it has no extraction encoder")
 
     def weight_sources(self, cfg: Any) -> list[tuple[str, Path]]:

@@ -43,8 +43,8 @@ class Audio(StreamFamily):
         return (FeatureSpec(backbone=cfg.audio, weights=cfg.audio_weights, view=AudioWindows.name,
                             audio_seconds=audio_window(cfg), **decoding(cfg, decoder)),)  # fmt: skip
 
-    def create_encoder(self, name: str, weights: str) -> Any:
-        return create_audio_encoder(name, weights=weights)
+    def create_encoder(self, spec: FeatureSpec) -> Any:
+        return create_audio_encoder(spec.backbone, weights=spec.weights)
 
     def weight_sources(self, cfg: Any) -> list[tuple[str, Path]]:
         return hf_folder("audio", cfg.audio)

@@ -20,8 +20,8 @@ class FullReference(StreamFamily):
     def specs(self, cfg: Any, decoder: str) -> tuple[FeatureSpec, ...]:
         return (FeatureSpec(backbone=cfg.fr, view=FrameMetrics.name, **decoding(cfg, decoder)),)
 
-    def create_encoder(self, name: str, weights: str) -> Any:
-        return create_fr_encoder(name, weights=weights)
+    def create_encoder(self, spec: FeatureSpec) -> Any:
+        return create_fr_encoder(spec.backbone, weights=spec.weights)
 
     def describe(self, cfg: Any) -> str:
         return f"{cfg.fr} full-reference metrics of each key-frame pair, "

@@ -44,8 +44,8 @@ class KeyFrames(StreamFamily):
         geometry = {word.name: getattr(cfg, word.name) for word in self.words if word.name != "view"}
         return tuple(FeatureSpec(**geometry, **decoding(cfg, decoder), view=family) for family in families)
 
-    def create_encoder(self, name: str, weights: str) -> Any:
-        return create_backbone(name, weights=weights)
+    def create_encoder(self, spec: FeatureSpec) -> Any:
+        return create_backbone(spec.backbone, weights=spec.weights)
 
     def weight_sources(self, cfg: Any) -> list[tuple[str, Path]]:
         if cfg.backbone.startswith(clip.PREFIX):

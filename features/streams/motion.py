@@ -39,8 +39,8 @@ class Motion(StreamFamily):
         return (FeatureSpec(backbone=cfg.motion, weights=cfg.motion_weights, view=Clips.name, **clip_words(cfg),
                             **decoding(cfg, decoder)),)  # fmt: skip
 
-    def create_encoder(self, name: str, weights: str) -> Any:
-        return create_motion_encoder(name, weights=weights)
+    def create_encoder(self, spec: FeatureSpec) -> Any:
+        return create_motion_encoder(spec.backbone, weights=spec.weights)
 
     def weight_sources(self, cfg: Any) -> list[tuple[str, Path]]:
         known = cfg.motion in MOTION_ENCODERS

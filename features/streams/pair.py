@@ -27,8 +27,8 @@ class Pair(StreamFamily):
         return (FeatureSpec(backbone=cfg.pair, weights=cfg.pair_weights, view=PairCrops.name, size=cfg.size,
                             **decoding(cfg, decoder)),)  # fmt: skip
 
-    def create_encoder(self, name: str, weights: str) -> Any:
-        return create_pair_encoder(name, weights=weights)
+    def create_encoder(self, spec: FeatureSpec) -> Any:
+        return create_pair_encoder(spec.backbone, weights=spec.weights)
 
     def weight_sources(self, cfg: Any) -> list[tuple[str, Path]]:
         return local_or_hub(cfg, "pair_weights", lambda tag: timm_hub_file(cfg.pair.partition(":")[2]))

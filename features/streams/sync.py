@@ -29,8 +29,8 @@ class Sync(StreamFamily):
         return (FeatureSpec(backbone=cfg.sync, view=SyncSeries.name, audio_seconds=audio_window(cfg),
                             **clip_words(cfg), **decoding(cfg, decoder)),)  # fmt: skip
 
-    def create_encoder(self, name: str, weights: str) -> Any:
-        return create_sync_encoder(name, weights=weights)
+    def create_encoder(self, spec: FeatureSpec) -> Any:
+        return create_sync_encoder(spec.backbone, weights=spec.weights)
 
     def describe(self, cfg: Any) -> str:
         return f"{cfg.sync} audio-mouth sync features, "
