@@ -1,4 +1,4 @@
-"""Atomic file writes: a reader never sees a half-written file under its final name.
+"""Atomic writes: a reader never sees a half-written file (or folder) under its final name.
 
 A leaf module (imports nothing from the project), so tracks, features and ensembles may use it.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,28 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_folder(final: Path) -> Iterator[Path]:
+    """Yields a temporary folder beside `final`; on success its files are fsynced and it is renamed onto `final`
+    (a folder there before is moved aside, then removed). Nothing half-written ever bears the final name."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.partial")
+    old = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.old")
+    try:
+        tmp.mkdir()
+        yield tmp
+        for path in tmp.rglob("*"):
+            if path.is_file():
+                with open(path, "rb") as handle:
+                    os.fsync(handle.fileno())
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_text(final: str | os.PathLike, text: str) -> Path:

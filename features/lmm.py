@@ -77,6 +77,12 @@ def layout(options: LmmOptions, hidden: int) -> dict[str, slice]:
     return names
 
 
+def hidden_width(options: LmmOptions, width: int) -> int:
+    """The model's hidden size from the width of a vector it made under `options` (what `layout` needs)."""
+    per_prompt = width // len(options.prompts)
+    return (per_prompt - len(options.levels) - 1) // (2 * (1 + len(options.layers)))
+
+
 def readout(last_logits: torch.Tensor, level_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Q-Align: the softmax of the last position's logits [B, V] over the level words -> (probabilities [B, L],
     expected score [B] with weights L..1, best level first)."""

@@ -233,6 +233,8 @@ class FoldFit:
     fold: int
     tensors: list[torch.Tensor]
     val_ids: np.ndarray
+    accelerator: str = "cpu"  # a head trains on the CPU; an LMM's adapters on a GPU where there is one
+    precision: str = "32-true"  # Lightning's: an LMM tuned on a GPU in its own dtype ("bf16-mixed")
 
     def scorer(self, labels: np.ndarray) -> Scorer:
         labelled = self.data.labelled(labels)
@@ -271,13 +273,15 @@ class FoldFit:
         checkpoint = fold_checkpoint(self.cfg, self.run, self.fold, name)
         trainer = pl.Trainer(
             max_epochs=self.cfg.epochs,
-            accelerator="cpu",
+            accelerator=self.accelerator,
+            devices=1,
+            precision=self.precision,
             logger=False,
             callbacks=[checkpoint],
             enable_progress_bar=False,
             enable_model_summary=False,
             num_sanity_val_steps=0,
-            deterministic=True,
+            deterministic=True if self.accelerator == "cpu" else "warn",  # some CUDA kernels have no deterministic form
         )
         trainer.fit(module, datamodule=datamodule)
         module.load_state_dict(load_state(Path(checkpoint.best_model_path)))

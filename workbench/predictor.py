@@ -47,7 +47,8 @@ from tracks import Track, get_track
 from tracks.ranges import RangeMap
 from workbench.config import ExtractConfig, TrainConfig, as_dict, build
 from workbench.heads import StreamHead, create_head, load_state, predict_views, stream_tensors
-from workbench.runs import BACKBONE_FILE, Run
+from workbench.runs import ADAPTERS_DIR, BACKBONE_FILE, TUNED_BACKBONE, TUNED_LMM, Run
+from workbench.tuned_lmm import TunedLmm, lmm_set, load_lmm_of
 
 MANIFEST = "predictor.json"
 WEIGHTS = "weights"
@@ -70,6 +71,9 @@ class Member:
     fitted: dict[str, object] = field(default_factory=dict)
     # A fine-tuned run's backbone weights, one file per fold (workbench.finetune): each fold's head runs on its own.
     fold_weights: list[str] = field(default_factory=list)
+    # A LoRA-tuned run's adapter folders, one per fold (workbench.lora): each fold's head runs on the pooled state of
+    # the run's LMM with its own fold's adapters merged.
+    fold_adapters: list[str] = field(default_factory=list)
     workers: int = ExtractConfig.workers  # processes decoding ahead of the encoders, as `just extract` has them
     _encoders: dict = field(default_factory=dict, init=False, repr=False)
 
@@ -99,7 +103,7 @@ class Member:
             raise PredictError(str(error)) from error
         ids = items["item_id"].astype(str).tolist()
         components = [name.split("+") for name in self.views]
-        sets = [_padded_set(vectors[s], [c[s] for c in components], spec.frames, ids) for s, spec in enumerate(specs)]
+        sets = [_padded_set(vectors[s], [c[s] for c in components], spec.rows, ids) for s, spec in enumerate(specs)]
         loading = stream_families.Loading(items, track.inputs, sets[0], None, None, fitted=dict(self.fitted))
         loaded, _ = stream_families.load(self.config, loading)
         sets += [_repeated_per_view(features, len(self.views)) for features in loaded]
@@ -111,12 +115,41 @@ class Member:
 
     def predict(self, track: Track, items: pd.DataFrame) -> np.ndarray:
         """[items, targets]: each fold's head on every view, the views' mean, then the folds' (as fold_ensemble)."""
+        if self.fold_adapters:
+            return self.predict_tuned_lmm(track, items)
         streams: dict[str, list[torch.Tensor]] = {}
         folds = []
         for head, config in zip(self.heads, self.fold_configs(), strict=True):
             if config.weights not in streams:
                 streams[config.weights] = stream_tensors(self.streams(track, items, config))
             folds.append(predict_views(head, streams[config.weights]).mean(axis=1))
+        return np.mean(folds, axis=0)
+
+    def predict_tuned_lmm(self, track: Track, items: pd.DataFrame) -> np.ndarray:
+        """A LoRA-tuned run (workbench.lora): per fold, that fold's adapters merged into the one base LMM, its pooled
+        state of every item and paired view (the LMM set's variant of it) under the fold's head, the views' mean;
+        then the folds' mean. The media are decoded once per fold: the adapters change between passes, never while
+        encode_media's threads run."""
+        spec, position, _ = lmm_set(self.config, track.decoder)
+        spec = dataclasses.replace(spec, dtype="float32")  # the pooled state as the run's heads saw it, not rounded
+        if "lora" not in self._encoders:
+            base = load_lmm_of(spec, self.config.seed)
+            self._encoders["lora"] = TunedLmm(base, self.fold_adapters)
+        tuned: TunedLmm = self._encoders["lora"]
+        if len(self.heads) != len(self.fold_adapters):
+            raise PredictError(f"run {self.run}: {len(self.heads)} fold heads but {len(self.fold_adapters)} adapters")
+        ids = items["item_id"].astype(str).tolist()
+        components = [view.split("+")[position] for view in self.views]
+        variants = [tuple(dict.fromkeys(components))]
+        folds = []
+        for fold, head in enumerate(self.heads):
+            with tuned.fold(fold):
+                try:
+                    (vectors,) = encode_media(items, [spec], [tuned], variants, self.workers, ExtractConfig.batch)
+                except MediaError as error:
+                    raise PredictError(str(error)) from error
+            pooled = Streams([_padded_set(vectors, components, spec.rows, ids)])
+            folds.append(predict_views(head, stream_tensors(pooled)).mean(axis=1))
         return np.mean(folds, axis=0)
 
 
@@ -191,6 +224,7 @@ class Predictor:
                     "heads": heads,
                     "fitted": fitted,
                     "fold_weights": member.fold_weights,
+                    "fold_adapters": member.fold_adapters,
                 }
             )
         manifest = {
@@ -225,7 +259,8 @@ class Predictor:
                 heads.append(head.eval())
             fitted = stream_families.restore_states(config, entry["fitted"], folder)
             fold_weights = [_absolute_weights(folder, weights) for weights in entry["fold_weights"]]
-            members.append(Member(entry["run"], config, entry["views"], heads, fitted, fold_weights))
+            adapters = [_absolute_weights(folder, adapter) for adapter in entry.get("fold_adapters", [])]
+            members.append(Member(entry["run"], config, entry["views"], heads, fitted, fold_weights, adapters))
         return cls(
             track,
             members,
@@ -287,8 +322,10 @@ def member_of(run: Run, config: TrainConfig, views: list[str], track: Track, ite
     run's were (features.streams.fit)."""
     fitted = stream_families.fit(config, track.inputs, items)
     paired = views or list(run.config["views"])
-    tuned = [str(run.fold_dir(k) / BACKBONE_FILE) for k in run.folds_done()] if config.finetune else []
-    return Member(run.id, config, paired, fold_heads(run, config, len(track.targets)), fitted, tuned)
+    done = run.folds_done()
+    tuned = [str(run.fold_dir(k) / BACKBONE_FILE) for k in done] if config.finetune in TUNED_BACKBONE else []
+    adapters = [str(run.fold_dir(k) / ADAPTERS_DIR) for k in done] if config.finetune == TUNED_LMM else []
+    return Member(run.id, config, paired, fold_heads(run, config, len(track.targets)), fitted, tuned, adapters)
 
 
 def export_folder(predictor: Predictor, folder: Path) -> Path:
@@ -301,6 +338,7 @@ def export_folder(predictor: Predictor, folder: Path) -> Path:
             m,
             config=portable(m.config, folder),
             fold_weights=[copy_weights(Path(weights), folder) for weights in m.fold_weights],
+            fold_adapters=[copy_weights(Path(adapters), folder) for adapters in m.fold_adapters],
         )
         for m in predictor.members
     ]

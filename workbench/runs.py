@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from common.atomic import atomic_path, write_text
+from features.streams.lmm import Lmm
 
 CONFIG = "config.json"
 SCORES = "scores.json"
@@ -22,6 +23,11 @@ FOLD_SCORE = "score.json"  # in each fold's folder, written last: the fold is fi
 FOLDS = "folds.parquet"
 NOT_HASHED = ("run", "runs_dir", "fold")  # words that do not make another run
 BACKBONE_FILE = "backbone.safetensors"  # a fine-tuned run's backbone, in each of its fold folders (workbench.finetune)
+ADAPTERS_DIR = "adapters"  # a LoRA-tuned run's adapters (peft's save_pretrained), in each fold folder (workbench.lora)
+# The `finetune=` words of the recipes that tune from the media: the key-frame backbone (timm), or LoRA adapters of
+# the LMM stream's model, whose word is that stream family's name.
+TUNED_BACKBONE = ("true", "backbone")
+TUNED_LMM = Lmm.name
 
 
 @dataclass(frozen=True)

@@ -24,11 +24,11 @@ from tracks import Track, get_track
 from workbench.config import ConfigError, ExportConfig, PseudoLabelConfig, ScoreConfig, SubmitConfig, TrainConfig, build
 from workbench.console import console, table
 from workbench.data import items_of
-from workbench.predictor import Predictor, export_folder, member_of
+from workbench.predictor import Predictor, export_folder, lmm_set, member_of
 from workbench.predictor import usage as predict_usage
 from workbench.profile import Pipeline, check_budget
 from workbench.pseudo import label_rows, label_set_dir, write_label_set
-from workbench.runs import Run, newest_complete_run, open_run
+from workbench.runs import TUNED_BACKBONE, TUNED_LMM, Run, newest_complete_run, open_run
 
 TIMED = 3  # test items a runtime is measured on
 
@@ -236,8 +236,17 @@ def cost_and_readme(
 
 def describe(run: Run, config: TrainConfig, views: Sequence[str]) -> str:
     """The readme's free description, from what the run really did."""
+    if config.finetune == TUNED_LMM:  # the head reads the tuned LMM alone (workbench.lora)
+        spec = lmm_set(config, get_track(config.track).decoder)[0]
+        return (
+            f"{spec.backbone} (weights: {spec.weights}) with LoRA adapters on its language model's attention, tuned "
+            f"end to end with a {config.head} head on its final hidden state at the first prompt's last token, "
+            f"per fold (loss {config.loss}, {config.epochs} epoch(s)); test-time views {','.join(views)}; test "
+            f"prediction the mean of the {config.folds} fold models; run {run.id} of the vqa-workbench."
+        )
     return (
-        f"{'Fine-tuned' if config.finetune else 'Frozen'} {config.backbone} (weights: {config.weights}) features of "
+        f"{'Fine-tuned' if config.finetune in TUNED_BACKBONE else 'Frozen'} {config.backbone} (weights: "
+        f"{config.weights}) features of "
         f"the {config.view} view(s), "
         + stream_families.describe(config)
         + f"test-time views {','.join(views)}; {config.head} head trained on {config.folds} folds "

@@ -1,8 +1,9 @@
 """Training a run: every fold of its configuration by the recipe it names, then the run's summary and report.
 
 The frozen recipe (workbench.frozen) trains a head on cached vectors; the fine-tuned one (workbench.finetune, for
-`finetune=true`) tunes the key-frame backbone with it from the media. Both sit on the fold machinery
-(workbench.fold) and write the same fold outputs, so everything after training takes either run alike.
+`finetune=true`) tunes the key-frame backbone with it from the media, and the LoRA one (workbench.lora, for
+`finetune=lmm`) adapters of the LMM stream's model. All sit on the fold machinery (workbench.fold) and write the
+same fold outputs, so everything after training takes any run alike.
 """
 
 from __future__ import annotations
@@ -13,18 +14,24 @@ from collections.abc import Sequence
 from common.tables import Table
 from ensembles.calibrate import CALIBRATION, Calibration
 from ensembles.report import write_report
-from workbench.config import TrainConfig
+from workbench.config import ConfigError, TrainConfig
 from workbench.console import console, table
 from workbench.data import TrainingData, load_training_data, open_or_create_run, view_mean
 from workbench.finetune import finetune_fold
 from workbench.frozen import frozen_fold
-from workbench.runs import SCORES, Run
+from workbench.lora import lora_fold
+from workbench.runs import SCORES, TUNED_BACKBONE, TUNED_LMM, Run
+
+# `finetune=` -> the recipe that trains a fold: a head on cached vectors, or end to end from the media (the key-frame
+# backbone, or LoRA adapters of the LMM stream's model: `lmm`).
+RECIPES = {"": frozen_fold, "false": frozen_fold, **dict.fromkeys(TUNED_BACKBONE, finetune_fold), TUNED_LMM: lora_fold}
 
 
 def train_fold(cfg: TrainConfig, data: TrainingData, run: Run, fold: int) -> dict[str, float]:
     """One fold by the run's recipe; returns its scores."""
-    recipe = finetune_fold if cfg.finetune else frozen_fold
-    return recipe(cfg, data, run, fold)
+    if cfg.finetune not in RECIPES:
+        raise ConfigError(f"finetune={cfg.finetune!r}: expected one of {', '.join(repr(k) for k in RECIPES)}")
+    return RECIPES[cfg.finetune](cfg, data, run, fold)
 
 
 def train_run(cfg: TrainConfig, folds: Sequence[int]) -> tuple[Run, dict]:

@@ -57,12 +57,10 @@ def prompt_of(target: str, aspects: list[str]) -> int:
 
 def answers(spec: FeatureSpec, vectors: np.ndarray) -> np.ndarray:
     """[items, prompts]: the expected level score of each prompt, read by the encoder's column layout."""
-    from features.lmm import layout
+    from features.lmm import hidden_width, layout
 
     options = lmm_options(spec.options)
-    per_prompt = vectors.shape[1] // len(options.prompts)
-    hidden = (per_prompt - len(options.levels) - 1) // (2 * (1 + len(options.layers)))
-    columns = layout(options, hidden)
+    columns = layout(options, hidden_width(options, vectors.shape[1]))
     return np.stack([vectors[:, columns[f"p{k}.expected"]][:, 0] for k in range(len(options.prompts))], axis=1)
 
 
