@@ -11,6 +11,12 @@ mean over the visual tokens, and the same two for any extra layer asked for: a h
 words miss. `layout` names the columns, so a reader picks the expected score without the arithmetic.
 
 A batch goes through the model once per prompt, left-padded, so the last position is every row's last real token.
+The families differ in how they take frames, and the differences live in `_media` and the caps below it: Qwen sizes a
+frame by its pixel count (capped per call); InternVL and SmolVLM cut an image into tiles (their count capped by the
+frame's pixels) and give each video frame one tile; LLaVA-OneVision's grid follows the frame as given. InternVL and
+SmolVLM spell a video as a run of image tokens, so the visual tokens are whichever of the config's image and video
+token ids a prompt holds. A processor without a video part (Idefics3, PaliGemma) gets the frames as image slots.
+
 Nothing is downloaded (features.hf), and a model whose code is not in transformers runs only when asked for with
 `lmm_remote_code=true`. transformers is imported where a model is built: every process that reads the cache imports
 this module through the feature specs.
@@ -19,7 +25,9 @@ this module through the feature specs.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
+import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,7 +44,8 @@ from features.hf import folder_digest, model_folder
 LEVELS = ("excellent", "good", "fair", "poor", "bad")  # Q-Align's five, best first
 FRAMES = ("video", "each")
 DTYPES = ("float32", "bfloat16", "float16")
-# Config keys that name the ids of the placeholder tokens a processor expands into the visual tokens.
+# Config keys (and processor attributes, where a config names none) that name the ids of the placeholder tokens a
+# processor expands into the visual tokens.
 _VISUAL_TOKEN_KEYS = ("image_token_id", "video_token_id", "image_token_index", "video_token_index")
 _PIXEL_EDGES = ("shortest_edge", "longest_edge")  # a size in pixels per frame (Qwen's min_pixels, max_pixels)
 # Files whose `auto_map` asks for code from the model's folder (trust_remote_code).
@@ -58,7 +67,8 @@ class LmmOptions:
     levels: tuple[str, ...] = LEVELS  # weights len..1 for the expected score
     layers: tuple[int, ...] = ()  # extra hidden-state layers (indices into hidden_states) besides the final one
     frames: str = "video"  # "video": one video of the frames; "each": one image slot per frame; one frame: an image
-    pixels: int = 448 * 448  # the most pixels of one frame given to the processor
+    # (a model whose processor takes no video gets image slots under "video" too)
+    pixels: int = 448 * 448  # the most pixels of one frame given to the processor (and the tiles it may fill)
     dtype: str = "float32"  # the model's compute dtype
     remote_code: bool = False  # allow a model whose code lives in its folder (trust_remote_code)
 
@@ -125,10 +135,15 @@ class LmmEncoder(FrozenEncoder):
         self.dim = max(s.stop for s in self.layout.values())
         self.level_ids = level_token_ids(processor.tokenizer, options.levels)
         ids = {getattr(config, key, None) for key in _VISUAL_TOKEN_KEYS} - {None}
+        ids = ids or {getattr(processor, key, None) for key in _VISUAL_TOKEN_KEYS} - {None}
         if not ids:
             keys = ", ".join(_VISUAL_TOKEN_KEYS)
             raise ValueError(f"{type(config).__name__} names no image or video token id ({keys}): no visual tokens")
         self.register_buffer("visual_ids", torch.tensor(sorted(ids)), persistent=False)
+        self.takes_video = getattr(processor, "video_processor", None) is not None
+        # Only the last position's logits are read; a forward that cannot be told so computes them all.
+        keep = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self._forward = {"logits_to_keep": 1} if keep else {}
         template = getattr(processor, "chat_template", None)
         if not template:
             raise ValueError(f"{type(processor).__name__} has no chat template: the prompt could not be laid out")
@@ -144,6 +159,8 @@ class LmmEncoder(FrozenEncoder):
             },
             "version": self.version,
         }
+        if tiles := _tile_knob(processor):  # the tiles an image is cut into follow `pixels` (Qwen's sizes do anyway)
+            self._identity["tiles"] = tiles
 
     def identity(self) -> dict[str, Any]:
         return json.loads(json.dumps(self._identity))
@@ -166,12 +183,14 @@ class LmmEncoder(FrozenEncoder):
 
     def _media(self, inputs: torch.Tensor) -> tuple[str, list[Any], dict[str, Any]]:
         """The processor's media for the batch: its kind (image or video), one entry per item, and per-call options
-        that cap the pixels where the processor counts them (Qwen's size in pixels)."""
+        that cap what a frame becomes: Qwen's size in pixels, or the tiles a tiling processor cuts an image into."""
         clips = [self._frames(clip) for clip in inputs.float()]
         low = _pixel_floor(self.processor)
-        if clips[0].shape[0] == 1 or self.options.frames == "each":
+        if clips[0].shape[0] == 1 or self.options.frames == "each" or not self.takes_video:
             media = [[Image.fromarray(frame) for frame in clip] for clip in clips]
-            return "image", media, _pixel_caps(self.processor, "image_processor", low, self.options.pixels)
+            height, width = clips[0].shape[1:3]
+            caps = _pixel_caps(self.processor, "image_processor", low, self.options.pixels)
+            return "image", media, caps or _tile_caps(self.processor, height * width)
         pair = int(getattr(getattr(self.processor, "video_processor", None), "temporal_patch_size", 1) or 1)
         if pad := -clips[0].shape[0] % pair:  # frames merged in pairs: repeat the last rather than let it be padded
             clips = [np.concatenate([clip, np.repeat(clip[-1:], pad, axis=0)]) for clip in clips]
@@ -220,7 +239,7 @@ class LmmEncoder(FrozenEncoder):
             batch = self._batch(media, texts, prompt)
             if not bool(batch["attention_mask"][:, -1].all()):
                 raise RuntimeError(f"{type(self.processor).__name__} did not pad on the left")
-            out = self.model(**batch, output_hidden_states=True, logits_to_keep=1, use_cache=False)
+            out = self.model(**batch, output_hidden_states=True, use_cache=False, **self._forward)
             probs, expected = readout(out.logits[:, -1], self.level_ids)
             visual = torch.isin(batch["input_ids"], self.visual_ids).unsqueeze(-1).float()
             parts += [probs, expected[:, None]]
@@ -238,13 +257,45 @@ def _pixel_floor(processor: Any) -> int:
 
 def _pixel_caps(processor: Any, part: str, low: int, high: int) -> dict[str, Any]:
     """Per-call size for a processor part that sizes frames by their pixel count (Qwen's shortest/longest edge in
-    pixels, with a merge size); others resize to their own tiles and take the frames as given."""
+    pixels, with a merge size); none for others, which resize to their own tiles (_tile_caps)."""
     sub = getattr(processor, part, None)
     size = getattr(sub, "size", None)
     edges = [size.get(k) if isinstance(size, dict) else getattr(size, k, None) for k in _PIXEL_EDGES]
     if not hasattr(sub, "merge_size") or None in edges:
         return {}
     return {f"{part.split('_')[0]}s_kwargs": {"size": {"shortest_edge": min(low, high), "longest_edge": high}}}
+
+
+def _tile_knob(processor: Any) -> str | None:
+    """The image processor's option that sets how many tiles an image is cut into, where it tiles: InternVL's
+    (GotOcr2) `max_patches`, or SmolVLM's and Idefics3's `size` (the longest edge, split into tiles of
+    `max_image_size`)."""
+    image = getattr(processor, "image_processor", None)
+    size = getattr(image, "size", None)
+    if hasattr(image, "max_patches") and getattr(size, "height", None) and getattr(size, "width", None):
+        return "max_patches"
+    tile = getattr(image, "max_image_size", None)
+    if getattr(image, "do_image_splitting", False) and isinstance(tile, dict) and tile.get("longest_edge"):
+        return "longest_edge"
+    return None
+
+
+def _tile_caps(processor: Any, area: int) -> dict[str, Any]:
+    """Per-call options that cut an image of `area` pixels into at most as many tiles as its pixels fill (one at
+    least), within the processor's own most: left alone, InternVL gives a wide frame two tiles and a thumbnail, and
+    SmolVLM grows any image to its longest edge (4x4 tiles and a global view, over a thousand tokens a frame). A
+    processor that does not tile (LLaVA-OneVision, whose grid follows the frame as given) gets none."""
+    image = processor.image_processor
+    knob = _tile_knob(processor)
+    if knob == "max_patches":
+        tiles = area // (image.size.height * image.size.width)
+        return {"images_kwargs": {"max_patches": max(1, min(int(image.max_patches), tiles))}}
+    if knob == "longest_edge":
+        tile = int(image.max_image_size["longest_edge"])
+        most = int(getattr(image.size, "longest_edge", None) or tile)
+        side = tile * max(1, min(most // tile, math.isqrt(area) // tile))
+        return {"images_kwargs": {"size": {"longest_edge": side}}}
+    return {}
 
 
 def _refuse_remote_code(name: str, folder: Path) -> None:
