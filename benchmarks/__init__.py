@@ -28,5 +28,12 @@ of its own with a `rows` function, numbered as in BENCHMARKS.md:
 - `hdr`: 12, the full-reference metrics of HDR10 pairs (FFmpeg's, in code values and PU) against decoding the pairs
   alone; 13, HDR key frames as perceptual ICtCp through our decode against the video decoder's RGB of them;
 - `finetune`: 14, one fold of `train finetune=true` (backbone and head tuned from the media) against a bare PyTorch
-  loop on the same model and data, in training images a second.
+  loop on the same model and data, in training images a second;
+- `lmm`: 15, the LMM stream's extraction (a random Qwen2-VL built offline, two prompts, AIGV videos with their
+  prompts) against a bare transformers loop, processor and forward per prompt, over the same frames decoded
+  beforehand, in the same batches.
+
+Apart from the suite, `python -m benchmarks.gpu_lmm` is a prepared check for a CUDA machine: the LMM stream's encoder
+and a LoRA training step at Qwen2-VL-2B's shape (random weights, bfloat16), each against a bare loop, in items or
+steps a second and peak GPU memory (`--smoke` runs it on the CPU with a tiny model).
 """

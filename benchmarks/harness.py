@@ -35,7 +35,7 @@ Progress = Callable[[str], None]
 # A module is imported when its group is chosen, so a run loads only what its rows need (Optuna for the sweep's).
 GROUPS = (
     "extraction", "cache", "training", "memory", "sweep", "fingerprint", "motion", "audio", "text", "predictor", "hdr",
-    "finetune",
+    "finetune", "lmm",
 )  # fmt: skip
 EXIT_USAGE = 2  # as the workbench's commands exit on a usage error
 console = Console()
@@ -77,13 +77,18 @@ class Sizes:
     texts: int = 2000  # distinct prompts of the text rows
     image: tuple[int, int] = (3840, 2160)  # the still image the fingerprint row hashes and decodes
     tune_items: int = 48  # FIQA images of the fine-tuning row
+    lmm_items: int = 32  # AIGV videos of the LMM stream's row
+    lmm_hidden: int = 512  # its random Qwen2-VL's text width and layers (the vision tower as wide)
+    lmm_layers: int = 4
+    lmm_frames: int = 4  # key frames per video given to the model, each lmm_side x lmm_side
+    lmm_side: int = 224
 
 
 SIZES = {
     "full": Sizes(),
     "quick": Sizes(
         clips=1, extraction_items=8, seconds=3, repeats=1, train_items=500, epochs=4, memory_items=(10, 50), trials=2,
-        trial_folds=2, long_seconds=6, texts=200,
+        trial_folds=2, long_seconds=6, texts=200, lmm_items=8,
     ),
 }  # fmt: skip
 

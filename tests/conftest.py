@@ -27,7 +27,8 @@ TINY_WIDTH, TINY_HEIGHT, TINY_FRAMES, TINY_FPS = 64, 48, 16, 8  # 2 s clips: two
 SLOWEST_FILES = (
     "test_sweep.py", "test_reliability_extraction.py", "test_ddp_extraction.py", "test_bench.py", "test_motion.py",
     "test_pseudo.py", "test_tracks.py", "test_predictor.py", "test_reliability_sweep.py", "test_blend.py",
-    "test_media_binding.py", "test_cache_versions.py", "test_reliability_training.py",
+    "test_media_binding.py", "test_cache_versions.py", "test_reliability_training.py", "test_lmm_stream.py",
+    "test_lora.py",
 )  # fmt: skip
 
 
