@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 from rich.console import Console
@@ -10,7 +11,20 @@ from common.tables import rich_table
 from features.extract import ExtractionSummary
 from workbench.config import as_dict
 
-console = Console()
+LOG_WIDTH = 10_000  # wider than any table, so a log lays each out at its natural width
+
+
+def output_console(**options: object) -> Console:
+    """The console a command prints through. A terminal folds tables and lines to its width; a log (CI, a file, a
+    pipe) is read later and searched, so there, unless COLUMNS says otherwise, tables take their natural width and no
+    line is wrapped: rich would otherwise cut paths and headers at 80 columns."""
+    shown = Console(**options)
+    if shown.is_terminal or "COLUMNS" in os.environ:
+        return shown
+    return Console(**{"width": LOG_WIDTH, "soft_wrap": True, **options})  # what the caller names wins
+
+
+console = output_console()
 errors = Console(stderr=True, soft_wrap=True)  # unwrapped, so a path or id in a message stays whole
 EXIT_USAGE, EXIT_FAILURES = 2, 3
 FAILURES_SHOWN = 20  # rows of the failures table printed; the cache keeps them all
