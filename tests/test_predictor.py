@@ -3,6 +3,7 @@ the submission of the same runs did; its command's arguments, errors and atomic 
 
 from __future__ import annotations
 
+import json
 import runpy
 import shutil
 import subprocess
@@ -15,10 +16,11 @@ import pandas as pd
 import pytest
 import torch
 
+from ensembles.calibrate import Calibration
 from ensembles.combine import fold_ensemble
-from tracks import get_track
+from tracks import get_track, list_tracks
 from workbench.cli import main
-from workbench.predictor import MANIFEST, Predictor
+from workbench.predictor import MANIFEST, README, Predictor
 from workbench.runs import Run
 
 KVQ = get_track("kvq")
@@ -112,7 +114,7 @@ def test_predict_a_list_in_one_process_and_the_zip_holds_the_folder(exported, tm
     np.testing.assert_allclose(scores.loc[submitted.index, "score"], submitted["score"], rtol=1e-5, atol=1e-6)
     with zipfile.ZipFile(folder.with_suffix(".zip")) as archive:
         names = set(archive.namelist())
-        assert {f"{folder.name}/predict", f"{folder.name}/{MANIFEST}"} <= names
+        assert {f"{folder.name}/predict", f"{folder.name}/{MANIFEST}", f"{folder.name}/{README}"} <= names
         assert archive.getinfo(f"{folder.name}/predict").external_attr >> 16 & 0o111  # still executable
 
 
@@ -199,3 +201,19 @@ def test_a_challenge_that_passes_a_reference_gets_it_in_its_order_and_a_no_refer
     assert float((tmp_path / "out.txt").read_text()) == pytest.approx(submitted.loc[item, "score"], rel=1e-5)
     assert predict([str(paths[item]), str(tmp_path / "two.txt")], folder) == 2
     assert "usage: predict DISTORTED REFERENCE RESULT_FILE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", list_tracks())
+def test_the_manifest_and_readme_state_each_targets_range_and_direction(name, tmp_path):
+    track = get_track(name)
+    if track.bounded:  # as `submit score_range=0,100` answers ICME's template
+        track = track.with_range(0.0, 100.0)
+    pred = pd.DataFrame({t: [0.5, 0.7] for t in track.targets}, index=["a", "b"])
+    folder = Predictor(track, [], {}, Calibration("none", {}), track.range_map(pred)).save(tmp_path)
+    output = json.loads((folder / MANIFEST).read_text())["output"]
+    readme = (folder / README).read_text()
+    assert list(output) == list(track.targets)
+    for target, (low, high) in track.ranges().items():
+        assert output[target] == {"low": low, "high": high, "bounded": track.bounded, "higher_is_better": True}
+        (line,) = (line for line in readme.splitlines() if line.startswith(f"- `{target}`: higher is better; "))
+        assert (f"strictly inside ({low}, {high})" if track.bounded else f"accepts [{low}, {high}]") in line

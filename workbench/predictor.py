@@ -1,7 +1,8 @@
 """The runnable predictor: one item's raw media in, its score out, with neither the cache, the runs nor the data.
 
 An exported folder holds `predictor.json` (the track, each run's configuration, its test-time views, its fitted text
-encoders and categories, the blend, the calibration and the range map), every fold's head (`heads/`), the encoders'
+encoders and categories, the blend, the calibration, the range map and each target's output range and direction,
+which `README.md` states in words), every fold's head (`heads/`), the encoders'
 weight files (`weights/`) and an executable `predict` at its root. It runs the code that made the training features
 (features.encoding.render_item, the same encoders, the same view pairing as features.reader), so the predictor and
 the submission agree by construction rather than by a second implementation kept in step; the price is that it
@@ -51,6 +52,7 @@ from workbench.runs import ADAPTERS_DIR, BACKBONE_FILE, TUNED_BACKBONE, TUNED_LM
 from workbench.tuned_lmm import TunedLmm, lmm_set, load_lmm_of
 
 MANIFEST = "predictor.json"
+README = "README.md"
 WEIGHTS = "weights"
 VERSION = 2  # 2: what the streams made at load learned, per stream family (1: text encoders and categories apart)
 
@@ -235,12 +237,46 @@ class Predictor:
             "blend": self.blend,
             "calibration": self.calibration.to_json(),
             "range_map": self.range_map.to_json(),
+            "output": self.output(),
         }
+        write_text(folder / README, self.readme())
         write_text(folder / MANIFEST, json.dumps(manifest, indent=2))
         script = folder / "predict"
         write_text(script, PREDICT_SCRIPT)
         script.chmod(0o755)
         return folder
+
+    def output(self) -> dict[str, dict]:
+        """Each target's range and direction, for whoever runs the predictor without the workbench: a bounded track's
+        predictions lie strictly inside the range its map takes them into (`submit score_range=` included); the
+        others are on the labels' scale, unclipped, and a submission accepts them within the track's range. Higher
+        is better on every track: quality (MOS, JOD, each XGC dimension) and engagement (ECR) alike."""
+        ranges = self.track.ranges()
+        output = {}
+        for target in self.track.targets:
+            mapped = self.range_map.targets.get(target)
+            low, high = (mapped.low, mapped.high) if mapped else ranges[target]
+            output[target] = {"low": low, "high": high, "bounded": bool(mapped), "higher_is_better": True}
+        return output
+
+    def readme(self) -> str:
+        """The folder's README: what it scores, how to run it, and what each number it writes means."""
+        runs = ", ".join(member.run for member in self.members)
+        lines = [
+            f"# {self.track.title}: exported predictor",
+            "",
+            f"Run(s) {runs} of the vqa-workbench, which must be installed to run it.",
+            f"Usage: `{usage(self.track)}`. It writes one float per target, comma-separated, in this order:",
+            "",
+        ]
+        for target, out in self.output().items():
+            where = (
+                f"always strictly inside ({out['low']}, {out['high']})"
+                if out["bounded"]
+                else f"on the labels' scale, unclipped (a submission accepts [{out['low']}, {out['high']}])"
+            )
+            lines.append(f"- `{target}`: higher is better; {where}")
+        return "\n".join(lines) + "\n"
 
     @classmethod
     def load(cls, folder: Path) -> Predictor:
