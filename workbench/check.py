@@ -2,9 +2,13 @@
 
 It reads the label files as every command will (so a layout error shows here first), then reports items per split,
 groups, each target's range and missing labels, media missing or unreadable (a fast probe that opens each file's
-container or image header, decoding nothing), and what the track assumes where the organisers published nothing.
+container or image header, decoding nothing), media duplicated (identical files under several ids; near-duplicates
+by a perceptual hash of a few key frames, features.duplicates: across the training and test lists in different
+groups they are leakage, a problem; training groups they join share a fold), and what the track assumes where the
+organisers published nothing.
 A folder holding the label files alone is fine: the report says which media are missing, so a download can be
-checked before the media are fetched. Every finding that would make a later command fail is a problem.
+checked before the media are fetched. Every finding that would make a later command fail, or its scores mislead,
+is a problem.
 """
 
 from __future__ import annotations
@@ -22,8 +26,11 @@ from common.tables import examples
 from features import streams as stream_families
 from features.backbones import WeightsNotFound
 from features.decode import DECODERS, MediaError
+from features.duplicates import BITS, NEAR, clusters, media_hashes, near_pairs
+from features.fingerprint import UNREADABLE
 from features.inputs import Category, Text
 from tracks import LayoutError, Track
+from workbench.folds import join_near_duplicates
 
 SHOWN = 5  # examples named per finding
 
@@ -58,8 +65,9 @@ def assumptions(track: Track) -> list[str]:
     return [" ".join(line.split()) for line in lines[start:end]]
 
 
-def check(track: Track, data: Path, media: bool = True, threads: int = 8) -> Report:
-    """The report on `data` as `track` reads it; `media=False` skips probing the files."""
+def check(track: Track, data: Path, media: bool = True, threads: int = 8, cache: str | Path | None = None) -> Report:
+    """The report on `data` as `track` reads it; `media=False` skips probing and hashing the files. With `cache`,
+    the files' fingerprints and key-frame hashes are memoised there, as training reads them."""
     report = Report(assumptions=assumptions(track))
     try:
         items = track.read_items(data)
@@ -97,6 +105,8 @@ def check(track: Track, data: Path, media: bool = True, threads: int = 8) -> Rep
             report.facts.append((f"{kind.column} (category)", f"{len(seen)} in training; {unseen} other items unseen"))
         elif media:
             _probe_column(report, items, kind.column, kind.decoder, threads)
+    if media:
+        _duplicates(report, items, track.inputs[0].column, track.decoder, threads, cache)
     return report
 
 
@@ -114,6 +124,41 @@ def _probe_column(report: Report, items: pd.DataFrame, column: str, decoder: str
     if len(broken):
         named = [f"{item} ({reason})" for item, reason in zip(broken["item_id"], broken["reason"])]
         report.problems.append(f"{len(broken)} {decoder} file(s) unreadable: {examples(named, SHOWN)}")
+
+
+def _duplicates(
+    report: Report, items: pd.DataFrame, column: str, decoder: str, threads: int, cache: str | Path | None
+) -> None:
+    """Identical files under several ids, near-duplicates across the training and test lists in different groups
+    (leakage: a problem), and training groups holding near-duplicates of one another (the folds join them)."""
+    hashes, digests = media_hashes(items[column].tolist(), decoder, cache, threads)
+    ids, split = items["item_id"].to_numpy(), items["split"].to_numpy()
+    group = items["group"].astype(str).to_numpy()
+    readable = pd.Series(digests)[lambda d: d != UNREADABLE]
+    same = [ids[rows] for rows in readable.groupby(readable).indices.values() if len(rows) > 1]
+    identical = f"{sum(map(len, same))} items in {len(same)} set(s): " + examples([" = ".join(s) for s in same], SHOWN)
+    report.facts.append(("identical files", identical if same else "none"))
+    i, j, bits = near_pairs(hashes)
+    named = np.array([f"{ids[a]} ~ {ids[b]} ({d:g} bits)" for a, b, d in zip(i, j, bits)], dtype=object)
+    hashed = int(hashes.valid.any(axis=1).sum())
+    strangers = group[i] != group[j]
+    near = f"{len(i)} pair(s) among {hashed} files hashed, {strangers.sum()} of them across groups"
+    near += f": {examples(named[strangers], SHOWN)}" if strangers.any() else ""
+    report.facts.append((f"near-duplicates (<= {NEAR} of {BITS} bits)", near))
+    listed = np.isin(split, ("train", "test"))
+    leaked = named[strangers & (split[i] != split[j]) & listed[i] & listed[j]]
+    if len(leaked):
+        report.problems.append(
+            f"{len(leaked)} near-duplicate pair(s) across the training and test lists, in different groups "
+            f"(leakage): {examples(leaked, SHOWN)}"
+        )
+    train = split == "train"
+    inside = train[i] & train[j]
+    rank = np.cumsum(train) - 1  # each item's row among the training items
+    joined = join_near_duplicates(group[train], clusters(int(train.sum()), rank[i[inside]], rank[j[inside]]))
+    together = [" + ".join(sorted(s)) for s in pd.Series(group[train]).groupby(joined).unique() if len(s) > 1]
+    kept = f"{len(together)} set(s), each kept in one fold: " + examples(together, SHOWN)
+    report.facts.append(("training groups joined by near-duplicates", kept if together else "none"))
 
 
 def missing_weights(cfg: object) -> list[str]:

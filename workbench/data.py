@@ -2,8 +2,8 @@
 
 `load_training_data` reads everything the folds of one run share (`TrainingData`): the items as the label files
 name them now, each bound to its file's fingerprint, the cached streams served only for those very files, the streams
-made at load (features.streams), the labels and the grouped folds; `open_or_create_run` finds or makes the run
-folder its configuration names.
+made at load (features.streams), the labels and the grouped folds (groups holding near-duplicates joined);
+`open_or_create_run` finds or makes the run folder its configuration names.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from features.views import split_variants, view_family
 from tracks import LayoutError, Track, get_track
 from tracks.unlabelled import UNLABELLED, unlabelled_items
 from workbench.config import FeatureConfig, TrainConfig, as_dict
-from workbench.folds import grouped_folds
+from workbench.folds import grouped_folds, media_groups
 from workbench.pseudo import PseudoLabels, eligible
-from workbench.runs import CONFIG, FOLDS, Run, run_id
+from workbench.runs import CONFIG, FOLDS, NOT_HASHED, Run, run_id
 
 TEST_FOLD, UNLABELLED_FOLD = -1, -2  # the fold column of the items no fold holds
 
@@ -149,7 +149,12 @@ def load_training_data(cfg: TrainConfig) -> TrainingData:
     labels = np.array(items[list(track.targets)], dtype=np.float32)  # writable: torch shares its memory
     train = (items["split"] == "train").to_numpy()
     folds = np.where(items["split"] == UNLABELLED, UNLABELLED_FOLD, TEST_FOLD)
-    folds[train] = grouped_folds(items.loc[train, "group"], cfg.folds, track.name, cfg.seed)
+    groups = items.loc[train, "group"].astype(str).to_numpy()
+    joined = media_groups(items[train], track.decoder, cfg.cache)
+    folds[train] = grouped_folds(joined, cfg.folds, track.name, cfg.seed)
+    if (joined != groups).any():  # folds other than the lists' groups give: another run (none joined: the same)
+        joins = json.dumps(sorted(set(zip(groups, joined))))
+        feature_key += "+joined-" + hashlib.sha256(joins.encode()).hexdigest()[:10]
     pseudo = None
     if cfg.pseudo:
         pseudo = PseudoLabels.read(cfg.pseudo, cfg.runs_dir, track.name)
@@ -171,8 +176,8 @@ def open_or_create_run(cfg: TrainConfig, data: TrainingData) -> Run:
         "views": data.features.views,
     }
     if run.path.joinpath(CONFIG).is_file():
-        previous = {k: v for k, v in run.config.items() if k != "fold"}
-        if previous != {k: v for k, v in resolved.items() if k != "fold"}:
+        previous = {k: v for k, v in run.config.items() if k not in NOT_HASHED}  # a logger does not change the run
+        if previous != {k: v for k, v in resolved.items() if k not in NOT_HASHED}:
             raise ValueError(f"{run.path} was trained with another configuration; pass a new run=<name>")
         return run
     run.path.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,9 @@
 
 Every run and every sweep trial of a track gets the same folds, so their out-of-fold predictions can be blended;
 a group (a source and its processed versions) never straddles two folds, so validation never sees a sibling of a
-training video. The order of rows does not matter: groups are sorted before the seeded shuffle.
+training video. The order of rows does not matter: groups are sorted before the seeded shuffle. Groups holding
+near-duplicates of one another are joined first (`join_near_duplicates`), so that holds for copies the lists file
+under other sources too.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ import hashlib
 
 import numpy as np
 import pandas as pd
+
+from features.duplicates import clusters as components
+from features.duplicates import near_duplicate_clusters
 
 
 def fold_seed(track: str, k: int, seed: int) -> int:
@@ -35,3 +40,22 @@ def grouped_folds(groups: pd.Series | np.ndarray, k: int, track: str, seed: int)
         fold_of_group[g] = target
         load[target] += sizes[g]
     return fold_of_group[inverse]
+
+
+def join_near_duplicates(groups: pd.Series | np.ndarray, clusters: np.ndarray) -> np.ndarray:
+    """Each row's group, the groups that share a cluster of near-duplicates (features.duplicates) joined under the
+    least of their names, transitively: a copy of a video under another source's name would otherwise put the same
+    picture on both sides of a fold. Groups that share no cluster keep their names, so their folds are unchanged."""
+    names, group_of = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    _, cluster_of = np.unique(np.asarray(clusters), return_inverse=True)
+    nodes = len(names) + cluster_of.max(initial=-1) + 1  # groups, then clusters: each row joins its two
+    component = components(nodes, group_of, len(names) + cluster_of)[: len(names)]
+    first = pd.Series(names).groupby(component).transform("min").to_numpy()  # names are sorted: the least
+    return first[group_of]
+
+
+def media_groups(items: pd.DataFrame, decoder: str, memo_dir: str | None = None) -> np.ndarray:
+    """Each item's group as the folds take it: the groups holding near-duplicates of one another's media joined
+    (`join_near_duplicates`), the key frames' hashes memoised in `memo_dir`."""
+    clusters = near_duplicate_clusters(items["path"].tolist(), decoder, memo_dir)
+    return join_near_duplicates(items["group"].astype(str).to_numpy(), clusters)

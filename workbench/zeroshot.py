@@ -25,7 +25,7 @@ from features.streams.lmm import asked_aspects, lmm_options, lmm_spec
 from tracks import Track, get_track
 from workbench.config import ConfigError, ZeroShotConfig
 from workbench.data import items_of
-from workbench.folds import grouped_folds
+from workbench.folds import grouped_folds, media_groups
 
 VIEW = "center"
 
@@ -90,7 +90,7 @@ def zero_shot(cfg: ZeroShotConfig) -> ZeroShot:
     items, vectors = items[present].reset_index(drop=True), found.x[present][:, 0, 0]  # [N, V, T, D]: one view, one row
     table = answers(spec, vectors.astype(np.float64))
     aspects = asked_aspects(cfg)
-    folds = grouped_folds(items["group"], cfg.folds, track.name, cfg.seed)
+    folds = grouped_folds(media_groups(items, track.decoder, cfg.cache), cfg.folds, track.name, cfg.seed)
     predicted, rows = pd.DataFrame(index=items["item_id"]), []
     for target in track.targets:
         k = prompt_of(target, aspects)
