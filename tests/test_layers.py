@@ -150,7 +150,8 @@ def test_the_checks_see_a_lazy_relative_import_and_find_a_cycle_but_not_a_chain(
     assert resolve("p.a.function", {"p": source, "p.a": source}) == "p.a"
 
 
-def test_a_plain_command_loads_neither_optuna_nor_the_benchmarks():
-    code = "import sys, workbench.cli; print(sorted({'optuna', 'benchmarks'} & set(sys.modules)))"
+def test_a_plain_command_loads_neither_optuna_nor_the_benchmarks_nor_a_logger_library():
+    shunned = {"optuna", "benchmarks", "tensorboard", "mlflow"}
+    code = f"import sys, workbench.cli, workbench.train; print(sorted({shunned} & set(sys.modules)))"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

@@ -131,6 +131,8 @@ class TrainConfig(HeadConfig, FeatureConfig):
     select: str = "best"  # a fold's kept weights: best (its epoch best on the fold) | last (a teacher's, see pseudo)
     run: str = ""  # empty starts a new run (train) or uses the newest (train-fold)
     runs_dir: str = "runs"  # the root folder of run folders
+    logger: str = "csv"  # each fold's curves per epoch: csv | tensorboard | mlflow | none (workbench.loggers)
+    tracking_uri: str = ""  # logger=mlflow: empty is the SQLite store runs_dir/mlflow.db; else any MLflow tracking URI
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ fold's model with its checkpoint chosen on the fold, the pair of models pseudo-l
 `StreamHead`; `CachedFeatures` serves one fold's tensors (an x and a mask per feature stream), already in memory.
 A step of a head on cached features takes about a millisecond, so anything the framework does per step shows:
 batches are gathered from the in-memory tensors in one indexing call each (not sample by sample and stacked), and
-the training loss is summed on the side and logged once per epoch, not through Lightning's per-step logging.
+the training loss is summed on the side and logged once per epoch, not through Lightning's per-step logging. Each
+fit's curves (training loss, validation score, learning rate) go to the logger `logger=` names (workbench.loggers).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from tracks.unlabelled import UNLABELLED
 from workbench.config import TrainConfig
 from workbench.data import UNLABELLED_FOLD, TrainingData, view_mean
 from workbench.heads import StreamHead, create_head, load_state
+from workbench.loggers import fold_logger
 from workbench.losses import CombinedLoss
 from workbench.runs import FOLD_SCORE, Run
 
@@ -42,6 +44,8 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     # A fold's folder holds its out-of-fold and test-time checkpoints under pseudo-labels, and its outputs: by design.
     warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+    # Curves are logged per epoch (HeadRegressor), so Lightning's per-step logging interval does not apply.
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
 
 
 class HeadRegressor(pl.LightningModule):
@@ -83,6 +87,9 @@ class HeadRegressor(pl.LightningModule):
             loss = sum(w * self.loss(pred[m], y[m]) for m, w in parts) / sum(w for _, w in parts)
         self._loss_sum, self._loss_count = self._loss_sum + loss.detach(), self._loss_count + 1
         return loss
+
+    def on_train_epoch_start(self) -> None:
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"])  # the head's, this epoch's (before its step)
 
     def on_train_epoch_end(self) -> None:
         self.log("train_loss", self._loss_sum / max(self._loss_count, 1))
@@ -269,14 +276,14 @@ class FoldFit:
 
     def train(self, module: HeadRegressor, datamodule: pl.LightningDataModule, name: str) -> HeadRegressor:
         """`module` fitted for the run's epochs, quietly, then holding the weights of the epoch the fold keeps
-        (fold_checkpoint, saved as `name`)."""
+        (fold_checkpoint, saved as `name`); its curves go to the run's logger (workbench.loggers.fold_logger)."""
         checkpoint = fold_checkpoint(self.cfg, self.run, self.fold, name)
         trainer = pl.Trainer(
             max_epochs=self.cfg.epochs,
             accelerator=self.accelerator,
             devices=1,
             precision=self.precision,
-            logger=False,
+            logger=fold_logger(self.cfg, self.run, self.fold, name),
             callbacks=[checkpoint],
             enable_progress_bar=False,
             enable_model_summary=False,

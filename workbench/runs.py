@@ -20,8 +20,10 @@ from features.streams.lmm import Lmm
 CONFIG = "config.json"
 SCORES = "scores.json"
 FOLD_SCORE = "score.json"  # in each fold's folder, written last: the fold is finished
+FOLD_TIME = "time.json"  # in each fold's folder: the seconds its training took
 FOLDS = "folds.parquet"
-NOT_HASHED = ("run", "runs_dir", "fold")  # words that do not make another run
+# Words that do not make another run: where it is, which fold, where its curves are logged (workbench.loggers).
+NOT_HASHED = ("run", "runs_dir", "fold", "logger", "tracking_uri")
 BACKBONE_FILE = "backbone.safetensors"  # a fine-tuned run's backbone, in each of its fold folders (workbench.finetune)
 ADAPTERS_DIR = "adapters"  # a LoRA-tuned run's adapters (peft's save_pretrained), in each fold folder (workbench.lora)
 # The `finetune=` words of the recipes that tune from the media: the key-frame backbone (timm), or LoRA adapters of

@@ -19,6 +19,7 @@ from workbench.console import console, table
 from workbench.data import TrainingData, load_training_data, open_or_create_run, view_mean
 from workbench.finetune import finetune_fold
 from workbench.frozen import frozen_fold
+from workbench.loggers import write_curves
 from workbench.lora import lora_fold
 from workbench.runs import SCORES, TUNED_BACKBONE, TUNED_LMM, Run
 
@@ -77,6 +78,7 @@ def run_summary(run: Run, data: TrainingData) -> dict:
         f", {data.track.calibrate} calibrated (in sample)" if "oof_calibrated" in summary else ""
     )
     write_report(run.path, title, oof, truth, fold_scores, summary["oof"]["score"], [summary_table(run, summary)])
+    write_curves(run.path)
     return summary
 
 
