@@ -78,6 +78,18 @@ lint:
     @{{python}} -m ruff check .
     @{{python}} -m ruff format --check .
 
+# the runs of a track, best first, with 95% intervals: track=<t> [top=20] [where=<setting>=<value>] [sort=score|when|cost|time]
+runs *args:
+    @{{python}} -m workbench runs "$@"
+
+# two runs on the same out-of-fold items, a paired bootstrap over groups: track=<t> runs=<a>,<b>
+compare *args:
+    @{{python}} -m workbench compare "$@"
+
+# record a submission's leaderboard score: track=<t> submission=<name> score=<x> [phase=val|test] [note=...]
+lb *args:
+    @{{python}} -m workbench lb "$@"
+
 # read an organiser's folder and report splits, groups, label ranges, missing or unreadable media: track=<t> data=<dir>
 check *args:
     @{{python}} -m workbench check "$@"

@@ -31,7 +31,9 @@ of its own with a `rows` function, numbered as in BENCHMARKS.md:
   loop on the same model and data, in training images a second;
 - `lmm`: 15, the LMM stream's extraction (a random Qwen2-VL built offline, two prompts, AIGV videos with their
   prompts) against a bare transformers loop, processor and forward per prompt, over the same frames decoded
-  beforehand, in the same batches.
+  beforehand, in the same batches;
+- `runs`: 16, `just runs` over many runs against reading their summary rows alone; 17, the bootstrap interval over
+  resampled groups against expanding each resample and scoring it with the track's own score.
 
 Apart from the suite, `python -m benchmarks.gpu_lmm` is a prepared check for a CUDA machine: the LMM stream's encoder
 and a LoRA training step at Qwen2-VL-2B's shape (random weights, bfloat16), each against a bare loop, in items or

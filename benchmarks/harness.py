@@ -35,7 +35,7 @@ Progress = Callable[[str], None]
 # A module is imported when its group is chosen, so a run loads only what its rows need (Optuna for the sweep's).
 GROUPS = (
     "extraction", "cache", "training", "memory", "sweep", "fingerprint", "motion", "audio", "text", "predictor", "hdr",
-    "finetune", "lmm",
+    "finetune", "lmm", "runs",
 )  # fmt: skip
 EXIT_USAGE = 2  # as the workbench's commands exit on a usage error
 console = Console()
@@ -82,13 +82,16 @@ class Sizes:
     lmm_layers: int = 4
     lmm_frames: int = 4  # key frames per video given to the model, each lmm_side x lmm_side
     lmm_side: int = 224
+    runs_listed: int = 500  # runs under the track folder `just runs` lists
+    boot_items: int = 30_000  # out-of-fold items of the bootstrap row, in a fifth as many groups
+    boot_resamples: int = 1000
 
 
 SIZES = {
     "full": Sizes(),
     "quick": Sizes(
         clips=1, extraction_items=8, seconds=3, repeats=1, train_items=500, epochs=4, memory_items=(10, 50), trials=2,
-        trial_folds=2, long_seconds=6, texts=200, lmm_items=8,
+        trial_folds=2, long_seconds=6, texts=200, lmm_items=8, runs_listed=100, boot_items=5000,
     ),
 }  # fmt: skip
 

@@ -6,6 +6,7 @@ A leaf module (imports nothing from the project), so tracks, features and ensemb
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import uuid
@@ -72,3 +73,16 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> int:
         tmp.unlink(missing_ok=True)
         removed += 1
     return removed
+
+
+@contextlib.contextmanager
+def locked(path: str | os.PathLike) -> Iterator[None]:
+    """An exclusive lock on `path` (made if absent) for a read, change and write of a small shared file: a second
+    process waits. The kernel releases it when a holder dies, so a killed writer never leaves it held."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -55,6 +55,8 @@ class Choice:
 class Submission:
     path: Path
     tables: list[Table]
+    runs: list[str]  # the runs it runs
+    local: float  # its score out of fold, as chosen: what the leaderboard's is set against
 
 
 @dataclass
@@ -142,7 +144,7 @@ def submit_runs(
     title = f"submission {name}" + (f", {kind} calibrated (in sample)" if kind != "none" else "")
     oof = decision.oof
     write_report(folder, title, oof, truth, stack.fold_scores(oof.to_numpy(), score), score(oof), [scores, submission])
-    return Submission(path, [scores, submission])
+    return Submission(path, [scores, submission], [r.id for r in decision.used], score(oof))
 
 
 def runs_digest(run_ids: Sequence[str]) -> str:

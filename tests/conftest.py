@@ -63,6 +63,16 @@ def kill_cli_when() -> Callable[[list[str], Path, str], None]:
     return kill_when
 
 
+@pytest.fixture
+def log_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commands' console as a log has it (workbench.console.output_console), whatever COLUMNS the test runner
+    sets (pytest-xdist's workers have 80): a test reading a table's cells reads them whole."""
+    from workbench.console import LOG_WIDTH, console
+
+    monkeypatch.setattr(console, "width", LOG_WIDTH)
+    monkeypatch.setattr(console, "soft_wrap", True)
+
+
 @pytest.fixture(scope="session")
 def tiny_videos(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., pd.DataFrame]:
     """`tiny_videos(n)` writes n 64x48, 2 s H.264 clips (seeds 0..n-1) into a fresh data folder and returns the items

@@ -11,11 +11,12 @@ SMOKE = harness.Sizes(
     resolutions=((128, 72), (192, 108)), clips=1, extraction_items=2, seconds=2, fps=8, repeats=1,
     cache_items=40, cache_frames=2, cache_dim=16, train_items=60, train_dim=8, folds=3, epochs=1,
     memory_items=(2, 4), trials=1, trial_folds=2, long_seconds=3, texts=16, image=(384, 216), tune_items=12,
-    lmm_items=4, lmm_hidden=64, lmm_layers=1, lmm_frames=2, lmm_side=56,
+    lmm_items=4, lmm_hidden=64, lmm_layers=1, lmm_frames=2, lmm_side=56, runs_listed=12, boot_items=300,
+    boot_resamples=64,
 )  # fmt: skip
 EVERY_ROW = [
     "1", "1", "2", "2", "3", "3", "4", "5", "6", "6", "7", "7", "7", "8", "8", "9", "10", "10", "11", "12", "13", "14",
-    "15", "15",
+    "15", "15", "16", "17",
 ]  # fmt: skip
 
 

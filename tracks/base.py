@@ -16,7 +16,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
-from common import metrics
+from common import bootstrap, metrics
 from common.registry import Registry
 from features.inputs import MediaInput, Video
 from features.views import DEFAULT_FAMILY, FAMILIES, check_time_axis, split_variants
@@ -180,6 +180,22 @@ class Track:
         """The organiser's score of `pred` against the organiser-side truth folder."""
         raise NotImplementedError
 
+    def resampled_scores(self, pred: pd.DataFrame, items: pd.DataFrame, weights: np.ndarray) -> dict[str, np.ndarray]:
+        """The selection score (and, with several targets, each target's) of every resample of the labelled items,
+        rows of `weights` [resamples, len(pred)] counting each item of `pred` in it (common.bootstrap). This one
+        scores each expanded resample with `selection_score`, which is right for any track and slow; a track whose
+        score has weighted kernels overrides it."""
+        labelled = items.set_index("item_id").loc[pred.index]
+        names = ["score", *(self.targets if len(self.targets) > 1 else ())]
+        rows = []
+        for counts in np.asarray(weights, dtype=np.int64):
+            drawn = np.repeat(np.arange(len(pred)), counts)
+            ids = [f"{k}:{item}" for k, item in enumerate(pred.index[drawn])]
+            sample = labelled.iloc[drawn].reset_index().assign(item_id=ids)
+            scored = self.selection_score(pred.iloc[drawn].set_axis(ids), sample)
+            rows.append([scored[name] for name in names])
+        return dict(zip(names, np.asarray(rows, dtype=np.float64).T))
+
     def read_truth(self, truth: Path) -> pd.DataFrame:
         """The organiser-side truth (indexed by id, a column per target): by default a file in the track's own
         submission format, or a synthetic dataset's `truth/` folder holding one as `truth_file`."""
@@ -216,6 +232,14 @@ class CorrelationTrack(Track):
         """The score (key `score`) and what is reported beside it, for predictions against labels."""
         return correlation_parts(pred, truth)
 
+    def resampled_scores(self, pred: pd.DataFrame, items: pd.DataFrame, weights: np.ndarray) -> dict[str, np.ndarray]:
+        (target,) = self.targets
+        return {"score": self.resampled_score(*target_arrays(pred, items, target), weights)}
+
+    def resampled_score(self, pred: np.ndarray, truth: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """`parts`' score of each weighted resample: (SRCC + PLCC) / 2."""
+        return (bootstrap.weighted_srcc(pred, truth, weights) + bootstrap.weighted_plcc(pred, truth, weights)) / 2
+
     def official_score(self, pred: pd.DataFrame, truth: Path) -> dict[str, float | str]:
         """Over the truth's items that were predicted: an organiser's label file, or a synthetic truth, may hold
         both phases' items (validation and test), and a phase's predictions are scored on their own. How many were
@@ -236,6 +260,12 @@ def predicted_truth(table: pd.DataFrame, pred: pd.DataFrame, truth: Path) -> tup
     if len(scored) < len(table):
         extra["note"] = f"{len(table) - len(scored)} truth item(s) without a prediction (another phase's?) left out"
     return scored, extra
+
+
+def target_arrays(pred: pd.DataFrame, items: pd.DataFrame, target: str) -> tuple[np.ndarray, np.ndarray]:
+    """One target's predictions and the labels of the same items, in the predictions' order."""
+    truth = items.set_index("item_id").loc[pred.index, target]
+    return pred[target].to_numpy(dtype=np.float64), truth.to_numpy(dtype=np.float64)
 
 
 def correlation_parts(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:

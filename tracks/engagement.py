@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from common import metrics
+from common import bootstrap, metrics
 from features.inputs import Text, Video
-from tracks.base import Track, predicted_truth, register_track
+from tracks.base import Track, predicted_truth, register_track, target_arrays
 from tracks.formats import CsvFormat
 from tracks.layout import (
     LayoutError,
@@ -94,6 +94,11 @@ class Engagement(Track):
     def selection_score(self, pred: pd.DataFrame, items: pd.DataFrame) -> dict[str, float]:
         truth = items.set_index("item_id").loc[pred.index, "ECR"]
         return engagement_score(pred["ECR"].to_numpy(dtype=np.float64), truth.to_numpy(dtype=np.float64))
+
+    def resampled_scores(self, pred: pd.DataFrame, items: pd.DataFrame, weights: np.ndarray) -> dict[str, np.ndarray]:
+        p, y = target_arrays(pred, items, "ECR")
+        kernels = {"srcc": bootstrap.weighted_srcc, "plcc": bootstrap.weighted_plcc}
+        return {"score": sum(WEIGHTS[name] * kernels[name](p, y, weights) for name in WEIGHTS)}
 
     def official_score(self, pred: pd.DataFrame, truth: Path) -> dict[str, float | str]:
         scored, extra = predicted_truth(self.read_truth(truth), pred, truth)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from common import metrics
+from common import bootstrap, metrics
 from features.fingerprint import REFERENCE
 from features.inputs import MediaInput, Reference
 from tracks.base import CorrelationTrack, register_track
@@ -118,6 +118,9 @@ class HdrTrack(CorrelationTrack):
             "rmse_logistic": metrics.rmse_logistic(pred, truth),
             "krcc": metrics.krcc(pred, truth),
         }
+
+    def resampled_score(self, pred: np.ndarray, truth: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        return bootstrap.weighted_srcc(pred, truth, weights)
 
 
 @register_track

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from common import metrics
+from common import bootstrap, metrics
 from features.inputs import Video
-from tracks.base import Track, register_track
+from tracks.base import Track, register_track, target_arrays
 from tracks.formats import CsvFormat
 from tracks.layout import (
     LayoutError,
@@ -42,8 +42,21 @@ PAIR_SHEETS = ("nonsource", "source")
 WEIGHTS = {"srcc": 0.45, "plcc": 0.45, "acc_nonsource": 0.05, "acc_source": 0.05}
 
 
-def combine(parts: dict[str, float]) -> float:
-    return float(sum(weight * parts[name] for name, weight in WEIGHTS.items()))
+def combine(parts: dict) -> float | np.ndarray:
+    """The weighted sum of the parts: numbers, or arrays of resampled parts."""
+    total = sum(weight * parts[name] for name, weight in WEIGHTS.items())
+    return total if isinstance(total, np.ndarray) else float(total)
+
+
+def ranked_pairs(y: np.ndarray, groups: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The pairs each rank term is scored on: versions of different sources, and of the same source (with one source
+    only, or every video its own source, every pair instead)."""
+    pairs = {}
+    for name, same in (("acc_nonsource", False), ("acc_source", True)):
+        pairs[name] = metrics.all_pairs(y, groups, same_group=same)
+        if len(pairs[name][0]) == 0:
+            pairs[name] = metrics.all_pairs(y)
+    return pairs
 
 
 def read_label_list(path: Path, labelled: bool) -> pd.DataFrame:
@@ -110,12 +123,24 @@ class KVQ(Track):
         y = labelled["score"].to_numpy(dtype=np.float64)
         groups = labelled["group"].to_numpy()
         parts = {"srcc": metrics.srcc(p, y), "plcc": metrics.plcc(p, y)}
-        for name, same in (("acc_nonsource", False), ("acc_source", True)):
-            i, j, rank = metrics.all_pairs(y, groups, same_group=same)
-            if len(i) == 0:  # one source only, or every video its own source: rank every pair instead
-                i, j, rank = metrics.all_pairs(y)
+        for name, (i, j, rank) in ranked_pairs(y, groups).items():
             parts[name] = metrics.pair_accuracy(p[i], p[j], rank)
         return {"score": combine(parts), **parts}
+
+    def resampled_scores(self, pred: pd.DataFrame, items: pd.DataFrame, weights: np.ndarray) -> dict[str, np.ndarray]:
+        """As selection_score, each pair of items drawn a and b times standing for a * b pairs; a resample that
+        draws no pair of a kind (no two versions of one source) ranks every pair instead, as the score does."""
+        p, y = target_arrays(pred, items, "score")
+        groups = items.set_index("item_id").loc[pred.index, "group"].to_numpy()
+        parts = {"srcc": bootstrap.weighted_srcc(p, y, weights), "plcc": bootstrap.weighted_plcc(p, y, weights)}
+        every = None
+        for name, pairs in ranked_pairs(y, groups).items():
+            accuracy = bootstrap.weighted_pair_accuracy(p, pairs, weights)
+            if np.isnan(accuracy).any():
+                every = bootstrap.weighted_pair_accuracy(p, metrics.all_pairs(y), weights) if every is None else every
+                accuracy = np.where(np.isnan(accuracy), every, accuracy)
+            parts[name] = accuracy
+        return {"score": combine(parts)}
 
     def official_score(self, pred: pd.DataFrame, truth: Path) -> dict[str, float | str]:
         truth = Path(truth)

@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common import bootstrap
 from features.inputs import Video
-from tracks.base import Track, correlation_parts, register_track
+from tracks.base import Track, correlation_parts, register_track, target_arrays
 from tracks.formats import CsvFormat
 from tracks.layout import (
     LayoutError,
@@ -106,6 +107,16 @@ class XGCUGC(Track):
     def selection_score(self, pred: pd.DataFrame, items: pd.DataFrame) -> dict[str, float]:
         truth = items.set_index("item_id").loc[pred.index]
         return dimension_scores(pred, truth)
+
+    def resampled_scores(self, pred: pd.DataFrame, items: pd.DataFrame, weights: np.ndarray) -> dict[str, np.ndarray]:
+        """As dimension_scores: each dimension over the items labelled on it, `score` the dimensions' mean."""
+        scores = {}
+        for dimension in DIMENSIONS:
+            p, y = target_arrays(pred, items, dimension)
+            known = np.isfinite(y)
+            p, y, w = p[known], y[known], weights[:, known]
+            scores[dimension] = (bootstrap.weighted_srcc(p, y, w) + bootstrap.weighted_plcc(p, y, w)) / 2
+        return {"score": np.mean([scores[d] for d in DIMENSIONS], axis=0), **scores}
 
     def official_score(self, pred: pd.DataFrame, truth: Path) -> dict[str, float | str]:
         path = Path(truth) / self.truth_file

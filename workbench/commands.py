@@ -4,6 +4,7 @@ through the library, prints what it did and returns the exit status (workbench.c
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from common.tables import cell
@@ -12,15 +13,19 @@ from synth import synthesize, withhold_labels
 from tracks import get_track
 from workbench import check
 from workbench.caches import cache_table, freed_table, prune_caches
+from workbench.compare import compare_runs, list_runs
 from workbench.config import (
     CacheConfig,
     CheckConfig,
+    CompareConfig,
     ConfigError,
     ExportConfig,
     ExtractConfig,
+    LeaderboardConfig,
     ProfileConfig,
     PruneConfig,
     PseudoLabelConfig,
+    RunsConfig,
     ScoreConfig,
     SubmitConfig,
     SweepBestConfig,
@@ -31,6 +36,16 @@ from workbench.config import (
 )
 from workbench.console import EXIT_FAILURES, console, dash, report_extraction, table
 from workbench.data import items_of
+from workbench.leaderboard import (
+    AGREEMENT_FROM,
+    agreement,
+    ledger_table,
+    read_ledger,
+    record_result,
+    update_report,
+    write_agreement_plot,
+)
+from workbench.leaderboard import PLOT as AGREEMENT_PLOT
 from workbench.profile import budget_rows, cost_table, profiled
 from workbench.submission import export, pseudo_label, score_submission, submit
 from workbench.train import fold_table, train_run
@@ -150,7 +165,7 @@ def cmd_zero_shot(cfg: ZeroShotConfig) -> int:
 def cmd_check(cfg: CheckConfig) -> int:
     track = get_track(cfg.track)
     with console.status(f"checking {cfg.data_dir} as {track.name}"):
-        report = check.check(track, cfg.data_dir, cfg.media, cfg.threads)
+        report = check.check(track, cfg.data_dir, cfg.media, cfg.threads, cfg.cache)
     report.problems += check.missing_weights(cfg)
     console.print(table(f"{track.name}: {cfg.data_dir}", ["", ""], report.facts))
     if report.assumptions:
@@ -171,6 +186,65 @@ def cmd_score(cfg: ScoreConfig) -> int:
     parts = score_submission(cfg)
     console.print(table(f"official {cfg.track} score of {cfg.preds}", list(parts), [[cell(v) for v in parts.values()]]))
     return 0
+
+
+def cmd_runs(cfg: RunsConfig) -> int:
+    listing = list_runs(cfg)
+    for printed in listing.tables:
+        console.print(table(*printed))
+    for note in listing.notes:
+        console.print(note)
+    console.print(f"picture: {listing.plot}")
+    return 0
+
+
+def cmd_compare(cfg: CompareConfig) -> int:
+    console.print(table(*compare_runs(cfg)))
+    return 0
+
+
+def cmd_lb(cfg: LeaderboardConfig) -> int:
+    """Records a leaderboard result of a submission whose zip is what the track submits, then shows local against
+    leaderboard (and, from AGREEMENT_FROM submissions on, their rank correlation and its picture)."""
+    track = get_track(cfg.track)
+    name, archive = submission_zip(cfg)
+    track.submission.read(archive, track.targets)  # a file the track would not take is refused, named
+    try:
+        entry = record_result(cfg.runs_dir, track.name, name, cfg.score, cfg.phase, cfg.note)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    update_report(archive.parent / "report.md", entry)
+    ledger = read_ledger(cfg.runs_dir, track.name)
+    console.print(table(*ledger_table(ledger, track.name)))
+    found = agreement(ledger, cfg.phase)
+    if len(found.names) < AGREEMENT_FROM:
+        console.print(
+            f"{len(found.names)} submission(s) with a {cfg.phase} result and a local score: the rank "
+            f"correlation of local against leaderboard comes from {AGREEMENT_FROM} on"
+        )
+        return 0
+    plot = write_agreement_plot(Path(cfg.runs_dir) / track.name / AGREEMENT_PLOT, found, track.name)
+    console.print(
+        f"local against leaderboard ({cfg.phase}), {len(found.names)} submissions: SRCC {found.srcc:.4f}; "
+        f"picture: {plot}"
+    )
+    return 0
+
+
+def submission_zip(cfg: LeaderboardConfig) -> tuple[str, Path]:
+    """The submission's name and zip: a path to the zip, or a name the ledger or the submissions folder knows."""
+    if not cfg.submission:
+        raise ConfigError("lb needs submission=<name or zip> and score=<the leaderboard's number>")
+    given = Path(cfg.submission)
+    if given.is_file():
+        return given.stem, given
+    known = read_ledger(cfg.runs_dir, cfg.track)
+    archive = Path(known[cfg.submission]["zip"]) if cfg.submission in known else None
+    archive = archive or Path(cfg.out) / cfg.submission / f"{cfg.submission}.zip"
+    if not archive.is_file():
+        names = ", ".join(sorted(known)) or "none recorded"
+        raise ConfigError(f"no submission {cfg.submission!r}: no file {archive} (submissions of {cfg.track}: {names})")
+    return cfg.submission, archive
 
 
 def cmd_cache(cfg: CacheConfig) -> int:

@@ -207,6 +207,36 @@ class ScoreConfig(TrackConfig):
 
 
 @dataclass(frozen=True)
+class RunsConfig(TrackConfig):
+    """Which runs `just runs` lists (workbench.compare)."""
+
+    runs_dir: str = "runs"
+    top: int = 20
+    where: tuple[str, ...] = ()  # setting=value conditions, all of them met (where=head=mlp)
+    sort: str = "score"  # score | when | cost | time
+
+
+@dataclass(frozen=True)
+class CompareConfig(TrackConfig):
+    runs_dir: str = "runs"
+    runs: tuple[str, ...] = ()  # a,b: b is compared against a
+    resamples: int = 1000  # paired resamples of the groups
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class LeaderboardConfig(TrackConfig):
+    """A leaderboard result of a submission (workbench.leaderboard)."""
+
+    runs_dir: str = "runs"
+    out: str = "submissions"  # where submit wrote the submission's folder
+    submission: str = ""  # its name (the zip's stem) or the zip's path
+    score: float = float("nan")
+    phase: str = "test"  # val | test
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class SynthConfig(TrackConfig):
     out: str = ""  # empty means data/demo/<track>
     items: int = 120

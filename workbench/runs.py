@@ -53,6 +53,12 @@ class Run:
     def is_complete(self) -> bool:
         return (self.path / CONFIG).is_file() and len(self.folds_done()) == self.config["folds"]
 
+    def train_seconds(self) -> float:
+        """The seconds its finished folds took to train (nan where none recorded its time)."""
+        times = [self.fold_dir(k) / FOLD_TIME for k in self.folds_done()]
+        found = [json.loads(path.read_text())["seconds"] for path in times if path.is_file()]
+        return float(sum(found)) if found else float("nan")
+
     def fold_scores(self) -> dict[int, dict]:
         return {k: json.loads((self.fold_dir(k) / FOLD_SCORE).read_text()) for k in self.folds_done()}
 

@@ -24,6 +24,7 @@ from tracks import Track, get_track
 from workbench.config import ConfigError, ExportConfig, PseudoLabelConfig, ScoreConfig, SubmitConfig, TrainConfig, build
 from workbench.console import console, table
 from workbench.data import items_of
+from workbench.leaderboard import record_submission
 from workbench.predictor import Predictor, export_folder, lmm_set, member_of
 from workbench.predictor import usage as predict_usage
 from workbench.profile import Pipeline, check_budget
@@ -109,6 +110,7 @@ def submit(cfg: SubmitConfig) -> Path:
     )
     for printed in submission.tables:
         console.print(table(*printed))
+    record_submission(cfg.runs_dir, named.track.name, submission.path, submission.runs, submission.local)
     return submission.path
 
 

@@ -208,7 +208,7 @@ class Objective:
                 trial.report(pooled, fold)
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pooled out-of-fold score {pooled:.4f} after fold {fold}")
-        score = float(run_summary(run, data)["oof"]["score"])
+        score = float(run_summary(run, data, costed=False)["oof"]["score"])
         trial.report(score, cfg.folds - 1)
         return score
 

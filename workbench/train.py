@@ -14,14 +14,18 @@ from collections.abc import Sequence
 from common.tables import Table
 from ensembles.calibrate import CALIBRATION, Calibration
 from ensembles.report import write_report
-from workbench.config import ConfigError, TrainConfig
+from features.backbones import WeightsNotFound
+from features.reader import family_variants
+from workbench.compare import OOF_TABLE, oof_table, write_summary_row
+from workbench.config import ConfigError, TrainConfig, build
 from workbench.console import console, table
 from workbench.data import TrainingData, load_training_data, open_or_create_run, view_mean
 from workbench.finetune import finetune_fold
 from workbench.frozen import frozen_fold
 from workbench.loggers import write_curves
 from workbench.lora import lora_fold
-from workbench.runs import SCORES, TUNED_BACKBONE, TUNED_LMM, Run
+from workbench.profile import Pipeline
+from workbench.runs import FOLD_TIME, SCORES, TUNED_BACKBONE, TUNED_LMM, Run
 
 # `finetune=` -> the recipe that trains a fold: a head on cached vectors, or end to end from the media (the key-frame
 # backbone, or LoRA adapters of the LMM stream's model: `lmm`).
@@ -32,7 +36,10 @@ def train_fold(cfg: TrainConfig, data: TrainingData, run: Run, fold: int) -> dic
     """One fold by the run's recipe; returns its scores."""
     if cfg.finetune not in RECIPES:
         raise ConfigError(f"finetune={cfg.finetune!r}: expected one of {', '.join(repr(k) for k in RECIPES)}")
-    return RECIPES[cfg.finetune](cfg, data, run, fold)
+    started = time.monotonic()
+    parts = RECIPES[cfg.finetune](cfg, data, run, fold)
+    run.write_json(f"{run.fold_dir(fold).name}/{FOLD_TIME}", {"seconds": time.monotonic() - started})
+    return parts
 
 
 def train_run(cfg: TrainConfig, folds: Sequence[int]) -> tuple[Run, dict]:
@@ -59,13 +66,22 @@ def train_run(cfg: TrainConfig, folds: Sequence[int]) -> tuple[Run, dict]:
     return run, summary
 
 
-def run_summary(run: Run, data: TrainingData) -> dict:
-    """Pooled out-of-fold score (views averaged) next to each fold's own score; for a track that calibrates, the
-    map fitted on those predictions (written to the run) and the score after it, which is in sample for the map's few
-    parameters. The run's report (scatter, fold bars, this table) lands in its folder."""
+def run_summary(run: Run, data: TrainingData, costed: bool = True) -> dict:
+    """Pooled out-of-fold score (views averaged) next to each fold's own score, with its interval over resampled
+    groups; for a track that calibrates, the map fitted on those predictions (written to the run) and the score after
+    it, which is in sample for the map's few parameters. The run's out-of-fold table and summary row (what `just runs`
+    and `just compare` read), its report (scatter, fold bars, this table) and learning curves land in its folder.
+    `costed=False` (a sweep's trials) leaves the pipeline's cost out of the summary row: it builds every encoder."""
     targets = data.track.targets
-    oof, labelled = view_mean(run.predictions("oof"), targets), data.labelled()
+    predicted = run.predictions("oof")
+    oof, labelled = view_mean(predicted, targets), data.labelled()
     summary = {"oof": data.track.selection_score(oof, labelled), "folds": run.fold_scores(), "run": run.id}
+    table = oof_table(oof, labelled, run.folds())
+    run.write_parquet(OOF_TABLE, table)
+    facts = {"seconds": run.train_seconds()}
+    if costed:
+        facts["gflops"] = pipeline_gflops(run, data, sorted(predicted["view"].unique()))
+    write_summary_row(run, data.track, table, summary, facts)
     truth = labelled.set_index("item_id")
     if data.track.calibrate != "none":
         calibration = Calibration.fit(data.track.calibrate, oof, truth, targets)
@@ -82,6 +98,20 @@ def run_summary(run: Run, data: TrainingData) -> dict:
     return summary
 
 
+def pipeline_gflops(run: Run, data: TrainingData, views: Sequence[str]) -> float:
+    """The test-time pipeline's GFLOPs per item over `views` (workbench.profile), as trained; nan where an encoder's
+    weights are not on this machine (features extracted elsewhere): its cost is a fact of the listing, not a reason
+    to lose the run's summary."""
+    config = build(TrainConfig, {k: v for k, v in run.config.items() if k != "views"})
+    variants = family_variants(views, len(config.all_specs(data.track.decoder)))
+    pipeline = Pipeline.of(config, data.track, variants, data.items)
+    try:
+        return pipeline.total(pipeline.stages()).flops / 1e9
+    except WeightsNotFound as missing:
+        console.print(f"[yellow]cost per item unknown: {missing}[/]")
+        return float("nan")
+
+
 def summary_table(run: Run, summary: dict) -> Table:
     """Each fold's metrics, then the pooled out-of-fold ones (and after calibration, where the track calibrates)."""
     names = next(iter(summary["folds"].values()))
@@ -93,7 +123,10 @@ def summary_table(run: Run, summary: dict) -> Table:
     for key, label in (("oof", "out of fold"), ("oof_calibrated", "out of fold, calibrated")):
         if key in summary:
             rows.append([label, *(summary[key][m] for m in metrics), items])
-    return f"run {run.id} ({run.path})", ["", *metrics, "items"], rows
+    title = f"run {run.id} ({run.path})"
+    if "interval" in summary:
+        title += ", out of fold {:.4f} to {:.4f} (95%, resampled groups)".format(*summary["interval"])
+    return title, ["", *metrics, "items"], rows
 
 
 def fold_table(run: Run, summary: dict):
