@@ -7,6 +7,7 @@ learned nothing, outliers. Figures have a fixed size in pixels, so reports compa
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -57,8 +58,9 @@ def write_report(
     bars.set(xlabel="fold", ylabel="score")
     bars.set_title("score per fold", fontsize=10)
     bars.legend(loc="upper right", fontsize=8)
-    figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
+    width = PANEL_INCHES * (len(targets) + 1)  # margins fixed in inches: tight_layout would draw the figure twice
+    figure.suptitle(textwrap.fill(title, int(width * 14)), fontsize=10)  # about 14 characters an inch at 10 pt
+    figure.subplots_adjust(left=0.7 / width, right=1 - 0.2 / width, bottom=0.55 / PANEL_INCHES, top=0.82, wspace=0.3)
     with atomic_path(folder / "report.png") as tmp:
         figure.savefig(tmp, format="png", dpi=DPI)
     write_text(folder / "report.md", f"# {title}\n\n" + "\n".join(markdown(*t) for t in tables))

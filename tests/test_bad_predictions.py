@@ -4,8 +4,6 @@ was expected: by every track's reader, and by `score` with exit 2 (the leaderboa
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import pandas as pd
 import pytest
 
 from tracks import CsvFormat, JsonListFormat, LayoutError, get_track, list_tracks
+from workbench.cli import main
 
 JUNK = b"\x89PNG\r\n\x1a\n" + np.random.default_rng(0).integers(0, 256, 512, dtype=np.uint8).tobytes()
 MARK = 0.123456789  # a score written where a test puts a word instead
@@ -93,16 +92,10 @@ def test_the_messages_say_what_was_found(tmp_path):
     assert "a damaged zip" in refused(kvq, tmp_path / "damaged.zip")
 
 
-def test_score_ends_with_exit_2_and_one_line_naming_the_file(tmp_path):
+def test_score_ends_with_exit_2_and_one_line_naming_the_file(tmp_path, capsys):
     preds = tmp_path / "prediction.csv"
     preds.write_bytes(JUNK)
-    done = subprocess.run(
-        [sys.executable, "-m", "workbench", "score", "track=kvq", f"preds={preds}", f"truth={tmp_path}"],
-        cwd=Path(__file__).parents[1],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 2, done.stderr
-    lines = done.stderr.strip().splitlines()
+    assert main(["score", "track=kvq", f"preds={preds}", f"truth={tmp_path}"]) == 2
+    done = capsys.readouterr()
+    lines = done.err.strip().splitlines()
     assert len(lines) == 1 and str(preds) in lines[0] and "expected a CSV with header filename,score" in lines[0]

@@ -122,7 +122,7 @@ def test_image_track_flow_writes_a_calibrated_zip_with_its_readme(tmp_path, trac
     assert "quality_stats" in readme[3]
 
     get = get_track(track)
-    (run,) = [p for p in (runs / track).iterdir()]
+    (run,) = [p for p in (runs / track).iterdir() if p.is_dir()]
     submitted = pd.read_csv(tmp_path / "predictions.csv").set_index("image_name")
     assert list(submitted.columns) == list(get.submission.score_columns)
     raw = fold_ensemble(Run(run).predictions("test"), get.targets)

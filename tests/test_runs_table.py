@@ -20,7 +20,7 @@ from workbench.compare import OOF_TABLE, SUMMARY_ROW, list_runs
 from workbench.config import RunsConfig
 from workbench.leaderboard import AGREEMENT_FROM, PLOT, read_ledger, record_result
 
-TRAIN = ["folds=3", "epochs=6"]
+TRAIN = ["folds=3", "epochs=3"]
 
 
 @pytest.fixture(scope="module")

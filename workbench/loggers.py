@@ -144,7 +144,7 @@ def write_curves(run_path: str | Path) -> Path | None:
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.legend(fontsize=8)
     figure.suptitle(f"run {run_path.name}", fontsize=10)
-    figure.tight_layout()
+    figure.subplots_adjust(left=0.08, right=0.98, bottom=0.14, top=0.82, wspace=0.25)  # fixed: tight_layout draws twice
     with atomic_path(run_path / CURVES) as tmp:
         figure.savefig(tmp, format="png", dpi=DPI)
     return run_path / CURVES
