@@ -59,6 +59,10 @@ score *args:
 profile *args:
     @{{python}} -m workbench profile "$@"
 
+# every pretrained component a configuration needs, present or missing, with its licence: track=<t> [the words of extract and train] [fetch=true] [bundle=<folder>]
+weights *args:
+    @{{python}} -m workbench weights "$@"
+
 # the feature caches, or prune their versions of items: [track=<t>] | prune [keep=<data dir>,...] [older=<days>] [size=<GB>]
 cache *args:
     @{{python}} -m workbench cache "$@"

@@ -18,6 +18,7 @@ import torch
 
 from ensembles.calibrate import Calibration
 from ensembles.combine import fold_ensemble
+from features.weights import LEDGER
 from tracks import get_track, list_tracks
 from workbench.cli import main
 from workbench.predictor import MANIFEST, README, Predictor
@@ -118,6 +119,13 @@ def test_predict_a_list_in_one_process_and_the_zip_holds_the_folder(exported, tm
         assert archive.getinfo(f"{folder.name}/predict").external_attr >> 16 & 0o111  # still executable
 
 
+def test_the_export_carries_the_licence_ledger(exported):
+    folder = exported[0]
+    (workbench,) = json.loads((folder / LEDGER).read_text())  # a weight-free run: the workbench alone
+    assert workbench["component"] == "workbench" and workbench["licence"] == "Apache-2.0" and not workbench["flag"]
+    assert f"- workbench {workbench['name']}: Apache-2.0\n" in (folder / README).read_text()
+
+
 def test_wrong_arguments_an_unreadable_item_and_an_unwritable_result_are_refused(
     exported, tmp_path, monkeypatch, capfd
 ):
@@ -162,13 +170,14 @@ def test_a_blend_of_two_runs_exports_as_submitted(two_kvq_runs, tmp_path):
     np.testing.assert_allclose(scores.loc[submitted.index, "score"], submitted["score"], rtol=1e-5, atol=1e-6)
 
 
-def test_a_backbones_weights_file_travels_with_the_export(tmp_path):
+def test_a_backbones_weights_file_travels_with_the_export(tmp_path, capsys, log_console):
     import timm
 
     torch.manual_seed(0)
     weights = tmp_path / "elsewhere" / "test_resnet.pth"
     weights.parent.mkdir()
     torch.save(timm.create_model("test_resnet", num_classes=0).state_dict(), weights)
+    (weights.parent / "README.md").write_text("---\nlicense: cc-by-nc-sa-4.0\n---\n")  # its model card
     where = [f"data={tmp_path / 'data'}", f"cache={tmp_path / 'cache'}"]
     model = ["backbone=test_resnet", f"weights={weights}", "size=32", "frames=2", "views=center"]
     runs = f"runs_dir={tmp_path / 'runs'}"
@@ -179,6 +188,13 @@ def test_a_backbones_weights_file_travels_with_the_export(tmp_path):
     # view put them outside KVQ's range, which `submit` would refuse; the export packs them all the same).
     assert main(["export", where[0], runs, "calibration=none", f"out={tmp_path / 'exports'}"]) == 0
     (folder,) = (p for p in (tmp_path / "exports").iterdir() if p.is_dir())
+    assert "test_resnet (non-commercial)" in capsys.readouterr().out  # flagged in the export's table
+    ledger = json.loads((folder / LEDGER).read_text())
+    assert [row["licence"] for row in ledger if row["name"] == "test_resnet"] == ["cc-by-nc-sa-4.0"]
+    assert (
+        "- timm weights (backbone) test_resnet: cc-by-nc-sa-4.0 (**non-commercial licence"
+        in (folder / README).read_text()
+    )
     shutil.rmtree(weights.parent)
     copied = list((folder / "weights").rglob("test_resnet.pth"))
     assert len(copied) == 1 and str(folder) not in (folder / MANIFEST).read_text()  # named relative to the folder

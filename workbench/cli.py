@@ -56,6 +56,7 @@ COMMANDS: dict[str, Command] = {
     "lb": Command(commands.cmd_lb, "record a submission's leaderboard score; local against leaderboard"),
     "zero-shot": Command(commands.cmd_zero_shot, "an LMM's own answers scored against the labels, nothing trained"),
     "check": Command(commands.cmd_check, "read an organiser's folder and report what later commands would meet"),
+    "weights": Command(commands.cmd_weights, "every pretrained component a configuration needs: fetch=, bundle="),
     "profile": Command(commands.cmd_profile, "parameters and GMACs per item of the pipeline, against the budget"),
     "cache": Command(commands.cmd_cache, "the feature caches: settings, items, versions, size, last read"),
     "cache prune": Command(commands.cmd_cache_prune, "remove versions: keep=<data folders> older=<days> size=<GB>"),

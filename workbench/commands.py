@@ -3,11 +3,14 @@ through the library, prints what it did and returns the exit status (workbench.c
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from common.atomic import write_text
 from common.tables import cell
+from features import weights
 from features.extract import extract, group_leader
 from synth import synthesize, withhold_labels
 from tracks import get_track
@@ -32,6 +35,7 @@ from workbench.config import (
     SweepConfig,
     SynthConfig,
     TrainConfig,
+    WeightsConfig,
     ZeroShotConfig,
 )
 from workbench.console import EXIT_FAILURES, console, dash, report_extraction, table
@@ -178,6 +182,29 @@ def cmd_check(cfg: CheckConfig) -> int:
         return EXIT_FAILURES
     console.print("[green]nothing wrong found[/]")
     return 0
+
+
+def cmd_weights(cfg: WeightsConfig) -> int:
+    parts = weights.components(cfg)
+    found = weights.fetch_missing(parts) if cfg.fetch else [(p, "present" if p.present else "missing") for p in parts]
+    parts = [part for part, _ in found]
+    checks = {True: ", verified", False: ", DIGEST DIFFERS from its source's", None: ""}
+    rows = [
+        [p.kind, p.name, p.word, p.expected, state + checks[p.verified], dash(p.size and f"{p.size / 1e6:.3g} MB"),
+         dash(p.sha256 and p.sha256[:16]), p.licence, p.flag]
+        for p, state in found
+    ]  # fmt: skip
+    columns = ["kind", "model", "word", "expected at", "state", "size", "sha256", "licence", "flag"]
+    if parts:
+        console.print(table(f"pretrained components of {cfg.track}'s configuration", columns, rows))
+    else:
+        console.print(f"{cfg.track}'s configuration needs no pretrained weights")
+    if cfg.bundle:
+        environment = weights.bundle(parts, Path(cfg.bundle))
+        write_text(Path(cfg.bundle) / weights.LEDGER, json.dumps(weights.ledger(parts), indent=2))
+        carried = " ".join(f"{name}={value}" for name, value in environment.items())
+        console.print(f"bundled into {cfg.bundle}; on the offline machine: {carried} just extract ...")
+    return EXIT_FAILURES if any(not p.present or p.verified is False for p in parts) else 0
 
 
 def cmd_score(cfg: ScoreConfig) -> int:

@@ -201,6 +201,14 @@ class CheckConfig(FeatureConfig):
 
 
 @dataclass(frozen=True)
+class WeightsConfig(TrainConfig, ExtractConfig):
+    """The words of extract and train name the pretrained components `just weights` lists (features.weights)."""
+
+    fetch: bool = False  # download what is missing into the caches read (HF_ENDPOINT, HF_HOME, TORCH_HOME apply)
+    bundle: str = ""  # a folder to copy every present component into, laid out as HF_HOME and TORCH_HOME
+
+
+@dataclass(frozen=True)
 class ScoreConfig(TrackConfig):
     preds: str = ""
     truth: str = ""

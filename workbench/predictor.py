@@ -3,7 +3,8 @@
 An exported folder holds `predictor.json` (the track, each run's configuration, its test-time views, its fitted text
 encoders and categories, the blend, the calibration, the range map and each target's output range and direction,
 which `README.md` states in words), every fold's head (`heads/`), the encoders'
-weight files (`weights/`) and an executable `predict` at its root. It runs the code that made the training features
+weight files (`weights/`), the ledger of every component's licence (`licences.json`, features.weights) and an
+executable `predict` at its root. It runs the code that made the training features
 (features.encoding.render_item, the same encoders, the same view pairing as features.reader), so the predictor and
 the submission agree by construction rather than by a second implementation kept in step; the price is that it
 needs the installed workbench (`pip install` of this project, which brings torch, timm, PyAV and the rest), not
@@ -44,6 +45,7 @@ from features.fingerprint import REFERENCE
 from features.inputs import Category, Text
 from features.reader import Features, Streams, concat_features, family_variants
 from features.spec import FeatureSpec
+from features.weights import LEDGER, components, ledger
 from tracks import Track, get_track
 from tracks.ranges import RangeMap
 from workbench.config import ExtractConfig, TrainConfig, as_dict, build
@@ -185,6 +187,7 @@ class Predictor:
     blend: dict  # ensembles.blend.blender_state
     calibration: Calibration
     range_map: RangeMap
+    licences: list[dict[str, str]] = field(default_factory=list)  # the ledger (features.weights), set on export
 
     def predict(self, items: pd.DataFrame) -> pd.DataFrame:
         """One row per item (index item_id), one column per target."""
@@ -240,6 +243,7 @@ class Predictor:
             "output": self.output(),
         }
         write_text(folder / README, self.readme())
+        write_text(folder / LEDGER, json.dumps(self.licences, indent=2))
         write_text(folder / MANIFEST, json.dumps(manifest, indent=2))
         script = folder / "predict"
         write_text(script, PREDICT_SCRIPT)
@@ -276,6 +280,10 @@ class Predictor:
                 else f"on the labels' scale, unclipped (a submission accepts [{out['low']}, {out['high']}])"
             )
             lines.append(f"- `{target}`: higher is better; {where}")
+        lines += ["", f"## Licences ({LEDGER} says where each was read)", ""] if self.licences else []
+        for row in self.licences:
+            flag = f" (**{row['flag']} licence: check its terms before use**)" if row["flag"] else ""
+            lines.append(f"- {row['component']} {row['name']}: {row['licence']}{flag}")
         return "\n".join(lines) + "\n"
 
     @classmethod
@@ -365,8 +373,8 @@ def member_of(run: Run, config: TrainConfig, views: list[str], track: Track, ite
 
 
 def export_folder(predictor: Predictor, folder: Path) -> Path:
-    """The predictor saved in `folder` (its encoders' weights copied in) and zipped beside it as `<folder>.zip`, the
-    zip written whole before it takes its name."""
+    """The predictor saved in `folder` (its encoders' weights copied in, with the ledger of their licences, read where
+    they came from) and zipped beside it as `<folder>.zip`, the zip written whole before it takes its name."""
     if folder.exists():
         shutil.rmtree(folder)
     members = [
@@ -378,8 +386,9 @@ def export_folder(predictor: Predictor, folder: Path) -> Path:
         )
         for m in predictor.members
     ]
-    dataclasses.replace(predictor, members=members).save(folder)
-    archive = folder.with_suffix(".zip")
+    parts = {(p.store, p.expected, p.name): p for m in predictor.members for p in components(m.config)}
+    dataclasses.replace(predictor, members=members, licences=ledger(parts.values())).save(folder)
+    archive = folder.with_name(f"{folder.name}.zip")  # a run id may hold a dot (test_vit.r160_in1k-...)
     with atomic_path(archive) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zipped:
         for path in sorted(folder.rglob("*")):
             if path.is_file():

@@ -7,6 +7,7 @@ track, and trained on the bytes the items' files hold now. `score` reads a predi
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from ensembles.submit import Choice, Decision, RunPredictions, decide, runs_dige
 from features import streams as stream_families
 from features.fingerprint import REFERENCE, item_fingerprints
 from features.reader import family_variants
+from features.weights import LEDGER
 from tracks import Track, get_track
 from workbench.config import ConfigError, ExportConfig, PseudoLabelConfig, ScoreConfig, SubmitConfig, TrainConfig, build
 from workbench.console import console, table
@@ -142,8 +144,11 @@ def export(cfg: ExportConfig) -> Path:
     test = timed_items(named)
     seconds = Predictor.load(folder).seconds_per_item(test) if len(test) else float("nan")
     size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    flagged = [f"{row['name']} ({row['flag']})" for row in json.loads((folder / LEDGER).read_text()) if row["flag"]]
     rows = [[folder, archive, f"{size / 1e6:.2f} MB", ", ".join(runs), decision.picked.chosen.name, seconds]]
     columns = ["folder", "zip", "size", "runs", "blend", f"s/{named.track.unit} (CPU, {len(test)} test items)"]
+    rows[0].append("[red]" + "\n".join(flagged) + "[/]" if flagged else "none")
+    columns.append(f"licences flagged ({LEDGER})")
     console.print(table(f"{named.track.name} predictor", columns, rows))
     console.print(f"run it: {folder}/{predict_usage(named.track)}")
     return folder

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -45,6 +45,16 @@ class Word:
     name: str
     default: object
     help: str
+
+
+class Pretrained(NamedTuple):
+    """A pretrained model a stream loads: the library that loads it (a kind features.weights knows: timm, open_clip,
+    transformers, torchvision), the model's name, the word naming it and the value of its weights word."""
+
+    kind: str
+    model: str
+    word: str
+    weights: str
 
 
 class StreamFamily:
@@ -82,6 +92,11 @@ class StreamFamily:
     def weight_sources(self, cfg: Any) -> list[tuple[str, Path]]:
         """(the word naming them, the file or folder) of every weights file this stream loads on this machine: what
         an export copies so that its predictor needs nothing else. A word `hf:<folder>` names a model by its folder."""
+        return []
+
+    def pretrained(self, cfg: Any) -> list[Pretrained]:
+        """The pretrained models this stream loads under `cfg`, what `just weights` lists, fetches and accounts for
+        (features.weights); none for a weight-free encoder."""
         return []
 
     def describe(self, cfg: Any) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 from features.audio import create_audio_encoder
 from features.hf import model_folder
 from features.spec import FeatureSpec
-from features.streams import StreamError, StreamFamily, Word, register_family
+from features.streams import Pretrained, StreamError, StreamFamily, Word, register_family
 from features.streams.key_frames import decoding
 from features.views import AudioWindows
 
@@ -23,6 +23,11 @@ def audio_window(cfg: Any) -> float:
 def hf_folder(word: str, name: str) -> list[tuple[str, Path]]:
     """A transformers model named `hf:<model id or folder>`: its folder, which travels as the model's name."""
     return [(word, model_folder(name.removeprefix("hf:")))] if name.startswith("hf:") else []
+
+
+def hf_pretrained(word: str, name: str, weights: str) -> list[Pretrained]:
+    """The transformers model an `hf:<model id or folder>` name loads; none for another name."""
+    return [Pretrained("transformers", name.removeprefix("hf:"), word, weights)] if name.startswith("hf:") else []
 
 
 @register_family
@@ -45,6 +50,9 @@ class Audio(StreamFamily):
 
     def create_encoder(self, spec: FeatureSpec) -> Any:
         return create_audio_encoder(spec.backbone, weights=spec.weights)
+
+    def pretrained(self, cfg: Any) -> list[Pretrained]:
+        return hf_pretrained("audio", cfg.audio, cfg.audio_weights)
 
     def weight_sources(self, cfg: Any) -> list[tuple[str, Path]]:
         return hf_folder("audio", cfg.audio)

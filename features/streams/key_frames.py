@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from features import clip
-from features.backbones import create_backbone, timm_hub_file
+from features.backbones import BACKBONES, create_backbone, timm_hub_file
 from features.spec import SHARED_DECODE, FeatureSpec
-from features.streams import StreamError, StreamFamily, Word, local_or_hub, register_family
+from features.streams import Pretrained, StreamError, StreamFamily, Word, local_or_hub, register_family
 from features.views import DEFAULT_FAMILY
 
 
@@ -46,6 +46,11 @@ class KeyFrames(StreamFamily):
 
     def create_encoder(self, spec: FeatureSpec) -> Any:
         return create_backbone(spec.backbone, weights=spec.weights)
+
+    def pretrained(self, cfg: Any) -> list[Pretrained]:
+        if cfg.backbone.startswith(clip.PREFIX):
+            return [Pretrained("open_clip", cfg.backbone.removeprefix(clip.PREFIX), "backbone", cfg.weights)]
+        return [] if cfg.backbone in BACKBONES else [Pretrained("timm", cfg.backbone, "backbone", cfg.weights)]
 
     def weight_sources(self, cfg: Any) -> list[tuple[str, Path]]:
         if cfg.backbone.startswith(clip.PREFIX):

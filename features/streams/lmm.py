@@ -23,7 +23,7 @@ import torch
 from features.decode import DECODERS
 from features.hf import model_folder
 from features.spec import FeatureSpec
-from features.streams import StreamError, StreamFamily, Word, register_family
+from features.streams import Pretrained, StreamError, StreamFamily, Word, register_family
 from features.streams.key_frames import decoding
 from features.views import Aesthetic
 from features.views import register_family as register_view
@@ -204,6 +204,9 @@ class Lmm(StreamFamily):
         from features.lmm import load_lmm
 
         return load_lmm(spec.backbone, spec.weights, lmm_options(spec.options))
+
+    def pretrained(self, cfg: Any) -> list[Pretrained]:
+        return [Pretrained("transformers", cfg.lmm, "lmm", cfg.lmm_weights)]
 
     def weight_sources(self, cfg: Any) -> list[tuple[str, Path]]:
         """The model's folder, whose configuration and processor even its random weights are built from."""

@@ -8,7 +8,7 @@ from typing import Any
 
 from features.motion import MOTION_ENCODERS, create_motion_encoder, hub_checkpoint
 from features.spec import FeatureSpec
-from features.streams import StreamError, StreamFamily, Word, local_or_hub, register_family
+from features.streams import Pretrained, StreamError, StreamFamily, Word, local_or_hub, register_family
 from features.streams.key_frames import decoding
 from features.views import Clips
 
@@ -41,6 +41,12 @@ class Motion(StreamFamily):
 
     def create_encoder(self, spec: FeatureSpec) -> Any:
         return create_motion_encoder(spec.backbone, weights=spec.weights)
+
+    def pretrained(self, cfg: Any) -> list[Pretrained]:
+        from torchvision.models import list_models, video  # the zoo's import is paid here only, never by a run
+
+        pretrained = cfg.motion in MOTION_ENCODERS and cfg.motion in list_models(module=video)
+        return [Pretrained("torchvision", cfg.motion, "motion", cfg.motion_weights)] if pretrained else []
 
     def weight_sources(self, cfg: Any) -> list[tuple[str, Path]]:
         known = cfg.motion in MOTION_ENCODERS

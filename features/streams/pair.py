@@ -9,7 +9,7 @@ from typing import Any
 from features.backbones import timm_hub_file
 from features.pairs import PairCrops, create_pair_encoder
 from features.spec import FeatureSpec
-from features.streams import StreamFamily, Word, local_or_hub, register_family
+from features.streams import Pretrained, StreamFamily, Word, local_or_hub, register_family
 from features.streams.key_frames import decoding
 
 
@@ -29,6 +29,9 @@ class Pair(StreamFamily):
 
     def create_encoder(self, spec: FeatureSpec) -> Any:
         return create_pair_encoder(spec.backbone, weights=spec.weights)
+
+    def pretrained(self, cfg: Any) -> list[Pretrained]:
+        return [Pretrained("timm", cfg.pair.partition(":")[2], "pair", cfg.pair_weights)]
 
     def weight_sources(self, cfg: Any) -> list[tuple[str, Path]]:
         return local_or_hub(cfg, "pair_weights", lambda tag: timm_hub_file(cfg.pair.partition(":")[2]))

@@ -18,6 +18,7 @@ from features.inputs import Text
 from features.reader import Features
 from features.streams import (
     Loading,
+    Pretrained,
     StreamFamily,
     Word,
     inputs_of,
@@ -26,7 +27,7 @@ from features.streams import (
     register_family,
     training_split,
 )
-from features.streams.audio import hf_folder
+from features.streams.audio import hf_folder, hf_pretrained
 from features.text import TEXT_ENCODERS, ClipTextTower, HashedNgrams, TextEncoder, text_features
 
 
@@ -88,6 +89,11 @@ class TextStream(StreamFamily):
             cost, shape = text_cost(encoder)
             costs.append(LoadedStream(f"{cfg.text} on {column}", shape, encoder.width, 1, cost))
         return costs
+
+    def pretrained(self, cfg: Any) -> list[Pretrained]:
+        if cfg.text.startswith(clip.PREFIX):
+            return [Pretrained("open_clip", cfg.text.removeprefix(clip.PREFIX), "text", cfg.text_weights)]
+        return hf_pretrained("text", cfg.text, cfg.text_weights)
 
     def weight_sources(self, cfg: Any) -> list[tuple[str, Path]]:
         if cfg.text.startswith("hf:"):
