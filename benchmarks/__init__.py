@@ -34,8 +34,12 @@ of its own with a `rows` function, numbered as in BENCHMARKS.md:
   beforehand, in the same batches;
 - `runs`: 16, `just runs` over many runs against reading their summary rows alone; 17, the bootstrap interval over
   resampled groups against expanding each resample and scoring it with the track's own score.
+- `nss`: 18, the weight-free image statistics (`quality_stats`) on the key frames, extracted, against decoding the
+  same key frames alone (the weight-free video family, `temporal_stats`, is row 8's).
 
-Apart from the suite, `python -m benchmarks.gpu_lmm` is a prepared check for a CUDA machine: the LMM stream's encoder
-and a LoRA training step at Qwen2-VL-2B's shape (random weights, bfloat16), each against a bare loop, in items or
-steps a second and peak GPU memory (`--smoke` runs it on the CPU with a tiny model).
+Apart from the suite, `python -m benchmarks.real_content` measures the weight-free default on real photographs and
+footage (packages' sample media, distortion ladders with a known truth, the FIQA and KVQ layouts, the workbench's own
+extract, train and submit). `python -m benchmarks.gpu_lmm` is a prepared check for a CUDA machine: the LMM stream's
+encoder and a LoRA training step at Qwen2-VL-2B's shape (random weights, bfloat16), each against a bare loop, in items
+or steps a second and peak GPU memory (`--smoke` runs it on the CPU with a tiny model).
 """

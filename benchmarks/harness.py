@@ -35,7 +35,7 @@ Progress = Callable[[str], None]
 # A module is imported when its group is chosen, so a run loads only what its rows need (Optuna for the sweep's).
 GROUPS = (
     "extraction", "cache", "training", "memory", "sweep", "fingerprint", "motion", "audio", "text", "predictor", "hdr",
-    "finetune", "lmm", "runs",
+    "finetune", "lmm", "runs", "nss",
 )  # fmt: skip
 EXIT_USAGE = 2  # as the workbench's commands exit on a usage error
 console = Console()

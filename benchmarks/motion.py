@@ -15,9 +15,11 @@ from features.views import view_family
 MOTION = FeatureSpec("temporal_stats", view="clip", size=112, clip=8)  # 8 consecutive frames from each key frame
 
 
-def rows(sizes: Sizes, cfg: BenchConfig, root: Path, progress: Progress) -> list[Row]:
-    """The motion stream's extraction (decode with clips, render, encode, write) against its decode stage alone,
-    each clip's frames scaled at decode as the extraction scales them; per resolution, interleaved."""
+def against_decode(
+    spec: FeatureSpec, sizes: Sizes, root: Path, progress: Progress, what: str
+) -> list[tuple[str, int, list[float], list[float]]]:
+    """Per resolution: its label, the clips timed, and the seconds a clip of decoding alone and of the whole
+    extraction of `spec` (decode, render, encode, write), interleaved repeat by repeat."""
     found = []
     for width, height in sizes.resolutions:
         label = f"{height}p"
@@ -27,24 +29,30 @@ def rows(sizes: Sizes, cfg: BenchConfig, root: Path, progress: Progress) -> list
         items = clip_items(paths, sizes.extraction_items)
         decoded, extracted = [], []
         for repeat in range(sizes.repeats):
-            progress(f"{label} motion stream, repeat {repeat + 1}/{sizes.repeats}")
+            progress(f"{label} {what}, repeat {repeat + 1}/{sizes.repeats}")
             with timed() as decode:
-                decode_stage([Path(p) for p in items["path"]], MOTION.sampling(), view_family(MOTION))
+                decode_stage([Path(p) for p in items["path"]], spec.sampling(), view_family(spec))
             with tempfile.TemporaryDirectory(dir=root) as scratch, timed() as full:
-                run_extraction(items, MOTION, scratch)
+                run_extraction(items, spec, scratch)
             decoded.append(decode.wall / len(items))
             extracted.append(full.wall / len(items))
-        ratio = median_ratio(decoded, extracted)
-        found.append(
-            Row(
-                "8",
-                f"motion stream ({MOTION.backbone}, {MOTION.clip}-frame clips at {MOTION.size}) of {len(items)} clips "
-                f"of {sizes.seconds} s at {label}",
-                f"{median(extracted):.2f} s/clip",
-                f"{median(decoded):.2f} s/clip (decode alone)",
-                ratio,
-                ">= 0.8",
-                f"{MOTION.frames} key frames a clip, each starting a clip decoded in the same pass, scaled by FFmpeg",
-            )
-        )
+        found.append((label, len(items), decoded, extracted))
     return found
+
+
+def rows(sizes: Sizes, cfg: BenchConfig, root: Path, progress: Progress) -> list[Row]:
+    """The motion stream's extraction (decode with clips, render, encode, write) against its decode stage alone,
+    each clip's frames scaled at decode as the extraction scales them; per resolution, interleaved."""
+    return [
+        Row(
+            "8",
+            f"motion stream ({MOTION.backbone}, {MOTION.clip}-frame clips at {MOTION.size}) of {clips} clips "
+            f"of {sizes.seconds} s at {label}",
+            f"{median(extracted):.2f} s/clip",
+            f"{median(decoded):.2f} s/clip (decode alone)",
+            median_ratio(decoded, extracted),
+            ">= 0.8",
+            f"{MOTION.frames} key frames a clip, each starting a clip decoded in the same pass, scaled by FFmpeg",
+        )
+        for label, clips, decoded, extracted in against_decode(MOTION, sizes, root, progress, "motion stream")
+    ]

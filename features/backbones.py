@@ -26,6 +26,21 @@ from torch import nn
 from common.registry import Registry
 from common.tables import examples
 from features.fingerprint import file_sha256
+from features.nss import (
+    BRISQUE_NAMES,
+    COLOUR_NAMES,
+    GMLOG_NAMES,
+    blur_score,
+    brisque_statistics,
+    colour_cast_statistics,
+    correlate,
+    gmlog_statistics,
+    luminance,
+    mean_var,
+    mscn,
+    neighbour_products,
+    noise_floor,
+)
 
 
 class WeightsNotFound(RuntimeError):
@@ -108,44 +123,14 @@ def create_backbone(name: str, weights: str = "random", seed: int = 0) -> Backbo
 # Weight-free no-reference quality statistics.
 # Inputs are luminance maps [B,H,W] on a [0,1] scale unless a function says otherwise.
 
-_BT601 = (0.299, 0.587, 0.114)
 _LAPLACIAN = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
 _SOBEL_X = ((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (-1.0, 0.0, 1.0))
 _IMMERKAER = ((1.0, -2.0, 1.0), (-2.0, 4.0, -2.0), (1.0, -2.0, 1.0))
 _DETAIL_KERNELS = torch.tensor((_LAPLACIAN, _SOBEL_X, tuple(zip(*_SOBEL_X)), _IMMERKAER))
 _CODE_VALUES = 255.0  # energies are taken in 8-bit units because log1p only compresses values well above 1
-_MSCN_C = 1.0 / 255.0
 _BLOCK = 8
 _BLOCK_EPS = 0.5 / 255.0  # half a code value: smaller mean differences are quantisation, not structure
 _EPS = 1e-6
-
-
-def _correlate(maps: torch.Tensor, kernels: torch.Tensor) -> list[torch.Tensor]:
-    """'valid' 2-D correlation of every map in [..., H, W] with each of K kernels [K,h,w] -> K maps [..., H', W'].
-
-    The maps enter as the channels of a depthwise convolution, one kernel per call: on CPU that path is
-    several times faster than a dense convolution over single-channel images or a depthwise one with a
-    channel multiplier. 'valid' keeps padding artefacts out of the statistics.
-    """
-    channels = maps.reshape(1, -1, *maps.shape[-2:])
-    n = channels.shape[1]
-    responses = [F.conv2d(channels, kernel.expand(n, 1, -1, -1), groups=n) for kernel in kernels.to(maps)]
-    return [response.reshape(*maps.shape[:-2], *response.shape[-2:]) for response in responses]
-
-
-def _mean_var(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and population variance of each row of [B,N].
-
-    Two plain passes (mean, then mean of centred squares) are as accurate as torch.var_mean's Welford
-    update and several times faster on CPU.
-    """
-    mean = x.mean(dim=1, keepdim=True)
-    return mean[:, 0], (x - mean).square().mean(dim=1)
-
-
-def luminance(rgb: torch.Tensor) -> torch.Tensor:
-    """BT.601 luma of [B,3,H,W] RGB -> [B,H,W]; a batched matrix product, several times faster than einsum."""
-    return (rgb.new_tensor(_BT601) @ rgb.flatten(2)).unflatten(-1, rgb.shape[-2:])
 
 
 def detail_statistics(y: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -154,9 +139,9 @@ def detail_statistics(y: torch.Tensor) -> dict[str, torch.Tensor]:
     The noise is Immerkær's fast estimate: his mask is the difference of two Laplacians, which cancels
     image structure up to second order, so the mean absolute response is dominated by noise.
     """
-    laplacian, gx, gy, immerkaer = (response.flatten(1) for response in _correlate(y, _DETAIL_KERNELS))
+    laplacian, gx, gy, immerkaer = (response.flatten(1) for response in correlate(y, _DETAIL_KERNELS))
     return {
-        "laplacian_var": _mean_var(laplacian)[1],
+        "laplacian_var": mean_var(laplacian)[1],
         "gradient_mean": torch.hypot(gx, gy).mean(dim=1),
         "noise_sigma": math.sqrt(math.pi / 2.0) / 6.0 * immerkaer.abs().mean(dim=1),
     }
@@ -187,8 +172,8 @@ def blockiness(y: torch.Tensor) -> torch.Tensor:
 def colourfulness(rgb: torch.Tensor) -> torch.Tensor:
     """Hasler & Süsstrunk (2003) colourfulness of [B,3,H,W] RGB, on the [0,1] scale."""
     r, g, b = rgb.flatten(2).unbind(dim=1)
-    rg_mean, rg_var = _mean_var(r - g)
-    yb_mean, yb_var = _mean_var(0.5 * (r + g) - b)
+    rg_mean, rg_var = mean_var(r - g)
+    yb_mean, yb_var = mean_var(0.5 * (r + g) - b)
     return torch.sqrt(rg_var + yb_var) + 0.3 * torch.hypot(rg_mean, yb_mean)
 
 
@@ -198,33 +183,8 @@ def saturation(rgb: torch.Tensor) -> torch.Tensor:
     return ((high - rgb.amin(dim=1)) / (high + _EPS)).flatten(1).mean(dim=1)
 
 
-def _gaussian_window(size: int, sigma: float) -> torch.Tensor:
-    """[1,size,size] normalised Gaussian, built in float32 (as in version 1) so the features stay bit-stable."""
-    x = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
-    g = torch.exp(-x.square() / (2 * sigma**2))
-    g = g / g.sum()
-    return torch.outer(g, g)[None]
-
-
-_MSCN_WINDOW = _gaussian_window(7, 7.0 / 6.0)
-
-
-def mscn(y: torch.Tensor) -> torch.Tensor:
-    """Mean-subtracted contrast-normalised coefficients (BRISQUE), [B,H,W].
-
-    Local mean and local second moment come from one Gaussian pass over the pair [y, y²];
-    reflect padding keeps the map the size of `y`.
-    """
-    pair = F.pad(y.expand(2, *y.shape), (_MSCN_WINDOW.shape[-1] // 2,) * 4, mode="reflect")
-    pair[1].square_()  # squaring commutes with reflect padding, so one padded copy serves both
-    mu, second = _correlate(pair, _MSCN_WINDOW)[0]
-    sigma = (second - mu.square()).clamp_min(0).sqrt()
-    return (y - mu) / (sigma + _MSCN_C)
-
-
-def mscn_statistics(y: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Moments of the MSCN map and of its neighbour products, whose shapes distortions are known to bend."""
-    m = mscn(y)
+def mscn_statistics(m: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Moments of an MSCN map [B,H,W] and of its neighbour products, whose shapes distortions are known to bend."""
     centred = m.flatten(1) - m.flatten(1).mean(dim=1, keepdim=True)
     squared = centred.square()
     var = squared.mean(dim=1)
@@ -233,48 +193,50 @@ def mscn_statistics(y: torch.Tensor) -> dict[str, torch.Tensor]:
         "mscn_skew": (squared * centred).mean(dim=1) / (var + _EPS) ** 1.5,
         "mscn_kurt": squared.square().mean(dim=1) / (var + _EPS) ** 2,
     }
-    products = {
-        "h": m[:, :, :-1] * m[:, :, 1:],
-        "v": m[:, :-1, :] * m[:, 1:, :],
-        "d1": m[:, :-1, :-1] * m[:, 1:, 1:],
-        "d2": m[:, :-1, 1:] * m[:, 1:, :-1],
-    }
-    for direction, product in products.items():
-        pair_mean, pair_var = _mean_var(product.flatten(1))
+    for direction, product in neighbour_products(m).items():
+        pair_mean, pair_var = mean_var(product.flatten(1))
         stats |= {f"pair_{direction}_mean": pair_mean, f"pair_{direction}_var": pair_var}
     return stats
 
 
 def _scale_statistics(y: torch.Tensor) -> dict[str, torch.Tensor]:
     block_h, block_v = blockiness(y).unbind(dim=1)
+    m = mscn(y)
     return {
         **{f"log_{name}": torch.log1p(value) for name, value in detail_statistics(y * _CODE_VALUES).items()},
         "blockiness_h": block_h,
         "blockiness_v": block_v,
-        **mscn_statistics(y),
+        **mscn_statistics(m),
+        **brisque_statistics(m),
     }
 
 
-_GLOBAL_NAMES = ("brightness", "contrast", "colourfulness", "saturation")
+_GLOBAL_NAMES = ("brightness", "contrast", "colourfulness", "saturation", *COLOUR_NAMES, "blur", "log_noise_floor")
 _SCALE_NAMES = (
     "log_laplacian_var", "log_gradient_mean", "log_noise_sigma", "blockiness_h", "blockiness_v",
     "mscn_var", "mscn_skew", "mscn_kurt",
     "pair_h_mean", "pair_h_var", "pair_v_mean", "pair_v_var",
     "pair_d1_mean", "pair_d1_var", "pair_d2_mean", "pair_d2_var",
+    *BRISQUE_NAMES,
 )  # fmt: skip
 _SCALES = ("s1", "s2")  # full resolution and 2x box-downsampled
 
 
 class QualityStats(Backbone):
-    """Classic no-reference quality statistics (sharpness, noise, blocking, colour, natural-scene statistics).
+    """Classic no-reference quality statistics: sharpness, noise, blocking, colour casts and exposure, and the
+    natural-scene statistics of BRISQUE (at two scales) and GM-LOG (features.nss).
 
     Needs no weights, so the offline demo runs end to end and gives heads an interpretable baseline.
     Bump `version` whenever a formula changes: it invalidates cached features.
     """
 
-    names: tuple[str, ...] = _GLOBAL_NAMES + tuple(f"{n}@{s}" for s in _SCALES for n in _SCALE_NAMES)
+    names: tuple[str, ...] = (
+        _GLOBAL_NAMES
+        + tuple(f"{n}@{s}" for s in _SCALES for n in _SCALE_NAMES)
+        + tuple(f"gmlog_{n}" for n in GMLOG_NAMES)
+    )
     dim = len(names)
-    version = 1
+    version = 2
     min_size = 16  # the half scale must still hold one 8-px block and the 7x7 window
 
     def identity(self) -> dict[str, Any]:
@@ -286,12 +248,16 @@ class QualityStats(Backbone):
                 f"quality_stats needs images of at least {self.min_size}x{self.min_size}, got {tuple(images.shape)}"
             )
         y = luminance(images)
-        brightness, variance = _mean_var(y.flatten(1))
+        brightness, variance = mean_var(y.flatten(1))
         features = {
             "brightness": brightness,
             "contrast": variance.sqrt(),
             "colourfulness": colourfulness(images),
             "saturation": saturation(images),
+            **colour_cast_statistics(images),
+            "blur": blur_score(y),
+            "log_noise_floor": torch.log1p(noise_floor(y) * _CODE_VALUES),
+            **{f"gmlog_{name}": value for name, value in gmlog_statistics(y).items()},
         }
         half = F.avg_pool2d(y[:, None], 2)[:, 0]
         for scale, luma in zip(_SCALES, (y, half)):

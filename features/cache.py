@@ -115,11 +115,28 @@ def ensure_manifest(folder: Path, spec: FeatureSpec, backbone_identity: dict, di
         wanted = {k: manifest[k] for k in ("spec", "backbone", "dim")}
         diff = _differences(wanted, {k: found.get(k) for k in wanted})
         if diff:
-            raise CacheError(f"{path} does not match this configuration:\n  " + "\n  ".join(diff))
+            remedy = f"\n{ENCODER_CHANGED.format(folder=folder)}" if found.get("backbone") != backbone_identity else ""
+            raise CacheError(f"{path} does not match this configuration:\n  " + "\n  ".join(diff) + remedy)
         return found
     folder.mkdir(parents=True, exist_ok=True)
     write_text(path, json.dumps(manifest, indent=2, sort_keys=True))
     return manifest
+
+
+ENCODER_CHANGED = (
+    "the encoder changed since these features were cached (another version of the workbench): delete {folder} and "
+    "extract again, then train again the runs that read it"
+)
+
+
+def check_encoder(folder: Path, identity: dict) -> None:
+    """Refuses the features in `folder` where another version of their encoder made them than the one `identity`
+    describes (what this workbench builds): a head trained on them reads numbers this encoder does not make."""
+    path = folder / "manifest.json"
+    found = json.loads(path.read_text()).get("backbone") if path.is_file() else None
+    diff = _differences(json.loads(json.dumps(identity)), found) if isinstance(found, dict) else []
+    if diff:
+        raise CacheError(f"{path}: " + "; ".join(diff) + f"\n{ENCODER_CHANGED.format(folder=folder)}")
 
 
 RENAMED_KEYS = {"media": "decoder"}  # identity keys older schemas wrote under another name

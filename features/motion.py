@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from features.backbones import EncoderRegistry, FrozenEncoder, WeightsNotFound, luminance
+from features.backbones import EncoderRegistry, FrozenEncoder, WeightsNotFound, blockiness
 from features.fingerprint import file_sha256
+from features.nss import DIFFERENCE_NAMES, difference_statistics, luminance
 
 if TYPE_CHECKING:
     from torchvision.models._api import WeightsEnum
@@ -70,11 +71,19 @@ list_motion_encoders = MOTION_ENCODERS.names
 
 _SAME = 1.0 / 255.0  # frames whose mean absolute luma difference is under one 8-bit code value count as equal
 _CODE_VALUES = 255.0  # P.910 quotes TI on the 8-bit scale, so TI is given in code values to compare with it
+_JUMP = 1.4  # a pair changing this many times as much as the clip's typical moving pair is a jump: a dropped frame
+_JUMP_POOL = 4  # jumps are judged on 4x4 means, where a pair's change grows with the distance moved (fine texture
+# decorrelates within two pixels, so at full resolution twice the motion is barely more change)
 
 
 def _energy(luma: torch.Tensor) -> torch.Tensor:
     """Mean absolute difference between consecutive frames of [B,L,H,W] -> [B,L-1]."""
     return luma.diff(dim=1).abs().mean(dim=(-2, -1))
+
+
+def _grid_contrast(maps: torch.Tensor) -> torch.Tensor:
+    """The stronger of the horizontal and vertical 8-px grid contrasts of each map of [B,T,H,W] -> [B,T]."""
+    return blockiness(maps.flatten(0, 1)).amax(dim=1).unflatten(0, maps.shape[:2])
 
 
 def _moments(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -83,8 +92,9 @@ def _moments(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Te
 
 
 class TemporalStats(MotionEncoder):
-    """Classic temporal statistics of BT.601 luma: frame-difference energy, flicker, frozen and repeated frames,
-    P.910 temporal information, and the energy again at half resolution.
+    """Classic temporal statistics of BT.601 luma: frame-difference energy, flicker, frozen, repeated and dropped
+    frames, P.910 temporal information, the energy again at half resolution, the natural-scene statistics of the
+    frame differences (features.nss.difference_statistics) and the codec's block grid over time.
 
     Energy is the mean absolute luma difference of consecutive frames (mean, std, max over the L-1 pairs), flicker
     the std over frames of the mean luma and its mean absolute change, both on the [0,1] scale; `frozen` is the
@@ -92,7 +102,12 @@ class TemporalStats(MotionEncoder):
     than their predecessor (a still clip repeats from its third frame on); TI is P.910's (spatial std of the frame
     difference, max over time) and its mean over time, in 8-bit code values. Full and half resolution together
     separate the kinds of change: per-frame noise is halved by a 2x2 average, coherent motion of structure larger
-    than two pixels is not. A clip of one frame has no temporal statistics: every value is 0.
+    than two pixels is not. Jerkiness (TLVQM's cheap measures): `jumps` is the share of pairs changing more than
+    `_JUMP` times the median of the clip's moving (not frozen) pairs at quarter resolution, since a dropped frame
+    doubles the motion of its pair; `jump_ratio` is the log of the largest pair's change over that median; held frames
+    are `frozen`. Blocking over time is the mean and std over frames of the stronger 8-px grid contrast
+    (features.backbones.blockiness) and that contrast in the frame differences, where a codec's predicted blocks show
+    before they show in a frame. A clip of one frame has no temporal statistics: every value is 0.
     Bump `version` whenever a formula changes: it invalidates cached features.
     """
 
@@ -102,9 +117,12 @@ class TemporalStats(MotionEncoder):
         "frozen", "repeated",
         "ti_max", "ti_mean",
         "energy_mean@s2", "energy_std@s2", "energy_max@s2",
+        "jumps", "jump_ratio",
+        "block_mean", "block_std", "block_diff",
+        *DIFFERENCE_NAMES,
     )  # fmt: skip
     dim = len(names)
-    version = 1
+    version = 2
     min_side = 2  # the half scale needs one 2x2 block
 
     def identity(self) -> dict[str, Any]:
@@ -135,6 +153,18 @@ class TemporalStats(MotionEncoder):
         }
         half = _energy(F.avg_pool2d(y, 2))
         features |= dict(zip(("energy_mean@s2", "energy_std@s2", "energy_max@s2"), _moments(half)))
+        coarse = _energy(F.avg_pool2d(y, min(_JUMP_POOL, *y.shape[-2:])))
+        moving = energy > _SAME
+        median = coarse.where(moving, torch.nan).nanmedian(dim=1, keepdim=True).values.nan_to_num(0.0)
+        blocks = _grid_contrast(y)
+        features |= {
+            "jumps": (moving & (coarse > _JUMP * median)).float().mean(dim=1),
+            "jump_ratio": torch.log((coarse.amax(dim=1) + _SAME) / (median[:, 0] + _SAME)),
+            "block_mean": blocks.mean(dim=1),
+            "block_std": blocks.std(dim=1, correction=0),
+            "block_diff": _grid_contrast(y.diff(dim=1)).mean(dim=1),
+            **difference_statistics(y),
+        }
         return torch.stack([features[name] for name in self.names], dim=1)
 
 

@@ -29,6 +29,8 @@ from features.cache import (
     CacheError,
     cache_dir,
     cached_views,
+    check_encoder,
+    ensure_manifest,
     part_schema,
     read_failures,
     read_manifest,
@@ -293,7 +295,9 @@ def test_a_cache_made_with_another_configuration_is_refused(tiny_videos, tmp_pat
     manifest["backbone"]["version"] = 999
     manifest_path.write_text(json.dumps(manifest))
 
-    with pytest.raises(CacheError, match=r"(?s)manifest\.json does not match.*backbone\.version: asked 1, cached 999"):
+    asked = QualityStats.version
+    refused = rf"(?s)manifest\.json does not match.*backbone\.version: asked {asked}, cached 999"
+    with pytest.raises(CacheError, match=refused):
         run(items, tmp_path)
     with pytest.raises(CacheError, match=r"frames: asked 4, cached 8"):
         read_manifest(folder, replace(SPEC, frames=4))
@@ -560,3 +564,14 @@ def test_eight_bit_formats_with_digits_in_their_name_decode_to_eight_bits(tmp_pa
     clip = sample_video(str(path), FrameSampling(frames=8))
     assert clip.info["pix_fmt"] == pix_fmt
     assert clip.frames.dtype == np.uint8
+
+
+def test_features_another_version_of_their_encoder_made_are_refused_with_the_remedy(tmp_path):
+    folder = tmp_path / "kvq" / "quality_stats__resize224__0"
+    ensure_manifest(folder, SPEC, {"name": "quality_stats", "version": 1, "size": (224, 224)}, 36, {})
+    check_encoder(folder, {"name": "quality_stats", "version": 1, "size": (224, 224)})  # a tuple read back as a list
+    with pytest.raises(CacheError, match=r"(?s)version: asked 2, cached 1.*delete .*quality_stats__resize224__0"):
+        check_encoder(folder, {"name": "quality_stats", "version": 2, "size": (224, 224)})
+    with pytest.raises(CacheError, match="extract again"):
+        ensure_manifest(folder, SPEC, {"name": "quality_stats", "version": 2, "size": (224, 224)}, 123, {})
+    check_encoder(tmp_path / "absent", {"name": "quality_stats", "version": 2})  # nothing cached: nothing to refuse

@@ -80,7 +80,7 @@ def test_temporal_stats_has_no_weights():
 def test_temporal_stats_shape_identity_and_determinism(stats):
     clips = torch.rand(3, 5, 3, 24, 24, generator=torch.Generator().manual_seed(1))
     out = stats(clips)
-    assert out.shape == (3, TemporalStats.dim) and TemporalStats.dim == len(TemporalStats.names) == 12
+    assert out.shape == (3, TemporalStats.dim) and TemporalStats.dim == len(TemporalStats.names) == 23
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
     assert torch.equal(out, stats(clips.clone()))
     assert torch.allclose(out[1:2], stats(clips[1:2]), rtol=1e-5, atol=1e-6)  # clips do not see each other
@@ -90,7 +90,7 @@ def test_temporal_stats_shape_identity_and_determinism(stats):
         "name": "temporal_stats",
         "luma": "bt601",
         "same_threshold": 1 / 255,
-        "version": 1,
+        "version": 2,
     }
 
 

@@ -16,6 +16,7 @@ from features import decode
 from features.decode import DECODERS, FrameSampling, sample_video
 from features.encoding import shared_sampling
 from features.extract import extract
+from features.motion import TemporalStats
 from features.reader import read_features
 from features.spec import FeatureSpec
 from features.views import view_family
@@ -163,7 +164,7 @@ def test_a_run_reads_both_streams_and_a_sweep_tries_it_without_motion(tmp_path):
 
     cfg = build(TrainConfig, dict(w.split("=") for w in words), {"motion": "temporal_stats", "frames": 8})
     data_ = load_training_data(cfg)
-    assert len(data_.features.parts) == 2 and data_.features.dims[1] == 12  # temporal_stats' width
+    assert len(data_.features.parts) == 2 and data_.features.dims[1] == TemporalStats.dim  # temporal_stats' width
     (run,) = (tmp_path / "runs" / "xgc_ugc").iterdir()
     keys = Run(run).config["feature_key"].split("+")
     assert keys[0].startswith("quality_stats__resize32__") and keys[1].startswith("temporal_stats__clip16__")

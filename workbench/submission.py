@@ -19,6 +19,7 @@ from ensembles.blend import BLENDS, MeanBlend, blender_state
 from ensembles.calibrate import check_kind
 from ensembles.submit import Choice, Decision, RunPredictions, decide, runs_digest, submit_runs
 from features import streams as stream_families
+from features.cache import cache_dir, check_encoder
 from features.fingerprint import REFERENCE, item_fingerprints
 from features.reader import family_variants
 from features.weights import LEDGER
@@ -137,6 +138,10 @@ def export(cfg: ExportConfig) -> Path:
     predictor = predictor_of(named, decision)
     runs = [member.run for member in predictor.members]
     check_cost(named, {member.run: member.views for member in predictor.members})
+    for member in predictor.members:  # the heads read what these encoders make, not what an older version made
+        specs = member.config.all_specs(named.track.decoder)
+        for spec, encoder in zip(specs, member.encoders_for(specs)):
+            check_encoder(cache_dir(member.config.cache, named.track.name, spec), encoder.identity())
     name = f"{named.track.name}-{runs[0]}" if len(runs) == 1 else f"{named.track.name}-{runs_digest(runs)}"
     with console.status(f"exporting {', '.join(runs)}"):
         archive = export_folder(predictor, Path(cfg.out) / name)
