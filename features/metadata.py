@@ -1,5 +1,6 @@
-"""Metadata: what a file's container says of it (duration, frame rate, resolution, bitrate, bit depth, sound) and
-what a track reads from its ids (THQA's generator), one vector per item.
+"""Metadata: what a file's container says of it (duration, frame rate, resolution, bitrate, bit depth, sound, a
+JPEG's quality from its own quantisation table) and what a track reads from its ids (THQA's generator), one vector
+per item.
 
 Raters never see these numbers, but they track what raters do see: a short clip, a low frame rate, an upscaled
 small picture, a starved bitrate, a dead soundtrack; and a talking-head generator's name says much of its clips'
@@ -30,8 +31,35 @@ CONTAINER_FACTS = (
     "log_kbps",  # log1p of the container's bitrate in kbit/s
     "bit_depth",  # of the first video plane: 8, or 10 for HDR10
     "has_audio",
+    "jpeg_quality",  # the quality (1-100) a JPEG file's own luma quantisation table implies; 0 where it is no JPEG
 )
-CONTAINER_VERSION = 1
+CONTAINER_VERSION = 2  # 2: jpeg_quality
+# ITU-T T.81 Annex K's luminance quantisation table (natural order), which libjpeg scales by its quality setting.
+JPEG_LUMA = np.array([
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+], dtype=np.float64)  # fmt: skip
+
+
+def jpeg_quality(path: str) -> float:
+    """The quality a JPEG file was saved at, read from its own luma table, not guessed from its pixels: libjpeg's
+    scale s (the table over Annex K's, in percent, the median over the entries not clamped to 1 or 255) mapped back
+    through its rule, quality = (200 - s) / 2 for s <= 100, else 5000 / s. 0 where the file is no JPEG or holds no
+    luma table."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            tables = getattr(image, "quantization", None) if image.format == "JPEG" else None
+    except (OSError, UnidentifiedImageError):
+        return 0.0
+    if not tables or len(tables.get(0, ())) != JPEG_LUMA.size:
+        return 0.0
+    table = np.asarray(tables[0], dtype=np.float64)
+    free = (table > 1) & (table < 255)  # entries the clamping left alone
+    scale = 100 * float(np.median((table / JPEG_LUMA)[free] if free.any() else table / JPEG_LUMA))
+    return float(np.clip((200 - scale) / 2 if scale <= 100 else 5000 / scale, 1, 100))
 
 
 def container_facts(path: str) -> np.ndarray:
@@ -62,6 +90,7 @@ def container_facts(path: str) -> np.ndarray:
                 math.log1p(kbps),
                 depth,
                 bool(container.streams.audio),
+                jpeg_quality(path),
             ],
             dtype=np.float32,
         )

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import av
 import numpy as np
 import pytest
+from PIL import Image
 
 from features.fingerprint import UNREADABLE, fingerprints
 from features.metadata import CONTAINER_FACTS, container_facts, container_metadata, one_hot, training_categories
@@ -37,6 +38,18 @@ def test_container_facts_say_duration_rate_size_depth_and_sound(tmp_path, tiny_v
     assert facts["bit_depth"] == 8 and facts["has_audio"] == 0 and facts["log_kbps"] > 0
     _ten_bit(tmp_path / "hdr.mp4")
     assert dict(zip(CONTAINER_FACTS, container_facts(str(tmp_path / "hdr.mp4"))))["bit_depth"] == 10
+    assert facts["jpeg_quality"] == 0  # no JPEG
+
+
+def test_a_jpegs_quality_is_read_from_its_own_quantisation_table(tmp_path):
+    pixels = (np.random.default_rng(0).random((48, 64, 3)) * 255).astype(np.uint8)
+    for quality in (10, 35, 50, 75, 95):
+        path = tmp_path / f"q{quality}.jpg"
+        Image.fromarray(pixels).save(path, quality=quality)
+        facts = dict(zip(CONTAINER_FACTS, container_facts(str(path))))
+        assert facts["jpeg_quality"] == pytest.approx(quality, abs=1), quality  # libjpeg's rule rounds its table
+    Image.fromarray(pixels).save(tmp_path / "lossless.png")
+    assert dict(zip(CONTAINER_FACTS, container_facts(str(tmp_path / "lossless.png"))))["jpeg_quality"] == 0
 
 
 def test_facts_are_memoised_by_content_and_an_unreadable_file_has_none(tmp_path):

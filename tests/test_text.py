@@ -13,6 +13,7 @@ import torch
 
 from features.backbones import WeightsNotFound, create_backbone
 from features.clip import prompt_alignment
+from features.metadata import CONTAINER_FACTS
 from features.reader import Features
 from features.text import SentenceEncoder, text_features
 
@@ -183,7 +184,12 @@ def test_a_run_reads_text_alignment_and_metadata_streams_beside_the_key_frames(t
     defaults = get_track("xgc_aigv").defaults
     cfg = build(TrainConfig, dict(w.split("=", 1) for w in [*words, "align=cosine", "meta=container"]), defaults)
     loaded = load_training_data(cfg)
-    assert loaded.features.dims == [32, 33, 1, 8]  # key frames, prompt, their cosine, container facts
+    assert loaded.features.dims == [
+        32,
+        33,
+        1,
+        len(CONTAINER_FACTS),
+    ]  # key frames, prompt, their cosine, container facts
     aligned = loaded.features.parts[2]
     assert aligned.x.shape[2] == loaded.features.parts[0].x.shape[2] and (np.abs(aligned.x) <= 1 + 1e-5).all()
     facts = loaded.features.parts[3].x[:, 0, 0]
@@ -217,7 +223,12 @@ def test_profile_costs_the_text_and_alignment_streams_a_run_reads(tiny_clip):
     words = {"backbone": tiny_clip, "text": tiny_clip, "align": "cosine", "meta": "container", "size": "32"}
     cfg = build(ProfileConfig, words, track.defaults)
     pipeline = Pipeline.of(cfg, track, [("center",)])
-    assert pipeline.stream_dims() == [32, 33, 1, 8]  # key frames, prompt, cosine per key frame, container facts
+    assert pipeline.stream_dims() == [
+        32,
+        33,
+        1,
+        len(CONTAINER_FACTS),
+    ]  # key frames, prompt, cosine per key frame, container facts
     stages = {stage.name: stage for stage in pipeline.stages()}
     tower = stages[f"{tiny_clip} on prompt"]
     assert tower.input == "1x77 tokens" and tower.cost.flops > 0 and tower.cost.params > 0
