@@ -381,7 +381,7 @@ def _unknown_backbone(name: str) -> ValueError:
     )
 
 
-def _hub_filenames(hf_hub_filename: str | None) -> tuple[str, ...]:
+def hub_filenames(hf_hub_filename: str | None) -> tuple[str, ...]:
     """Files timm would fetch for a hub repo, safetensors first (same preference as timm)."""
     filename = hf_hub_filename or "pytorch_model.bin"
     stem = filename.removesuffix("pytorch_model.bin")
@@ -397,7 +397,7 @@ def _cached_hub_file(name: str, pretrained_cfg: Any) -> tuple[str, Path]:
             f"timm has no Hugging Face hub weights for {name!r}; pass weights=/path/to/weights.safetensors"
         )
     repo_id, _, revision = hub_id.partition("@")
-    filenames = _hub_filenames(pretrained_cfg.hf_hub_filename)
+    filenames = hub_filenames(pretrained_cfg.hf_hub_filename)
     for filename in filenames:
         found = try_to_load_from_cache(repo_id, filename, revision=revision or None)
         if isinstance(found, str):

@@ -203,7 +203,7 @@ class _VideoModel:
         return getattr(video, self.weights_class).KINETICS400_V1
 
 
-_VIDEO_MODELS = {
+VIDEO_MODELS = {
     model.name: model
     for model in (
         _VideoModel("r3d_18", "R3D_18_Weights", "fc", 512),
@@ -263,7 +263,7 @@ _WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt")
 
 def torchvision_encoder(name: str, weights: str = "random", seed: int = 0) -> TorchvisionVideoEncoder:
     """A torchvision video model as a motion encoder; see `create_motion_encoder` for `weights`."""
-    spec = _VIDEO_MODELS[name]
+    spec = VIDEO_MODELS[name]
     # Seed the init without disturbing the caller's RNG: fork the CPU generator, and seed only it (torch.manual_seed
     # would also reseed every CUDA generator, which fork_rng(devices=[]) does not restore).
     with torch.random.fork_rng(devices=[]):
@@ -285,11 +285,16 @@ def torchvision_encoder(name: str, weights: str = "random", seed: int = 0) -> To
     return TorchvisionVideoEncoder(name, model, spec, f"sha256:{file_sha256(path)}")
 
 
+def hub_file(name: str) -> Path:
+    """Where the torch hub cache keeps the model's Kinetics-400 weights, whether they are there or not."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(VIDEO_MODELS[name].weights.url)
+
+
 def hub_checkpoint(name: str) -> Path:
     """The torch hub cache file of the model's Kinetics-400 weights; a pure filesystem lookup, never a download."""
-    spec = _VIDEO_MODELS[name]
-    filename = os.path.basename(spec.weights.url)
-    path = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    spec = VIDEO_MODELS[name]
+    path = hub_file(name)
+    filename = path.name
     if not path.is_file():
         enum = type(spec.weights).__name__
         fetch = f"from torchvision.models.video import {name}, {enum}; {name}(weights={spec.weights!r})"
@@ -322,5 +327,5 @@ def _load_weights_file(model: nn.Module, spec: _VideoModel, path: Path) -> None:
         raise ValueError(f"{path}: not a state dict of torchvision's {spec.build.__name__}: {error}") from error
 
 
-for _name in _VIDEO_MODELS:
+for _name in VIDEO_MODELS:
     register_motion_encoder(_name)(functools.partial(torchvision_encoder, _name))

@@ -40,9 +40,10 @@ from huggingface_hub.errors import RemoteEntryNotFoundError
 from common.registry import Registry
 from features import clip
 from features import streams as stream_families
-from features.backbones import WeightsNotFound, _hub_filenames
+from features.backbones import WeightsNotFound, hub_filenames
 from features.fingerprint import file_sha256
 from features.hf import MODEL_FILES, model_folder
+from features.motion import VIDEO_MODELS, hub_file
 
 HF, TORCH, FILE = "hf", "torch", "file"  # where a component lives: a Hugging Face cache, the torch hub cache, a path
 MODEL_CARD = "README.md"  # a Hugging Face repository's model card, whose front matter states the licence
@@ -169,7 +170,7 @@ def timm_components(name: str, word: str, weights: str) -> list[Component]:
     if not getattr(cfg, "hf_hub_id", None):
         raise ValueError(f"{word}={name!r} weights=hub: timm has no Hugging Face hub weights for it; name a file")
     repo, _, revision = cfg.hf_hub_id.partition("@")
-    files = _hub_filenames(cfg.hf_hub_filename)
+    files = hub_filenames(cfg.hf_hub_filename)
     stated = (cfg.license or NOT_STATED, f"timm's pretrained_cfg of {name}")
     return [hf_component("timm", name, word, repo, revision or None, files, stated)]
 
@@ -218,10 +219,7 @@ def torchvision_components(name: str, word: str, weights: str) -> list[Component
         return []
     if weights != "hub":
         return [local_file("torchvision", name, word, weights)]
-    from torchvision.models import get_model_weights
-
-    enum = get_model_weights(name).KINETICS400_V1
-    path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(enum.url)
+    enum, path = VIDEO_MODELS[name].weights, hub_file(name)
     prefix = torch.hub.HASH_REGEX.search(path.name)
     terms = TORCHVISION_TERMS.format(data="Kinetics-400") + f"; recipe: {enum.meta.get('recipe', '-')}"
     return [Component("torchvision", name, word, TORCH, str(path), path if path.is_file() else None, NOT_STATED,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from features.motion import MOTION_ENCODERS, create_motion_encoder, hub_checkpoint
+from features.motion import MOTION_ENCODERS, VIDEO_MODELS, create_motion_encoder, hub_checkpoint
 from features.spec import FeatureSpec
 from features.streams import Pretrained, StreamError, StreamFamily, Word, local_or_hub, register_family
 from features.streams.key_frames import decoding
@@ -43,9 +43,7 @@ class Motion(StreamFamily):
         return create_motion_encoder(spec.backbone, weights=spec.weights)
 
     def pretrained(self, cfg: Any) -> list[Pretrained]:
-        from torchvision.models import list_models, video  # the zoo's import is paid here only, never by a run
-
-        pretrained = cfg.motion in MOTION_ENCODERS and cfg.motion in list_models(module=video)
+        pretrained = cfg.motion in VIDEO_MODELS  # torchvision's, the ones with weights
         return [Pretrained("torchvision", cfg.motion, "motion", cfg.motion_weights)] if pretrained else []
 
     def weight_sources(self, cfg: Any) -> list[tuple[str, Path]]:
